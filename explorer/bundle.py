@@ -1,0 +1,106 @@
+"""A loaded model, ready to explore: its exported graph, its prunable layers, its costs.
+
+A :class:`ModelBundle` is read-only and shared (the app caches one per model for every
+browser session). Nothing in the engine writes into ``bundle.model`` or its program.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from explorer.errors import ModelError
+from explorer.graph import Layer, Program, analyse
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A model in eval mode with what the engine knows about it.
+
+    ``input_shape`` is one sample's shape (without the batch dimension); ``layers`` are the
+    prunable layers in execution order; ``flops`` is the dense FLOPs per sample of the
+    whole model as ``FlopCounterMode`` counts them (2 per multiply-add).
+    """
+
+    name: str
+    model: nn.Module
+    program: Program
+    input_shape: tuple[int, ...]
+    num_classes: int
+    layers: tuple[Layer, ...]
+    flops: int
+    card: dict = field(default_factory=dict)
+    source: str = "zoo"
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def params(self) -> dict[str, torch.Tensor]:
+        """Every parameter by its ``state_dict`` name (the shared tensors: do not write)."""
+        return self.program.params()
+
+    @property
+    def param_count(self) -> int:
+        return sum(p.numel() for p in self.params().values())
+
+
+def bundle_from_module(
+    model: nn.Module,
+    name: str,
+    input_shape: tuple[int, ...],
+    card: dict | None = None,
+    source: str = "zoo",
+    program_module: torch.fx.GraphModule | None = None,
+) -> ModelBundle:
+    """Export ``model`` (or take its already exported ``program_module``) and analyse it."""
+    model.eval()
+    for pname, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            bad = int((~torch.isfinite(p)).sum())
+            raise ModelError(
+                f"Parameter '{pname}' has {bad} NaN or infinite value(s); "
+                "the model cannot be evaluated. Check the training run that produced it."
+            )
+    example = torch.zeros((2, *input_shape))
+    if program_module is None:
+        program_module = export_module(model, example)
+    program = Program(program_module)
+    logits, _ = program.run(example[:1])
+    if logits.dim() != 2:
+        raise ModelError(
+            f"The model returns a tensor of shape {tuple(logits.shape)}; "
+            "expected logits shaped (batch, classes)."
+        )
+    layers = tuple(analyse(program, example[:1]))
+    with FlopCounterMode(display=False) as counter:
+        program.run(example[:1])
+    return ModelBundle(
+        name=name, model=model, program=program, input_shape=tuple(input_shape),
+        num_classes=int(logits.shape[1]), layers=layers, flops=int(counter.get_total_flops()),
+        card=dict(card or {}), source=source,
+    )
+
+
+def export_module(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
+    """``torch.export`` the model with a dynamic batch dimension; clear error if it fails."""
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        with torch.no_grad():
+            exported = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    except Exception as exc:  # export raises many internal types; the user needs the gist
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"The model cannot be traced for analysis with torch.export on input of shape "
+            f"{tuple(example.shape[1:])}: {first}"
+        ) from exc
+    return exported.module()

@@ -1,0 +1,303 @@
+"""The model as a graph of ATen operations: what can be pruned, and how to run it cheaply.
+
+Every model is turned into a ``torch.export`` program (an fx graph of ATen ops whose
+parameters are ``get_attr`` nodes named as in ``model.state_dict()``). On that graph we find
+
+* the prunable layers (``aten.linear`` / ``aten.conv2d`` with a weight parameter), in
+  execution order, with their dense FLOPs per sample;
+* for each layer, which parameter slices depend on its output neurons (BatchNorm entries,
+  the next layer's input columns) or why its neurons cannot be removed on their own;
+
+and we run the graph node by node with parameters swapped in (never written into the
+model), optionally resuming from a cached state so that only the part of the network after
+the first changed parameter is recomputed.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import fx
+from torch.fx.node import map_arg
+
+from explorer.errors import ModelError
+
+aten = torch.ops.aten
+LAYER_OPS = {aten.linear.default: "linear", aten.conv2d.default: "conv2d"}
+# Ops that keep the channel axis (dim 1) and act on each channel separately.
+CHANNELWISE_OPS = {
+    aten.relu.default, aten.gelu.default, aten.silu.default, aten.sigmoid.default,
+    aten.tanh.default, aten.leaky_relu.default, aten.hardtanh.default, aten.elu.default,
+    aten.dropout.default, aten.max_pool2d.default, aten.avg_pool2d.default,
+    aten.adaptive_avg_pool2d.default, aten.clone.default, aten.contiguous.default,
+    aten.batch_norm.default,
+}
+ACTIVATION_OPS = {
+    aten.relu.default, aten.gelu.default, aten.silu.default, aten.sigmoid.default,
+    aten.tanh.default, aten.leaky_relu.default, aten.hardtanh.default, aten.elu.default,
+}
+FLATTEN_OPS = {aten.flatten.using_ints, aten.view.default, aten.reshape.default}
+
+
+@dataclass(frozen=True)
+class Dependent:
+    """A parameter slice that follows a layer's output neurons.
+
+    Neuron ``i`` of the layer owns entries ``[i * repeat, (i + 1) * repeat)`` along ``dim``
+    of ``param`` (``repeat`` > 1 where a flatten turns each channel into H*W features).
+    """
+
+    param: str
+    dim: int
+    repeat: int = 1
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A prunable layer: a linear or 2-D convolution with a weight parameter."""
+
+    name: str
+    kind: str
+    weight: str
+    bias: str | None
+    weight_shape: tuple[int, ...]
+    flops: int  # dense FLOPs per input sample, 2 per multiply-add
+    node: str  # name of the graph node that applies the layer
+    activation_node: str  # node whose output is this layer's activation (after its nonlinearity)
+    dependents: tuple[Dependent, ...] = ()  # what follows its neurons (empty if not prunable)
+    neuron_reason: str | None = None  # why its neurons cannot be removed, if they cannot
+
+    @property
+    def neurons(self) -> int:
+        return self.weight_shape[0]
+
+    @property
+    def neuron_prunable(self) -> bool:
+        return self.neuron_reason is None
+
+
+@dataclass
+class RunState:
+    """The value of every graph node from one run, and the parameter keys it was run with."""
+
+    values: list
+    keys: dict[str, object]
+    nbytes: int
+
+
+@dataclass
+class Program:
+    """An exported model graph that runs with swapped-in parameters and can resume mid-way."""
+
+    module: fx.GraphModule
+    nodes: list[fx.Node] = field(init=False)
+    first_use: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.nodes = list(self.module.graph.nodes)
+        index = {n: i for i, n in enumerate(self.nodes)}
+        self.first_use = {}
+        for n in self.nodes:
+            if n.op == "get_attr":
+                users = [index[u] for u in n.users]
+                self.first_use[n.target] = min(users) if users else len(self.nodes)
+
+    def params(self) -> dict[str, torch.Tensor]:
+        return dict(self.module.named_parameters())
+
+    def run(
+        self,
+        x: torch.Tensor,
+        overrides: Mapping[str, torch.Tensor] | None = None,
+        keys: Mapping[str, object] | None = None,
+        resume: RunState | None = None,
+        keep: bool = False,
+    ) -> tuple[torch.Tensor, RunState | None]:
+        """Run the graph on ``x`` (N, ...) with ``overrides`` replacing named parameters.
+
+        ``keys`` name the version of each overridden parameter; with ``resume``, nodes
+        before the first consumer of a parameter whose key changed are taken from
+        ``resume`` instead of recomputed. Returns the logits (N, classes) and, with
+        ``keep``, the new state to resume from next time.
+        """
+        overrides = overrides or {}
+        keys = dict(keys or {})
+        start = 0
+        if resume is not None:
+            changed = {p for p in set(keys) | set(resume.keys) if keys.get(p) != resume.keys.get(p)}
+            start = min((self.first_use.get(p, 0) for p in changed), default=len(self.nodes))
+        values: list = [None] * len(self.nodes)
+        if start:
+            values[:start] = resume.values[:start]
+        index = {n: i for i, n in enumerate(self.nodes)}
+        output = None
+        with torch.no_grad():
+            for i, node in enumerate(self.nodes):
+                if node.op == "get_attr":
+                    values[i] = overrides.get(node.target)
+                    if values[i] is None:
+                        values[i] = _fetch_attr(self.module, node.target)
+                    continue
+                if i < start and node.op != "output":
+                    continue
+                args = map_arg(node.args, lambda n: values[index[n]])
+                kwargs = map_arg(node.kwargs, lambda n: values[index[n]])
+                if node.op == "placeholder":
+                    values[i] = x
+                elif node.op == "call_function":
+                    values[i] = node.target(*args, **kwargs)
+                elif node.op == "call_module":
+                    values[i] = self.module.get_submodule(node.target)(*args, **kwargs)
+                elif node.op == "call_method":
+                    values[i] = getattr(args[0], node.target)(*args[1:], **kwargs)
+                elif node.op == "output":
+                    output = args[0]
+        logits = _single_tensor(output)
+        state = None
+        if keep:
+            nbytes = sum(v.nbytes for v in values if isinstance(v, torch.Tensor))
+            state = RunState(values, keys, nbytes)
+        return logits, state
+
+
+def _fetch_attr(module: torch.nn.Module, target: str) -> torch.Tensor:
+    obj = module
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _single_tensor(output: object) -> torch.Tensor:
+    while isinstance(output, (tuple, list)) and len(output) == 1:
+        output = output[0]
+    if not isinstance(output, torch.Tensor):
+        raise ModelError(
+            "The model must return a single tensor of logits (N, classes); "
+            f"it returned {type(output).__name__}."
+        )
+    return output
+
+
+def analyse(program: Program, example: torch.Tensor) -> list[Layer]:
+    """Find the prunable layers of ``program`` in execution order, run on ``example`` (1, ...)."""
+    _, state = program.run(example, keep=True)
+    shapes = {
+        n.name: tuple(v.shape)
+        for n, v in zip(program.nodes, state.values, strict=True)
+        if isinstance(v, torch.Tensor)
+    }
+    params = program.params()
+    layers = []
+    for node in program.nodes:
+        kind = LAYER_OPS.get(node.target) if node.op == "call_function" else None
+        if kind is None:
+            continue
+        weight = node.args[1]
+        if not (isinstance(weight, fx.Node) and weight.op == "get_attr" and weight.target in params):
+            continue
+        bias = node.args[2] if len(node.args) > 2 else None
+        bias_name = bias.target if isinstance(bias, fx.Node) and bias.op == "get_attr" else None
+        w_shape = tuple(params[weight.target].shape)
+        name = weight.target.removesuffix(".weight")
+        flops = _layer_flops(kind, w_shape, shapes[node.args[0].name], shapes[node.name])
+        if kind == "conv2d" and _conv_groups(node) != 1:
+            deps, reason = (), "grouped convolutions are not supported for neuron pruning"
+        else:
+            deps, reason = _dependents(node, kind, shapes, params)
+        layers.append(Layer(
+            name=name, kind=kind, weight=weight.target, bias=bias_name, weight_shape=w_shape,
+            flops=flops, node=node.name, activation_node=_activation_node(node).name,
+            dependents=deps, neuron_reason=reason,
+        ))
+    if not layers:
+        raise ModelError(
+            "The model has no prunable layer: Pruning Explorer prunes nn.Linear and nn.Conv2d "
+            "weights, and found none in the exported graph."
+        )
+    return layers
+
+
+def _conv_groups(node: fx.Node) -> int:
+    return int(node.args[6]) if len(node.args) > 6 else int(node.kwargs.get("groups", 1))
+
+
+def _layer_flops(kind: str, w_shape: tuple, in_shape: tuple, out_shape: tuple) -> int:
+    """Dense FLOPs per sample, 2 per multiply-add, as ``FlopCounterMode`` counts them."""
+    if kind == "linear":
+        rows = math.prod(in_shape[1:-1])
+        return 2 * rows * w_shape[0] * w_shape[1]
+    c_out, c_in_per_group, kh, kw = w_shape
+    return 2 * c_out * math.prod(out_shape[2:]) * c_in_per_group * kh * kw
+
+
+def _activation_node(node: fx.Node) -> fx.Node:
+    """The node after ``node``'s nonlinearity (through BatchNorm), or ``node`` itself."""
+    current = node
+    while len(current.users) == 1:
+        (user,) = current.users
+        if user.op != "call_function" or user.target not in CHANNELWISE_OPS:
+            break
+        if user.target in ACTIVATION_OPS:
+            return user
+        if user.target is not aten.batch_norm.default:
+            break
+        current = user
+    return node
+
+
+def _dependents(
+    node: fx.Node, kind: str, shapes: dict[str, tuple], params: Mapping[str, torch.Tensor]
+) -> tuple[tuple[Dependent, ...], str | None]:
+    """Which parameter slices follow ``node``'s output neurons; or why they cannot be cut."""
+    if kind == "linear" and len(shapes[node.name]) != 2:
+        return (), "a linear layer on inputs of more than 2 dimensions is not supported"
+    deps: list[Dependent] = []
+    stack = [(node, 1)]
+    consumers = 0
+    while stack:
+        current, repeat = stack.pop()
+        if not current.users:
+            return (), "its output is the model's output (its neurons are the classes)"
+        for user in current.users:
+            if user.op == "output":
+                return (), "its output is the model's output (its neurons are the classes)"
+            target = user.target if user.op == "call_function" else None
+            if target in LAYER_OPS and user.args[0] is current:
+                w = user.args[1]
+                if not (isinstance(w, fx.Node) and w.op == "get_attr" and w.target in params):
+                    return (), f"its output feeds {user.name}, whose weight is not a parameter"
+                if target is aten.conv2d.default and _conv_groups(user) != 1:
+                    return (), f"its output feeds a grouped convolution ({user.name})"
+                deps.append(Dependent(w.target, 1, repeat))
+                consumers += 1
+            elif target in CHANNELWISE_OPS and user.args[0] is current:
+                if target is aten.batch_norm.default:
+                    for arg in user.args[1:3]:
+                        if isinstance(arg, fx.Node) and arg.target in params:
+                            deps.append(Dependent(arg.target, 0, repeat))
+                stack.append((user, repeat))
+            elif target in FLATTEN_OPS and _is_channel_flatten(current, user, shapes):
+                stack.append((user, repeat * math.prod(shapes[current.name][2:])))
+            elif target is operator.getitem:
+                return (), f"its output is split by {user.name}"
+            else:
+                op = getattr(target, "__name__", str(user.target))
+                return (), (
+                    f"its output is coupled to other layers through {op} ({user.name}); "
+                    "coupled channels must be pruned as a group"
+                )
+    if consumers == 0:
+        return (), "no later layer consumes its output"
+    return tuple(deps), None
+
+
+def _is_channel_flatten(src: fx.Node, user: fx.Node, shapes: dict[str, tuple]) -> bool:
+    """Whether ``user`` reshapes (N, C, ...) into (N, C * ...) keeping channels in blocks."""
+    before, after = shapes.get(src.name), shapes.get(user.name)
+    if before is None or after is None or len(after) != 2 or len(before) < 2:
+        return False
+    return after[0] == before[0] and after[1] == math.prod(before[1:])

@@ -1,0 +1,23 @@
+"""Loading a model by name: the bundled demo zoo."""
+
+from __future__ import annotations
+
+from safetensors.torch import load_file
+
+from explorer.bundle import ModelBundle, bundle_from_module
+from explorer.errors import ModelError
+from explorer.zoo import DIGITS_INPUT_SHAPE, zoo_entry
+
+
+def load_demo(name: str) -> ModelBundle:
+    """The demo model ``name`` with its trained weights from ``assets/``."""
+    entry = zoo_entry(name)
+    if not entry.weights_path.exists():
+        raise ModelError(
+            f"The weights of '{name}' are missing ({entry.weights_path}); "
+            "run `pruning-explorer train-demos` to regenerate them."
+        )
+    model = entry.build()
+    model.load_state_dict(load_file(str(entry.weights_path)))
+    model.eval()
+    return bundle_from_module(model, name, DIGITS_INPUT_SHAPE, card=entry.card(), source="zoo")
