@@ -96,15 +96,27 @@ class Program:
     module: fx.GraphModule
     nodes: list[fx.Node] = field(init=False)
     first_use: dict[str, int] = field(init=False)
+    resumable: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.nodes = list(self.module.graph.nodes)
-        index = {n: i for i, n in enumerate(self.nodes)}
+        self._index = {n: i for i, n in enumerate(self.nodes)}
         self.first_use = {}
         for n in self.nodes:
             if n.op == "get_attr":
-                users = [index[u] for u in n.users]
+                users = [self._index[u] for u in n.users]
                 self.first_use[n.target] = min(users) if users else len(self.nodes)
+        # A node that writes into its input would corrupt cached values: no resuming then.
+        self.resumable = not any(
+            getattr(getattr(n.target, "_schema", None), "is_mutable", False)
+            for n in self.nodes
+            if n.op == "call_function"
+        )
+
+    def resume_index(self, keys: Mapping[str, object], state: RunState) -> int:
+        """First node to recompute when parameters have ``keys`` and ``state`` had its own."""
+        changed = {p for p in set(keys) | set(state.keys) if keys.get(p) != state.keys.get(p)}
+        return min((self.first_use.get(p, 0) for p in changed), default=len(self.nodes))
 
     def params(self) -> dict[str, torch.Tensor]:
         return dict(self.module.named_parameters())
@@ -126,14 +138,11 @@ class Program:
         """
         overrides = overrides or {}
         keys = dict(keys or {})
-        start = 0
-        if resume is not None:
-            changed = {p for p in set(keys) | set(resume.keys) if keys.get(p) != resume.keys.get(p)}
-            start = min((self.first_use.get(p, 0) for p in changed), default=len(self.nodes))
+        start = self.resume_index(keys, resume) if resume is not None else 0
         values: list = [None] * len(self.nodes)
         if start:
             values[:start] = resume.values[:start]
-        index = {n: i for i, n in enumerate(self.nodes)}
+        index = self._index
         output = None
         with torch.no_grad():
             for i, node in enumerate(self.nodes):
@@ -196,20 +205,19 @@ def analyse(program: Program, example: torch.Tensor) -> list[Layer]:
         kind = LAYER_OPS.get(node.target) if node.op == "call_function" else None
         if kind is None:
             continue
-        weight = node.args[1]
-        if not (isinstance(weight, fx.Node) and weight.op == "get_attr" and weight.target in params):
+        weight = _param_name(node.args[1], params)
+        if weight is None:
             continue
-        bias = node.args[2] if len(node.args) > 2 else None
-        bias_name = bias.target if isinstance(bias, fx.Node) and bias.op == "get_attr" else None
-        w_shape = tuple(params[weight.target].shape)
-        name = weight.target.removesuffix(".weight")
+        bias_name = _param_name(node.args[2], params) if len(node.args) > 2 else None
+        w_shape = tuple(params[weight].shape)
+        name = weight.removesuffix(".weight")
         flops = _layer_flops(kind, w_shape, shapes[node.args[0].name], shapes[node.name])
         if kind == "conv2d" and _conv_groups(node) != 1:
             deps, reason = (), "grouped convolutions are not supported for neuron pruning"
         else:
             deps, reason = _dependents(node, kind, shapes, params)
         layers.append(Layer(
-            name=name, kind=kind, weight=weight.target, bias=bias_name, weight_shape=w_shape,
+            name=name, kind=kind, weight=weight, bias=bias_name, weight_shape=w_shape,
             flops=flops, node=node.name, activation_node=_activation_node(node).name,
             dependents=deps, neuron_reason=reason,
         ))
@@ -219,6 +227,13 @@ def analyse(program: Program, example: torch.Tensor) -> list[Layer]:
             "weights, and found none in the exported graph."
         )
     return layers
+
+
+def _param_name(arg: object, params: Mapping[str, torch.Tensor]) -> str | None:
+    """The parameter name ``arg`` reads, if it is a ``get_attr`` node of a parameter."""
+    if isinstance(arg, fx.Node) and arg.op == "get_attr" and arg.target in params:
+        return arg.target
+    return None
 
 
 def _conv_groups(node: fx.Node) -> int:
@@ -267,18 +282,18 @@ def _dependents(
                 return (), "its output is the model's output (its neurons are the classes)"
             target = user.target if user.op == "call_function" else None
             if target in LAYER_OPS and user.args[0] is current:
-                w = user.args[1]
-                if not (isinstance(w, fx.Node) and w.op == "get_attr" and w.target in params):
+                w = _param_name(user.args[1], params)
+                if w is None:
                     return (), f"its output feeds {user.name}, whose weight is not a parameter"
                 if target is aten.conv2d.default and _conv_groups(user) != 1:
                     return (), f"its output feeds a grouped convolution ({user.name})"
-                deps.append(Dependent(w.target, 1, repeat))
+                deps.append(Dependent(w, 1, repeat))
                 consumers += 1
             elif target in CHANNELWISE_OPS and user.args[0] is current:
                 if target is aten.batch_norm.default:
                     for arg in user.args[1:3]:
-                        if isinstance(arg, fx.Node) and arg.target in params:
-                            deps.append(Dependent(arg.target, 0, repeat))
+                        if (bn_param := _param_name(arg, params)) is not None:
+                            deps.append(Dependent(bn_param, 0, repeat))
                 stack.append((user, repeat))
             elif target in FLATTEN_OPS and _is_channel_flatten(current, user, shapes):
                 stack.append((user, repeat * math.prod(shapes[current.name][2:])))

@@ -1,0 +1,110 @@
+"""The evaluator behind a slider: a plan in, its metrics out, recomputing as little as it can.
+
+* Importance scores and their sort order are cached per layer (:class:`ScoreCache`):
+  a new fraction is a lookup.
+* Sizes and FLOPs are arithmetic on per-layer figures (:class:`CostModel`).
+* The value of every graph node from the dense run and from the last run is kept (within
+  ``memory_budget`` bytes); a new plan recomputes only from the first node that reads a
+  parameter whose mask changed. Where the cache does not fit the budget, or the graph
+  mutates tensors in place, every evaluation is a full forward pass.
+
+One evaluator belongs to one user session (it remembers that session's last plan); the
+bundle and the score cache can be shared between sessions.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+
+from explorer.bundle import ModelBundle
+from explorer.data import ValidationSet
+from explorer.graph import RunState
+from explorer.masks import Masks, ScoreCache, masks_for
+from explorer.metrics import CostModel, Metrics, metrics_from, score_logits
+from explorer.plan import Plan
+
+DEFAULT_MEMORY_BUDGET = 512 * 2**20
+MASKED_PARAMS_KEPT = 64
+
+
+class Evaluator:
+    """Evaluates plans for one model on one validation set."""
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        data: ValidationSet,
+        scores: ScoreCache | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    ) -> None:
+        self.bundle = bundle
+        self.data = data
+        self.scores = scores or ScoreCache(bundle)
+        self.costs = CostModel(bundle)
+        self.memory_budget = memory_budget
+        self.params = bundle.params()
+        self.incremental = bundle.program.resumable
+        self._states: dict[str, RunState] = {}
+        self._masked_params: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.last_start = 0  # index of the first recomputed node in the last run
+
+    def masks(self, plan: Plan) -> Masks:
+        return masks_for(self.bundle, plan, self.scores)
+
+    def logits(self, masks: Masks) -> torch.Tensor:
+        """Logits (N, classes) of the masked model on the validation inputs."""
+        overrides = self._masked(masks)
+        program = self.bundle.program
+        resume = None
+        if self.incremental and self._states:
+            resume = max(self._states.values(), key=lambda s: program.resume_index(masks.keys, s))
+        logits, state = program.run(
+            self.data.x, overrides, masks.keys, resume=resume, keep=self.incremental
+        )
+        self.last_start = program.resume_index(masks.keys, resume) if resume else 0
+        if state is not None and state.nbytes * 2 <= self.memory_budget:
+            self._states["last"] = state
+            if "dense" not in self._states:
+                self._states["dense"] = state if not masks.keys else self._dense()
+        else:
+            self.incremental = False
+            self._states.clear()
+        return logits
+
+    def _masked(self, masks: Masks) -> dict[str, torch.Tensor]:
+        """Masked parameter tensors, reused while a layer's mask stays the same."""
+        out = {}
+        for name, mask in masks.masks.items():
+            key = (name, masks.keys[name])
+            if key not in self._masked_params:
+                self._masked_params[key] = self.params[name] * mask
+            self._masked_params.move_to_end(key)
+            out[name] = self._masked_params[key]
+        while len(self._masked_params) > MASKED_PARAMS_KEPT:
+            self._masked_params.popitem(last=False)
+        return out
+
+    def _dense(self) -> RunState:
+        _, state = self.bundle.program.run(self.data.x, keep=True)
+        return state
+
+    def evaluate(self, plan: Plan) -> Metrics:
+        """Accuracy, loss, sizes and FLOPs of ``plan`` (see :mod:`explorer.metrics`)."""
+        masks = self.masks(plan)
+        correct, loss = score_logits(self.logits(masks), self.data.y)
+        return metrics_from(self.costs.costs(masks), correct, loss, len(self.data))
+
+
+def full_forward_logits(bundle: ModelBundle, masks: Masks, x: torch.Tensor) -> torch.Tensor:
+    """Reference path: one plain forward of the model with masked parameters swapped in.
+
+    Uses ``torch.func.functional_call`` on the original module: nothing is cached and the
+    model's own parameters are not written.
+    """
+    params = dict(bundle.model.named_parameters())
+    params.update(masks.apply(params))
+    with torch.no_grad():
+        out = torch.func.functional_call(bundle.model, params, (x,))
+    return out[0] if isinstance(out, (tuple, list)) else out

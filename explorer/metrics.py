@@ -1,0 +1,170 @@
+"""What a plan costs and keeps: accuracy, loss, parameters, bytes, FLOPs — overall and per layer.
+
+Conventions (shown in the app and the CLI):
+
+* FLOPs are per input sample, 2 per multiply-add, as ``torch.utils.flop_counter`` counts
+  them (MACs = FLOPs / 2). An unstructured-pruned layer costs dense FLOPs x weight density;
+  a neuron-pruned layer costs what the physically smaller layer costs.
+* Sizes are bytes of fp32 parameters. ``bitmask``: nonzero values + one bit per entry of each
+  prunable weight; ``csr``: values + int32 column indices + int32 row pointers (weights seen
+  as (out, in * kh * kw)); ``structured``: the dense size of the physically smaller model.
+* Compression ratio = parameters / nonzero parameters (Blalock et al. 2020).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from explorer.bundle import ModelBundle
+from explorer.masks import Masks
+
+BYTES_PER_VALUE = 4  # fp32
+INDEX_BYTES = 4  # int32
+
+
+@dataclass(frozen=True)
+class LayerMetrics:
+    """One prunable layer under a plan. ``params`` counts weight and bias."""
+
+    name: str
+    kind: str
+    params: int
+    nonzero_params: int
+    sparsity: float  # fraction of the weight's entries that are zero
+    flops_dense: int
+    flops_effective: int
+    neurons: int
+    neurons_kept: int
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """A plan's result on a validation set (see the module docstring for conventions)."""
+
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+    loss: float
+    samples: int
+    correct: int
+    params: int
+    nonzero_params: int
+    size_bytes: dict[str, int]
+    flops: dict[str, int]
+    speedup: float
+    compression_ratio: float
+    layers: tuple[LayerMetrics, ...]
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["accuracy_ci"] = list(self.accuracy_ci)
+        out["layers"] = [asdict(la) for la in self.layers]
+        return out
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion (better than p +- 1.96 se near 0/1)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Parameter counts, bytes and FLOPs of a plan: arithmetic, no forward pass."""
+
+    params: int
+    nonzero_params: int
+    size_bytes: dict[str, int]
+    flops: dict[str, int]
+    layers: tuple[LayerMetrics, ...]
+
+
+class CostModel:
+    """Computes :class:`Costs` from cached per-layer figures; nonzero counts cached per mask."""
+
+    def __init__(self, bundle: ModelBundle) -> None:
+        self.bundle = bundle
+        self.params = bundle.params()
+        self.layer_params = {p for la in bundle.layers for p in (la.weight, la.bias) if p}
+        self.dense_nonzero = {n: int(torch.count_nonzero(p)) for n, p in self.params.items()}
+        self._nonzero: dict[tuple, int] = {}
+
+    def nonzero(self, name: str, masks: Masks) -> int:
+        if name not in masks.masks:
+            return self.dense_nonzero[name]
+        key = (name, masks.keys[name])
+        if key not in self._nonzero:
+            self._nonzero[key] = int(torch.count_nonzero(self.params[name] * masks.masks[name]))
+        return self._nonzero[key]
+
+    def costs(self, masks: Masks) -> Costs:
+        bundle, params = self.bundle, self.params
+        structured = masks.granularity == "neurons"
+        nonzero = {name: self.nonzero(name, masks) for name in params}
+        total = sum(p.numel() for p in params.values())
+        layers, flops_effective = [], bundle.flops - sum(la.flops for la in bundle.layers)
+        bitmask = csr = shrunk = 0
+        for name, p in params.items():
+            kept = _kept_numel(p.shape, masks.kept_dims.get(name, {}))
+            shrunk += kept
+            if name in {la.weight for la in bundle.layers}:
+                nnz, rows = nonzero[name], p.shape[0]
+                bitmask += nnz * BYTES_PER_VALUE + math.ceil(p.numel() / 8)
+                csr += nnz * (BYTES_PER_VALUE + INDEX_BYTES) + (rows + 1) * INDEX_BYTES
+            else:
+                bitmask += p.numel() * BYTES_PER_VALUE
+                csr += p.numel() * BYTES_PER_VALUE
+        for la in bundle.layers:
+            w = params[la.weight]
+            if structured:
+                dims = masks.kept_dims.get(la.weight, {})
+                share = _kept_numel(w.shape, dims) / w.numel()
+                kept_out = int(dims[0].sum()) if 0 in dims else la.neurons
+            else:
+                share = nonzero[la.weight] / w.numel()
+                kept_out = la.neurons
+            eff = round(la.flops * share)
+            flops_effective += eff
+            n_params = w.numel() + (params[la.bias].numel() if la.bias else 0)
+            nnz = nonzero[la.weight] + (nonzero[la.bias] if la.bias else 0)
+            layers.append(LayerMetrics(
+                name=la.name, kind=la.kind, params=n_params, nonzero_params=nnz,
+                sparsity=1 - nonzero[la.weight] / w.numel(), flops_dense=la.flops,
+                flops_effective=eff, neurons=la.neurons, neurons_kept=kept_out,
+            ))
+        size = {"dense": total * BYTES_PER_VALUE, "bitmask": bitmask, "csr": csr}
+        if structured:
+            size["structured"] = shrunk * BYTES_PER_VALUE
+        return Costs(
+            params=total, nonzero_params=sum(nonzero.values()), size_bytes=size,
+            flops={"dense": bundle.flops, "effective": flops_effective}, layers=tuple(layers),
+        )
+
+
+def _kept_numel(shape: torch.Size, dims: dict[int, torch.Tensor]) -> int:
+    """Entries left in a tensor of ``shape`` when each dim in ``dims`` keeps its True entries."""
+    return math.prod(int(dims[d].sum()) if d in dims else s for d, s in enumerate(shape))
+
+
+def score_logits(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, float]:
+    """(correct predictions, mean cross-entropy) of logits (N, C) against labels (N,)."""
+    correct = int((logits.argmax(1) == y).sum())
+    return correct, float(F.cross_entropy(logits, y))
+
+
+def metrics_from(costs: Costs, correct: int, loss: float, n: int) -> Metrics:
+    return Metrics(
+        accuracy=correct / n, accuracy_ci=wilson_interval(correct, n), loss=loss, samples=n,
+        correct=correct, params=costs.params, nonzero_params=costs.nonzero_params,
+        size_bytes=costs.size_bytes, flops=costs.flops,
+        speedup=costs.flops["dense"] / max(costs.flops["effective"], 1),
+        compression_ratio=costs.params / max(costs.nonzero_params, 1), layers=costs.layers,
+    )

@@ -1,0 +1,65 @@
+"""The plan value and its JSON form: round trips and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from explorer.errors import PlanError
+from explorer.plan import Plan
+
+
+def test_json_round_trip():
+    plan = Plan(granularity="neurons", criterion="l2", sparsity={"fc1": 0.5, "fc2": 0.25})
+    again = Plan.from_json(plan.to_json())
+    assert again == plan and dict(again.sparsity) == {"fc1": 0.5, "fc2": 0.25}
+    glob = Plan(scope="global", amount=0.8, layers=("fc1", "fc2"))
+    assert Plan.from_json(glob.to_json()) == glob
+    assert Plan.from_json(glob.to_json()).layers == ("fc1", "fc2")
+
+
+def test_design_example_parses():
+    text = ('{"version": 1, "granularity": "weights", "criterion": "magnitude", '
+            '"scope": "layer", "sparsity": {"features.0": 0.5, "classifier.1": 0.9}}')
+    assert Plan.from_json(text).fraction("classifier.1") == 0.9
+
+
+def test_plans_are_immutable():
+    plan = Plan(sparsity={"fc1": 0.5})
+    with pytest.raises(TypeError):
+        plan.sparsity["fc1"] = 0.9  # type: ignore[index]
+    assert plan.with_sparsity("fc1", 0.9).fraction("fc1") == 0.9 and plan.fraction("fc1") == 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase"),
+    [
+        ('{"version": 1, "sparsity": {"fc1": 1.0}}', "in [0, 1)"),
+        ('{"version": 1, "sparsity": {"fc1": -0.1}}', "in [0, 1)"),
+        ('{"version": 1, "sparsity": {"fc1": "half"}}', "must be a number"),
+        ('{"version": 2}', "Unsupported plan version"),
+        ('{"version": 1, "granularity": "bits"}', "granularity must be one of"),
+        ('{"version": 1, "criterion": "l1"}', "No criterion 'l1' for weights"),
+        ('{"version": 1, "scope": "model"}', "scope must be one of"),
+        ('{"version": 1, "amount": 2}', "in [0, 1)"),
+        ('{"version": 1, "sparsty": {}}', "Unknown plan field"),
+        ("[1, 2]", "must be a JSON object"),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_bad_plans_get_clear_messages(text, phrase):
+    with pytest.raises(PlanError, match=None) as info:
+        Plan.from_json(text)
+    assert phrase in str(info.value)
+
+
+def test_unknown_layers_are_named_with_the_valid_ones(cnn):
+    with pytest.raises(PlanError) as info:
+        Plan(sparsity={"features.1": 0.5}).check(cnn)
+    assert "'features.1'" in str(info.value) and "classifier.5" in str(info.value)
+
+
+def test_neurons_of_coupled_or_output_layers_are_refused_with_the_reason(resnet, cnn):
+    with pytest.raises(PlanError, match="add"):
+        Plan(granularity="neurons", criterion="l1", sparsity={"layer1.conv2": 0.5}).check(resnet)
+    with pytest.raises(PlanError, match="model's output"):
+        Plan(granularity="neurons", criterion="l1", sparsity={"classifier.5": 0.5}).check(cnn)
