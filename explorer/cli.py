@@ -1,0 +1,138 @@
+"""``pruning-explorer``: the engine from the command line, with JSON output.
+
+Every number printed here is what the app shows for the same model, data and plan.
+Errors the user can fix print one line on stderr and exit with status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from explorer.errors import ExplorerError, PlanError
+
+
+def _load_bundle(model: str, data_path: str | None):
+    """Resolve ``--model`` (a zoo name or a file) and ``--data`` into (bundle, data)."""
+    from explorer.data import digits_validation
+    from explorer.io import check_compatible, load_data, load_model
+    from explorer.models import load_demo
+    from explorer.zoo import ZOO
+
+    data = load_data(data_path) if data_path else None
+    if model in ZOO:
+        bundle = load_demo(model)
+    elif Path(model).exists():
+        shape = tuple(data.x.shape[1:]) if data is not None else None
+        bundle = load_model(model, input_shape=shape)
+    else:
+        raise ExplorerError(
+            f"--model {model!r} is neither a demo model ({', '.join(ZOO)}) nor an existing file."
+        )
+    if data is None:
+        if bundle.input_shape != (1, 8, 8) or bundle.num_classes != 10:
+            raise ExplorerError(
+                f"Model '{bundle.name}' does not take 8x8 digits; pass its validation data "
+                "with --data FILE (.npz with arrays x, y; or .pt with tensors x, y)."
+            )
+        data = digits_validation()
+    check_compatible(bundle, data)
+    return bundle, data
+
+
+def _load_plan(path: str | None):
+    from explorer.plan import Plan
+
+    if path is None:
+        return Plan()
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise PlanError(f"Cannot read the plan file {path}: {exc.strerror}.") from None
+    return Plan.from_json(text)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from explorer.zoo import ZOO
+
+    rows = [
+        {"name": e.name, "description": e.description,
+         "validation_accuracy": e.card().get("validation_accuracy"),
+         "params": e.card().get("params")}
+        for e in ZOO.values()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            acc = f"{r['validation_accuracy']:.2%}" if r["validation_accuracy"] else "untrained"
+            print(f"{r['name']:<16} {r['description']:<44} val acc {acc}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from explorer.evaluator import Evaluator
+
+    bundle, data = _load_bundle(args.model, args.data)
+    plan = _load_plan(args.plan)
+    metrics = Evaluator(bundle, data).evaluate(plan)
+    result = {"model": bundle.name, "samples": len(data), "plan": plan.to_dict(),
+              **metrics.to_dict()}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        lo, hi = metrics.accuracy_ci
+        print(f"model {bundle.name}: accuracy {metrics.accuracy:.2%} (95% CI {lo:.2%}-{hi:.2%}), "
+              f"loss {metrics.loss:.4f}")
+        print(f"params {metrics.nonzero_params:,} nonzero of {metrics.params:,} "
+              f"(compression {metrics.compression_ratio:.2f}x)")
+        print(f"FLOPs/sample {metrics.flops['effective']:,} of {metrics.flops['dense']:,} "
+              f"(speed-up {metrics.speedup:.2f}x)")
+        print("size bytes " + ", ".join(f"{k} {v:,}" for k, v in metrics.size_bytes.items()))
+    return 0
+
+
+def cmd_train_demos(args: argparse.Namespace) -> int:
+    from explorer.train import train_demo
+    from explorer.zoo import ZOO, zoo_entry
+
+    names = args.names or list(ZOO)
+    for name in names:
+        card = train_demo(zoo_entry(name), log=lambda m: print(m, file=sys.stderr))
+        print(f"{name}: validation accuracy {card['validation_accuracy']:.4f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pruning-explorer", description="Explore pruning of PyTorch models."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("models", help="list the bundled demo models")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("evaluate", help="accuracy, size and FLOPs of a model under a plan")
+    p.add_argument("--model", required=True, help="demo model name or model file")
+    p.add_argument("--data", help="validation data (.npz or .pt with x, y); default: digits")
+    p.add_argument("--plan", help="plan JSON file; default: the dense model")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("train-demos", help="retrain the demo models into assets/")
+    p.add_argument("names", nargs="*", help="which demo models (default: all)")
+    p.set_defaults(func=cmd_train_demos)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ExplorerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""What a layer looks like: weight-magnitude and activation statistics, pre-binned.
+
+Everything here is reduced on the Python side to arrays whose size does not grow with the
+model: a histogram has a fixed number of bins, per-neuron arrays have one entry per output
+neuron (channel, for a convolution). The browser never receives raw weights or activations.
+
+Functions take a :class:`~explorer.bundle.ModelBundle` and a layer name (or plain tensors)
+and return frozen dataclasses of numpy arrays. Nothing here writes into the model or its
+shared parameter tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from explorer.bundle import ModelBundle
+from explorer.data import ValidationSet
+from explorer.errors import DataError, ExplorerError
+from explorer.graph import Layer
+
+DEFAULT_BINS = 200
+Scale = Literal["linear", "log"]
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A fixed-size histogram: ``counts[k]`` values lie in ``[edges[k], edges[k + 1])``.
+
+    The last bin is closed on the right. ``edges`` (bins + 1,) and ``counts`` (bins,) are
+    numpy arrays; ``total`` is the number of values summarised and ``zeros`` how many of them
+    are exactly 0.
+
+    * ``scale="linear"``: bins of equal width over the value range (``[0, max|w|]`` for
+      magnitudes); exact zeros are counted in the first bin as well, so
+      ``counts.sum() == total``.
+    * ``scale="log"``: log10-spaced bins from the smallest nonzero value to the largest;
+      zeros have no place on a log axis and are only in ``zeros``, so
+      ``zeros + counts.sum() == total``.
+    """
+
+    edges: np.ndarray
+    counts: np.ndarray
+    zeros: int
+    total: int
+    scale: Scale = "linear"
+
+
+@dataclass(frozen=True)
+class ActivationStats:
+    """One layer's activations on a data set, reduced to what the pages draw.
+
+    ``histogram`` bins every activation value (all samples, neurons and positions) linearly
+    between the smallest and the largest. Per-neuron arrays have shape (neurons,):
+
+    * ``mean_abs``: mean |a| over samples (and spatial positions, for a convolution);
+    * ``apoz``: Average Percentage of Zeros, the fraction of exactly-zero outputs over
+      samples and positions (Hu et al. 2016, "Network Trimming", arXiv:1607.03250). After a
+      ReLU a high APoZ marks a neuron that rarely fires: a candidate for removal;
+    * ``dead``: indices (int64) of the neurons that are zero on every sample and position.
+
+    ``samples`` is the number of inputs and ``positions`` the spatial positions per sample
+    (H * W for a convolution, 1 for a linear layer on (N, features) inputs).
+    """
+
+    layer: str
+    histogram: Histogram
+    mean_abs: np.ndarray
+    apoz: np.ndarray
+    dead: np.ndarray
+    samples: int
+    positions: int
+
+
+def magnitude_histogram(
+    values: torch.Tensor | np.ndarray, bins: int = DEFAULT_BINS, scale: Scale = "linear"
+) -> Histogram:
+    """Histogram of ``|values|`` (any shape) in ``bins`` bins on a linear or log10 axis.
+
+    Linear bins span ``[0, max|v|]``; log bins span ``[min nonzero |v|, max|v|]`` with exact
+    zeros reported in ``Histogram.zeros`` (see :class:`Histogram`).
+    """
+    _check_bins(bins)
+    mags = np.abs(to_numpy(values)).ravel()
+    zeros = int(np.count_nonzero(mags == 0))
+    if scale == "linear":
+        top = float(mags.max()) if mags.size else 0.0
+        edges = np.linspace(0.0, top if top > 0 else 1.0, bins + 1)
+        counts, _ = np.histogram(mags, bins=edges)
+    elif scale == "log":
+        nonzero = mags[mags > 0]
+        lo, hi = (float(nonzero.min()), float(nonzero.max())) if nonzero.size else (0.1, 1.0)
+        if lo == hi:  # one distinct magnitude: give its bin a decade of width
+            lo, hi = lo / math.sqrt(10), hi * math.sqrt(10)
+        edges = np.logspace(math.log10(lo), math.log10(hi), bins + 1)
+        edges[0], edges[-1] = lo, hi  # logspace may miss the data's ends by one ulp
+        counts, _ = np.histogram(nonzero, bins=edges)
+    else:
+        raise ExplorerError(f"Histogram scale must be 'linear' or 'log'; got {scale!r}.")
+    return Histogram(edges, counts.astype(np.int64), zeros, int(mags.size), scale)
+
+
+def weight_histogram(
+    bundle: ModelBundle, layer: str, bins: int = DEFAULT_BINS, scale: Scale = "linear"
+) -> Histogram:
+    """Histogram of |w| over the weight of ``layer`` (see :func:`magnitude_histogram`)."""
+    weight = bundle.params()[find_layer(bundle, layer).weight]
+    return magnitude_histogram(weight.detach(), bins, scale)
+
+
+def count_below(histogram: Histogram, threshold: float) -> float:
+    """How many summarised values lie below ``threshold``, read off the histogram alone.
+
+    Whole bins below the threshold count fully; the bin containing it counts in proportion
+    to where the threshold falls inside it (linearly on the histogram's own axis: |w| for a
+    linear histogram, log10 |w| for a log one). The answer is exact when ``threshold`` is a
+    bin edge, 0 for a threshold <= 0, ``total`` above the largest value. For a log histogram
+    the exact zeros are always below any positive threshold.
+    """
+    if threshold <= 0:
+        return 0.0
+    edges, counts = histogram.edges, histogram.counts
+    below = float(histogram.zeros) if histogram.scale == "log" else 0.0
+    if threshold <= edges[0]:
+        return below
+    if threshold >= edges[-1]:
+        return below + float(counts.sum())
+    k = int(np.searchsorted(edges, threshold, side="right")) - 1
+    lo, hi, t = edges[k], edges[k + 1], threshold
+    if histogram.scale == "log":
+        lo, hi, t = math.log10(lo), math.log10(hi), math.log10(t)
+    return below + float(counts[:k].sum()) + float(counts[k]) * (t - lo) / (hi - lo)
+
+
+def collect_activations(
+    bundle: ModelBundle,
+    data: ValidationSet | torch.Tensor,
+    layers: Iterable[str] | None = None,
+    batch_size: int = 512,
+) -> dict[str, torch.Tensor]:
+    """Every requested layer's activation on ``data``, shaped (N, neurons, positions).
+
+    The activation is the output of ``Layer.activation_node`` (after the layer's ReLU when
+    it has one). The program runs once per batch of ``batch_size`` inputs for all layers
+    together; between batches only these layer outputs are kept, not the whole graph state.
+    Linear outputs (N, ..., features) become (N, features, prod(...)); convolution outputs
+    (N, C, H, W) become (N, C, H * W). Memory: the layers' activations on the whole set.
+    """
+    x = data.x if isinstance(data, ValidationSet) else data
+    expected = tuple(bundle.input_shape)
+    if x.dim() < 1 or tuple(x.shape[1:]) != expected or x.shape[0] == 0:
+        raise DataError(
+            f"The data has shape {tuple(x.shape)}; model '{bundle.name}' expects "
+            f"(N, {', '.join(map(str, expected))}) with N >= 1."
+        )
+    if batch_size < 1:
+        raise ExplorerError(f"batch_size must be a positive integer; got {batch_size}.")
+    names = bundle.layer_names if layers is None else list(layers)
+    wanted = [find_layer(bundle, name) for name in names]
+    index = {node.name: i for i, node in enumerate(bundle.program.nodes)}
+    chunks: dict[str, list[torch.Tensor]] = {layer.name: [] for layer in wanted}
+    for start in range(0, x.shape[0], batch_size):
+        _, state = bundle.program.run(x[start : start + batch_size], keep=True)
+        for layer in wanted:
+            value = state.values[index[layer.activation_node]]
+            chunks[layer.name].append(_neurons_first(layer, value.detach().float()))
+        del state
+    return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+
+def summarize_activations(
+    layer: str, activations: torch.Tensor, bins: int = DEFAULT_BINS
+) -> ActivationStats:
+    """Reduce one layer's activations (N, neurons, positions) to :class:`ActivationStats`."""
+    _check_bins(bins)
+    if activations.dim() != 3:
+        raise ExplorerError(
+            f"Activations of '{layer}' must be shaped (N, neurons, positions); "
+            f"got {tuple(activations.shape)}."
+        )
+    acts = to_numpy(activations)
+    n, _, positions = acts.shape
+    lo, hi = float(acts.min()), float(acts.max())
+    if lo == hi:  # numpy's own convention for a constant sample
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    counts, _ = np.histogram(acts, bins=edges)
+    is_zero = acts == 0
+    zeros_per_neuron = is_zero.sum(axis=(0, 2))
+    histogram = Histogram(
+        edges, counts.astype(np.int64), int(zeros_per_neuron.sum()), int(acts.size), "linear"
+    )
+    apoz = zeros_per_neuron / (n * positions)
+    return ActivationStats(
+        layer=layer,
+        histogram=histogram,
+        mean_abs=np.abs(acts).mean(axis=(0, 2), dtype=np.float64),
+        apoz=apoz,
+        dead=np.flatnonzero(zeros_per_neuron == n * positions).astype(np.int64),
+        samples=int(n),
+        positions=int(positions),
+    )
+
+
+def activation_stats(
+    bundle: ModelBundle,
+    data: ValidationSet | torch.Tensor,
+    bins: int = DEFAULT_BINS,
+    batch_size: int = 512,
+) -> dict[str, ActivationStats]:
+    """:class:`ActivationStats` of every prunable layer on ``data``, from a single pass."""
+    _check_bins(bins)
+    activations = collect_activations(bundle, data, batch_size=batch_size)
+    return {name: summarize_activations(name, acts, bins) for name, acts in activations.items()}
+
+
+def find_layer(bundle: ModelBundle, name: str) -> Layer:
+    """The prunable layer ``name`` of ``bundle``; the error lists the names that exist."""
+    try:
+        return bundle.layer(name)
+    except KeyError:
+        raise ExplorerError(
+            f"Model '{bundle.name}' has no prunable layer '{name}'. "
+            f"Its layers are: {', '.join(bundle.layer_names)}."
+        ) from None
+
+
+def to_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A numpy view of ``values`` (detached from autograd); callers must not write into it."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def _neurons_first(layer: Layer, value: torch.Tensor) -> torch.Tensor:
+    """(N, neurons, positions) from a linear (N, ..., F) or convolution (N, C, H, W) output."""
+    if layer.kind == "linear":
+        value = value.movedim(-1, 1)
+    return value.reshape(value.shape[0], value.shape[1], -1)
+
+
+def _check_bins(bins: int) -> None:
+    if isinstance(bins, bool) or not isinstance(bins, int | np.integer) or bins < 1:
+        raise ExplorerError(f"The number of bins must be a positive integer; got {bins!r}.")
