@@ -17,7 +17,8 @@ from explorer.errors import ExplorerError, PlanError
 def _load_bundle(model: str, data_path: str | None):
     """Resolve ``--model`` (a zoo name or a file) and ``--data`` into (bundle, data)."""
     from explorer.data import digits_validation
-    from explorer.io import check_compatible, load_data, load_model
+    from explorer.datafiles import check_compatible, load_data
+    from explorer.io import load_model
     from explorer.models import load_demo
     from explorer.zoo import ZOO
 

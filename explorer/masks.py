@@ -12,6 +12,7 @@ so that the masked model computes exactly what the physically smaller model woul
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -27,7 +28,8 @@ class ScoreCache:
     """Importance scores and their ascending sort order, per (granularity, criterion, layer).
 
     Moving a slider then costs a lookup in the cached order, not a new sort. Holds at most
-    ``max_entries`` layers' scores (least recently used dropped first).
+    ``max_entries`` layers' scores (least recently used dropped first). Safe to share
+    between threads (the app shares one per model across browser sessions).
     """
 
     def __init__(self, bundle: ModelBundle, max_entries: int = 256) -> None:
@@ -35,9 +37,14 @@ class ScoreCache:
         self.max_entries = max_entries
         self._scores: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._keep: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._lock = threading.RLock()
 
     def get(self, granularity: str, name: str, layer: Layer) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores flattened, indices sorting them ascending) for one layer."""
+        with self._lock:
+            return self._get(granularity, name, layer)
+
+    def _get(self, granularity: str, name: str, layer: Layer) -> tuple[torch.Tensor, torch.Tensor]:
         key = (granularity, name, layer.name)
         if key in self._scores:
             self._scores.move_to_end(key)
@@ -53,15 +60,16 @@ class ScoreCache:
     def keep(self, granularity: str, name: str, layer: Layer, k: int) -> torch.Tensor:
         """Flat boolean keep-vector removing the ``k`` lowest-scored entries of ``layer``."""
         key = (granularity, name, layer.name, k)
-        if key not in self._keep:
-            _, order = self.get(granularity, name, layer)
-            keep = torch.ones(order.numel(), dtype=torch.bool)
-            keep[order[:k]] = False
-            self._keep[key] = keep
-        self._keep.move_to_end(key)
-        while len(self._keep) > self.max_entries:
-            self._keep.popitem(last=False)
-        return self._keep[key]
+        with self._lock:
+            if key not in self._keep:
+                _, order = self._get(granularity, name, layer)
+                keep = torch.ones(order.numel(), dtype=torch.bool)
+                keep[order[:k]] = False
+                self._keep[key] = keep
+            self._keep.move_to_end(key)
+            while len(self._keep) > self.max_entries:
+                self._keep.popitem(last=False)
+            return self._keep[key]
 
 
 @dataclass(frozen=True)
