@@ -1,16 +1,13 @@
-"""Pruning Explorer: Streamlit entry point (the pages come with the app issue)."""
+"""Pruning Explorer: the Streamlit entry point. Each page is a file in pages/."""
 
 import streamlit as st
 
-from explorer.data import digits_validation
-from explorer.evaluator import Evaluator
-from explorer.models import load_demo
-from explorer.plan import Plan
-from explorer.zoo import ZOO
-
-st.set_page_config(page_title="Pruning Explorer", layout="wide")
-st.title("Pruning Explorer")
-name = st.sidebar.selectbox("Demo model", list(ZOO))
-bundle = st.cache_resource(load_demo)(name)
-metrics = Evaluator(bundle, digits_validation()).evaluate(Plan())
-st.metric("Validation accuracy", f"{metrics.accuracy:.2%}")
+st.set_page_config(page_title="Pruning Explorer", page_icon=":scissors:", layout="wide")
+navigation = st.navigation([
+    st.Page("pages/model.py", title="Model", icon=":material/memory:", default=True),
+    st.Page("pages/weights.py", title="Weights", icon=":material/bar_chart:"),
+    st.Page("pages/activations.py", title="Activations", icon=":material/bolt:"),
+    st.Page("pages/similarity.py", title="Similarity", icon=":material/grid_on:"),
+    st.Page("pages/prune.py", title="Prune", icon=":material/content_cut:"),
+])
+navigation.run()

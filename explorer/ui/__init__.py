@@ -1,0 +1,1 @@
+"""The only Streamlit-aware code: session state, shared widgets and chart helpers."""

@@ -1,0 +1,28 @@
+"""How numbers read in the app: one place, so pages, tests and the CLI agree."""
+
+from __future__ import annotations
+
+from explorer.metrics import Metrics
+
+
+def percent(value: float, digits: int = 2) -> str:
+    return f"{value * 100:.{digits}f}%"
+
+
+def count(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def nbytes(value: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:.2f} {unit}"
+    return f"{value:.0f} B"
+
+
+def compressed_bytes(metrics: Metrics) -> int:
+    """The smallest storage of the plan: the shrunk model, or the best sparse format."""
+    sizes = metrics.size_bytes
+    if "structured" in sizes:
+        return sizes["structured"]
+    return min(sizes["dense"], sizes["bitmask"], sizes["csr"])

@@ -1,0 +1,59 @@
+"""The plan and model in the URL, so a reload or a shared link reproduces the same view.
+
+Query parameters (readable on purpose): ``model=digits-cnn&g=weights&c=magnitude&scope=layer
+&s=features.0:50,classifier.1:90`` (percent removed per layer), or ``scope=global&amount=80``.
+Pure functions: no Streamlit here, so they are tested directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from explorer.errors import PlanError
+from explorer.plan import Plan
+
+
+def _percent(value: float) -> str:
+    text = f"{value * 100:.4f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def plan_to_query(plan: Plan) -> dict[str, str]:
+    """Query parameters that describe ``plan`` (the model is added by the caller)."""
+    out = {"g": plan.granularity, "c": plan.criterion, "scope": plan.scope}
+    if plan.scope == "global":
+        out["amount"] = _percent(plan.amount)
+        if plan.layers is not None:
+            out["layers"] = ",".join(plan.layers)
+    else:
+        parts = [f"{name}:{_percent(v)}" for name, v in plan.sparsity.items() if v > 0]
+        if parts:
+            out["s"] = ",".join(parts)
+    return out
+
+
+def plan_from_query(params: Mapping[str, str]) -> Plan:
+    """The plan in ``params``; raises :class:`PlanError` if it is malformed."""
+    sparsity: dict[str, float] = {}
+    for part in filter(None, params.get("s", "").split(",")):
+        name, sep, value = part.rpartition(":")
+        if not sep:
+            raise PlanError(f"URL plan entry {part!r} should look like layer:percent.")
+        sparsity[name] = _number(value) / 100
+    layers = params.get("layers")
+    return Plan(
+        granularity=params.get("g", "weights"),
+        criterion=params.get("c", "magnitude" if params.get("g", "weights") == "weights"
+                             else "l1"),
+        scope=params.get("scope", "layer"),
+        sparsity=sparsity,
+        amount=_number(params.get("amount", "0")) / 100,
+        layers=tuple(layers.split(",")) if layers else None,
+    )
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise PlanError(f"URL plan value {text!r} is not a number.") from None

@@ -1,0 +1,67 @@
+"""Model: choose or upload a model and data; its layers, costs and baseline accuracy."""
+
+import streamlit as st
+
+from explorer.errors import ExplorerError
+from explorer.ui import state, texts
+from explorer.ui.format import count, nbytes, percent
+from explorer.ui.layout import page_setup
+
+session = page_setup("Pruning Explorer", texts.MODEL)
+bundle = session.bundle
+st.markdown(texts.INTRO)
+
+with st.expander("Upload your own model", expanded=False), st.form("upload", border=False):
+    st.markdown(
+        "A **TorchScript** file, a **torch.export** program (`.pt2`, exported with a dynamic "
+        "batch dimension), or a **safetensors / state_dict** file of a demo architecture; "
+        "validation data as `.npz` (arrays `x`, `y`) or `.pt` (tensors `x`, `y`). Without "
+        "data, a digits model is evaluated on the digits validation split."
+    )
+    model_file = st.file_uploader("Model file", key="upload_model")
+    data_file = st.file_uploader("Validation data (optional)", key="upload_data")
+    if st.form_submit_button("Load") and model_file is not None:
+        try:
+            with st.spinner("Loading and analysing the model..."):
+                state.add_upload(model_file, data_file)
+            st.rerun()
+        except ExplorerError as exc:
+            st.error(f"Could not load it: {exc} The current model stays loaded.")
+
+dense = session.dense()
+lo, hi = dense.accuracy_ci
+st.subheader(f"{bundle.name}")
+if bundle.card.get("architecture"):
+    st.caption(bundle.card["architecture"])
+cols = st.columns(4)
+cols[0].metric("Baseline accuracy", percent(dense.accuracy),
+               help=f"95% Wilson interval on {dense.samples} validation images")
+cols[0].caption(f"95% interval {percent(lo)} - {percent(hi)} · {dense.samples} images")
+cols[1].metric("Parameters", count(dense.params))
+cols[2].metric("Size (fp32)", nbytes(dense.size_bytes["dense"]))
+cols[3].metric("FLOPs per sample", count(dense.flops["dense"]),
+               help="2 FLOPs per multiply-add, as torch.utils.flop_counter counts")
+
+rows = []
+for layer, lm in zip(bundle.layers, dense.layers, strict=True):
+    rows.append({
+        "layer": layer.name,
+        "type": layer.kind,
+        "weight shape": " x ".join(map(str, layer.weight_shape)),
+        "parameters": lm.params,
+        "FLOPs / sample": layer.flops,
+        "share of FLOPs": layer.flops / bundle.flops,
+        "neurons removable": "yes" if layer.neuron_prunable else f"no: {layer.neuron_reason}",
+    })
+st.dataframe(
+    rows, hide_index=True, key="layer_table",
+    column_config={
+        "share of FLOPs": st.column_config.ProgressColumn(format="percent", min_value=0,
+                                                          max_value=1),
+        "parameters": st.column_config.NumberColumn(format="localized"),
+        "FLOPs / sample": st.column_config.NumberColumn(format="localized"),
+    },
+)
+other = bundle.flops - sum(la.flops for la in bundle.layers)
+if other:
+    st.caption(f"Other FLOPs (not in prunable layers): {count(other)} per sample.")

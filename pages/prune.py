@@ -1,0 +1,131 @@
+"""Prune: sliders per layer (or one global fraction), live metrics and the trade-off so far."""
+
+import streamlit as st
+
+from explorer.criteria import REGISTRY
+from explorer.plan import GRANULARITIES, Plan
+from explorer.ui import charts, state, texts
+from explorer.ui.format import compressed_bytes, count, nbytes, percent
+from explorer.ui.layout import page_setup
+
+session = page_setup("Prune", texts.PRUNE)
+bundle = session.bundle
+GLOBAL_KEY = state.SLIDER_PREFIX + "__global__"
+ALL_KEY = state.SLIDER_PREFIX + "__all__"
+
+
+def _criteria(granularity: str) -> list[str]:
+    return [name for g, name in REGISTRY if g == granularity]
+
+
+def _prunable(plan: Plan) -> list:
+    return [la for la in bundle.layers if plan.granularity == "weights" or la.neuron_prunable]
+
+
+def _on_kind() -> None:
+    granularity = st.session_state["pr_granularity"]
+    criteria = _criteria(granularity)
+    criterion = st.session_state["pr_criterion"]
+    if criterion not in criteria:
+        criterion = criteria[0]
+    old = session.plan
+    keep = {la.name: old.fraction(la.name) for la in bundle.layers
+            if granularity == "weights" or la.neuron_prunable}
+    state.set_plan(Plan(granularity=granularity, criterion=criterion,
+                        scope=st.session_state["pr_scope"], sparsity=keep, amount=old.amount,
+                        layers=old.layers))
+
+
+def _on_layer(name: str) -> None:
+    value = st.session_state[state.SLIDER_PREFIX + name] / 100
+    state.set_plan(session.plan.with_sparsity(name, value))
+
+
+def _on_all() -> None:
+    value = st.session_state[ALL_KEY] / 100
+    plan = session.plan
+    state.set_plan(Plan(granularity=plan.granularity, criterion=plan.criterion,
+                        sparsity={la.name: value for la in _prunable(plan)}))
+
+
+def _on_global() -> None:
+    plan = session.plan
+    state.set_plan(Plan(granularity=plan.granularity, criterion=plan.criterion, scope="global",
+                        amount=st.session_state[GLOBAL_KEY] / 100, layers=plan.layers))
+
+
+def _seed(key: str, value: float) -> None:
+    if key not in st.session_state:
+        st.session_state[key] = round(value * 100)
+
+
+def _controls(plan: Plan) -> None:
+    st.session_state["pr_granularity"] = plan.granularity
+    st.session_state["pr_criterion"] = plan.criterion
+    st.session_state["pr_scope"] = plan.scope
+    st.radio("Granularity", GRANULARITIES, key="pr_granularity", on_change=_on_kind,
+             horizontal=True, help="weights: unstructured sparsity; neurons: smaller layers")
+    st.selectbox("Criterion", _criteria(plan.granularity), key="pr_criterion",
+                 on_change=_on_kind, help="how importance is scored; lowest go first")
+    st.radio("Scope", ("layer", "global"), key="pr_scope", on_change=_on_kind,
+             horizontal=True, help="a fraction per layer, or one threshold across layers")
+    if plan.scope == "global":
+        _seed(GLOBAL_KEY, plan.amount)
+        st.slider("Removed overall (%)", 0, 99, key=GLOBAL_KEY, on_change=_on_global)
+        return
+    _seed(ALL_KEY, 0.0)
+    st.slider("Set every layer to (%)", 0, 99, key=ALL_KEY, on_change=_on_all,
+              help="moves all layer sliders at once")
+    for layer in bundle.layers:
+        key = state.SLIDER_PREFIX + layer.name
+        blocked = plan.granularity == "neurons" and not layer.neuron_prunable
+        _seed(key, plan.fraction(layer.name))
+        unit = "neurons" if plan.granularity == "neurons" else "weights"
+        st.slider(f"{layer.name} ({layer.kind}, {unit} removed %)", 0, 99, key=key,
+                  on_change=_on_layer, args=(layer.name,), disabled=blocked,
+                  help=f"cannot remove neurons: {layer.neuron_reason}" if blocked else None)
+
+
+def _metrics(plan: Plan) -> None:
+    metrics, dense = session.evaluate(plan), session.dense()
+    lo, hi = metrics.accuracy_ci
+    cols = st.columns(5)
+    cols[0].metric("Accuracy", percent(metrics.accuracy),
+                   f"{(metrics.accuracy - dense.accuracy) * 100:+.2f} pts",
+                   help=f"95% Wilson interval {percent(lo)} - {percent(hi)} "
+                        f"on {metrics.samples} images")
+    cols[1].metric("Loss", f"{metrics.loss:.4f}", f"{metrics.loss - dense.loss:+.4f}",
+                   delta_color="inverse")
+    cols[2].metric("FLOPs per sample", count(metrics.flops["effective"]),
+                   f"{metrics.speedup:.2f}x speed-up", delta_color="off",
+                   help="2 FLOPs per multiply-add (MACs = FLOPs / 2)")
+    cols[3].metric("Size", nbytes(compressed_bytes(metrics)),
+                   f"dense {nbytes(metrics.size_bytes['dense'])}", delta_color="off",
+                   help=", ".join(f"{k}: {v:,} B" for k, v in metrics.size_bytes.items()))
+    cols[4].metric("Compression", f"{metrics.compression_ratio:.2f}x",
+                   f"{count(metrics.nonzero_params)} of {count(metrics.params)} params",
+                   delta_color="off")
+    st.caption(f"Accuracy 95% interval: {percent(lo)} - {percent(hi)} · sizes in bytes: "
+               + ", ".join(f"{k} {v:,}" for k, v in metrics.size_bytes.items()))
+    st.plotly_chart(charts.per_layer(metrics), key="per_layer")
+    st.plotly_chart(charts.tradeoff(session.history(), plan, dense), key="tradeoff")
+
+
+@st.fragment
+def workspace() -> None:
+    plan = session.plan
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        _controls(plan)
+        b1, b2 = st.columns(2)
+        b1.button("Undo", on_click=state.undo, disabled=not st.session_state.get("undo"),
+                  width="stretch")
+        b2.button("Reset", on_click=state.reset, width="stretch")
+        st.download_button("Download this plan (JSON)", plan.to_json(), file_name="plan.json",
+                           mime="application/json", width="stretch")
+    with right:
+        _metrics(plan)
+    state.sync_url(session)
+
+
+workspace()
