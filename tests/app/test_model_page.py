@@ -1,0 +1,102 @@
+"""The Model page in AppTest: overview numbers, model switch, uploads good and bad."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+from safetensors.torch import save
+from streamlit.testing.v1 import AppTest
+
+from explorer.evaluator import Evaluator
+from explorer.plan import Plan
+from explorer.ui.format import count, percent
+
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "model.py")
+
+
+def open_page(**query: str) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def upload(at: AppTest, name: str, content: bytes) -> AppTest:
+    at.file_uploader(key="upload_model").set_value((name, content, "application/octet-stream"))
+    next(b for b in at.button if b.label == "Load").click().run()
+    return at
+
+
+def test_overview_matches_the_engine(cnn, digits):
+    at = open_page(model="digits-cnn")
+    dense = Evaluator(cnn, digits).evaluate(Plan())
+    assert metric(at, "Baseline accuracy") == percent(dense.accuracy)
+    assert metric(at, "Parameters") == count(cnn.param_count)
+    assert metric(at, "FLOPs per sample") == count(cnn.flops)
+    table = at.dataframe[0].value
+    assert list(table["layer"]) == cnn.layer_names
+    assert list(table["FLOPs / sample"]) == [la.flops for la in cnn.layers]
+    shares = sum(la.flops for la in cnn.layers) / cnn.flops
+    assert abs(table["share of FLOPs"].sum() - shares) < 1e-9
+
+
+def test_switching_model_in_the_sidebar(resnet):
+    at = open_page(model="digits-cnn")
+    at.selectbox(key="model_picker").set_value("digits-resnet").run()
+    assert not at.exception
+    assert list(at.dataframe[0].value["layer"]) == resnet.layer_names
+    assert at.query_params["model"] == "digits-resnet"
+    reasons = list(at.dataframe[0].value["neurons removable"])
+    assert any("add" in r for r in reasons) and "yes" in reasons
+
+
+def test_uploading_weights_switches_to_that_model(mlp, digits):
+    state = {k: v.clone() for k, v in mlp.model.state_dict().items()}
+    state["fc1.weight"][:, :32] = 0  # a visibly different model
+    at = upload(open_page(model="digits-cnn"), "mine.safetensors", save(state))
+    assert not at.error, [e.value for e in at.error]
+    assert at.session_state["model"] == "upload:mine.safetensors"
+    changed = mlp.model.__class__()
+    changed.load_state_dict(state)
+    expected = (changed(digits.x).argmax(1) == digits.y).float().mean().item()
+    assert metric(at, "Baseline accuracy") == percent(expected)
+    assert "fc1" in list(at.dataframe[0].value["layer"])
+
+
+def test_bad_upload_shows_a_message_and_keeps_the_model(cnn):
+    at = open_page(model="digits-cnn")
+    for name, content in [("empty.pt", b""), ("junk.pt", b"not a model at all"),
+                          ("model.pt", _pickled_module())]:
+        upload(at, name, content)
+        assert not at.exception
+        assert at.error and "Could not load it" in at.error[0].value, name
+        assert at.session_state["model"] == "digits-cnn"
+        assert list(at.dataframe[0].value["layer"]) == cnn.layer_names
+
+
+def _pickled_module() -> bytes:
+    buffer = io.BytesIO()
+    torch.save(torch.nn.Linear(2, 2), buffer)
+    return buffer.getvalue()
+
+
+def test_plan_file_in_the_sidebar():
+    at = open_page(model="digits-cnn")
+    plan = Plan(sparsity={"classifier.1": 0.75})
+    content = plan.to_json().encode()
+    at.file_uploader(key="plan_file").set_value(("p.json", content, "application/json"))
+    at.run()
+    assert at.session_state["plan"] == plan
+    bad = b'{"version": 1, "sparsity": {"nope": 0.5}}'
+    at.file_uploader(key="plan_file").set_value(("q.json", bad, "application/json"))
+    at.run()
+    assert at.session_state["plan"] == plan
+    assert any("not loaded" in w.value and "'nope'" in w.value for w in at.warning)
