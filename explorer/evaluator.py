@@ -27,6 +27,7 @@ from explorer.plan import Plan
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 MASKED_PARAMS_KEPT = 64
+METRICS_KEPT = 256
 
 
 class Evaluator:
@@ -48,6 +49,7 @@ class Evaluator:
         self.incremental = bundle.program.resumable
         self._states: dict[str, RunState] = {}
         self._masked_params: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._metrics: OrderedDict[str, Metrics] = OrderedDict()
         self.last_start = 0  # index of the first recomputed node in the last run
 
     def masks(self, plan: Plan) -> Masks:
@@ -91,10 +93,22 @@ class Evaluator:
         return state
 
     def evaluate(self, plan: Plan) -> Metrics:
-        """Accuracy, loss, sizes and FLOPs of ``plan`` (see :mod:`explorer.metrics`)."""
+        """Accuracy, loss, sizes and FLOPs of ``plan`` (see :mod:`explorer.metrics`).
+
+        Plans seen recently (undo, the dense baseline) are answered from memory, without
+        disturbing the state the next slider move resumes from.
+        """
+        key = plan.to_json()
+        if key in self._metrics:
+            self._metrics.move_to_end(key)
+            return self._metrics[key]
         masks = self.masks(plan)
         correct, loss = score_logits(self.logits(masks), self.data.y)
-        return metrics_from(self.costs.costs(masks), correct, loss, len(self.data))
+        metrics = metrics_from(self.costs.costs(masks), correct, loss, len(self.data))
+        self._metrics[key] = metrics
+        while len(self._metrics) > METRICS_KEPT:
+            self._metrics.popitem(last=False)
+        return metrics
 
 
 def full_forward_logits(bundle: ModelBundle, masks: Masks, x: torch.Tensor) -> torch.Tensor:

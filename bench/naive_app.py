@@ -1,0 +1,39 @@
+"""The yardstick for bench/browser_slider.py: a naive one-file Streamlit pruning app.
+
+What a quick notebook-turned-app does on every slider change: the whole script reruns,
+the model is deep-copied and pruned with torch.nn.utils.prune, a full forward pass runs,
+FLOPs are counted afresh with FlopCounterMode, and px.histogram draws the raw weights.
+"""
+
+import copy
+
+import plotly.express as px
+import streamlit as st
+import torch
+from torch.nn.utils import prune
+from torch.utils.flop_counter import FlopCounterMode
+
+from explorer.data import digits_validation
+from explorer.models import load_demo
+
+bundle = st.cache_resource(load_demo)("digits-cnn")
+data = st.cache_resource(digits_validation)()
+st.title("Naive pruning app")
+amounts = {la.name: st.slider(f"{la.name} removed %", 0, 99, 0) / 100 for la in bundle.layers}
+model = copy.deepcopy(bundle.model)
+for name, amount in amounts.items():
+    prune.l1_unstructured(model.get_submodule(name), "weight", amount=amount)
+with torch.no_grad():
+    accuracy = (model(data.x).argmax(1) == data.y).float().mean().item()
+    with FlopCounterMode(display=False) as counter:
+        model(data.x[:1])
+per_module = counter.get_flop_counts()
+flops = 0
+for name in amounts:
+    weight = model.get_submodule(name).weight
+    density = float(weight.count_nonzero()) / weight.numel()
+    flops += sum(per_module[f"DigitsCNN.{name}"].values()) * density
+st.metric("Accuracy", f"{accuracy * 100:.2f}%")
+st.metric("FLOPs per sample", f"{flops:,.0f}")
+weights = torch.cat([model.get_submodule(n).weight.detach().abs().flatten() for n in amounts])
+st.plotly_chart(px.histogram(x=weights.numpy(), nbins=200))
