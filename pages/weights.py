@@ -1,6 +1,120 @@
-"""Weights: placeholder until the page is written."""
+"""Weights: |w| histograms per layer with the plan's threshold; neuron scores for neuron plans."""
 
-from explorer.ui import texts
+import streamlit as st
+
+from explorer.bundle import ModelBundle
+from explorer.errors import ExplorerError
+from explorer.graph import Layer
+from explorer.stats import DEFAULT_BINS, Histogram, weight_histogram
+from explorer.ui import texts, weight_charts
+from explorer.ui.format import count, percent
 from explorer.ui.layout import page_setup
+from explorer.ui.weight_charts import Cut
 
 session = page_setup("Weights", texts.WEIGHTS)
+bundle, plan, cache = session.bundle, session.plan, session.evaluator.scores
+unit = "neurons" if plan.granularity == "neurons" else "weights"
+on_magnitude = weight_charts.thresholds_on_magnitude(plan)
+# The bundle is not hashable, so it travels as _bundle; its identity joins the model id in
+# the cache key so that a re-uploaded file of the same name gets fresh histograms.
+model_key = f"{session.model_id}@{id(bundle)}"
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _histogram(model_key: str, layer: str, scale: str, _bundle: ModelBundle) -> Histogram:
+    return weight_histogram(_bundle, layer, DEFAULT_BINS, scale)
+
+
+def _shape(layer: Layer) -> str:
+    return " x ".join(map(str, layer.weight_shape))
+
+
+def _removed_table(cuts: dict[str, Cut]) -> None:
+    rows = []
+    for layer in bundle.layers:
+        cut = cuts[layer.name]
+        row = {"layer": layer.name, f"{unit} removed": cut.removed, "of": cut.total,
+               "share removed": cut.removed / cut.total}
+        if plan.granularity == "neurons" or on_magnitude:
+            row["threshold"] = cut.threshold
+        rows.append(row)
+    st.dataframe(rows, hide_index=True, key="wt_removed", column_config={
+        "share removed": st.column_config.ProgressColumn(format="percent", min_value=0,
+                                                         max_value=1),
+        "threshold": st.column_config.NumberColumn(
+            format="%.4g", help="the largest score among the removed entries"),
+    })
+
+
+def _neuron_view(cuts: dict[str, Cut], selected: str) -> None:
+    """Sorted per-neuron scores of the plan's criterion: every layer small, one large."""
+    layer, cut = bundle.layer(selected), cuts[selected]
+    try:
+        scores = {la.name: cache.get("neurons", plan.criterion, la)[0] for la in bundle.layers}
+    except ExplorerError as exc:
+        st.error(f"The {plan.criterion} scores cannot be computed: {exc}")
+        return
+    removed = {name: c.removed for name, c in cuts.items()}
+    fixed = "" if layer.neuron_prunable else " (its neurons cannot be removed)"
+    st.plotly_chart(weight_charts.neuron_score_grid(scores, removed), key="wt_grid")
+    st.plotly_chart(weight_charts.neuron_scores(
+        scores[selected], cut.removed,
+        f"{selected} ({layer.kind}, {_shape(layer)}): {plan.criterion} score per neuron{fixed}",
+        plan.criterion), key="wt_neurons")
+    line = f"{selected}: {cut.removed} of {cut.total} neurons removed"
+    if cut.threshold is not None:
+        line += f", every {plan.criterion} score up to {cut.threshold:.4g}"
+    st.caption(line + ".")
+
+
+def _histogram_view(cuts: dict[str, Cut], selected: str, scale: str) -> None:
+    """|w| histograms: every layer small (for weights plans), the selected one large."""
+    layer, cut = bundle.layer(selected), cuts[selected]
+    hists = {name: _histogram(model_key, name, scale, bundle) for name in bundle.layer_names}
+    thresholds = {name: c.threshold if on_magnitude else None for name, c in cuts.items()}
+    if plan.granularity == "weights":
+        st.plotly_chart(weight_charts.histogram_grid(hists, thresholds), key="wt_grid")
+    hist = hists[selected]
+    st.plotly_chart(weight_charts.histogram(
+        hist, thresholds[selected], f"{selected} ({layer.kind}, {_shape(layer)}): "
+        f"|w| histogram, {DEFAULT_BINS} {scale} bins"), key="wt_hist")
+    if plan.granularity == "weights":
+        line = f"{selected}: {count(cut.removed)} of {count(cut.total)} weights removed"
+        if on_magnitude and cut.threshold is not None:
+            line += f" ({percent(cut.removed / cut.total)}), every |w| up to {cut.threshold:.4g}"
+        st.caption(line + ".")
+    if hist.scale == "log" and hist.zeros:
+        st.caption(f"{count(hist.zeros)} weights of {selected} are exactly 0: a log axis has "
+                   "no place for them.")
+
+
+try:
+    cuts = weight_charts.plan_cuts(bundle, plan, cache)
+except ExplorerError as exc:
+    st.error(f"What the plan removes cannot be computed: {exc}")
+    st.stop()
+
+left, right = st.columns([1, 3], gap="large")
+with left:
+    scale = st.radio("Histogram bins", ("linear", "log"), key="wt_scale", horizontal=True,
+                     persist_state="session",
+                     help="log-spaced bins show the smallest weights, which a linear axis "
+                          "squeezes into the first bar")
+    selected = st.selectbox("Layer", bundle.layer_names, key=f"wt_layer::{session.model_id}",
+                            persist_state="session", help="the layer drawn large below")
+    st.metric(f"{unit.capitalize()} removed", count(sum(c.removed for c in cuts.values())),
+              help=f"by the current plan: {plan.granularity} by {plan.criterion}, "
+                   f"{plan.scope} scope")
+with right:
+    st.markdown("**Removed per layer** by the current plan")
+    _removed_table(cuts)
+if plan.granularity == "neurons":
+    st.info(f"A **neuron** plan removes whole neurons with the lowest **{plan.criterion}** "
+            "scores: the charts show each layer's scores sorted, removed neurons shaded.")
+elif not on_magnitude:
+    st.info(f"Criterion **{plan.criterion}** does not rank weights by |w|: there is no "
+            "magnitude threshold to draw, only the count removed per layer.")
+
+if plan.granularity == "neurons":
+    _neuron_view(cuts, selected)
+_histogram_view(cuts, selected, scale)
