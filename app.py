@@ -1,13 +1,18 @@
-"""Pruning Explorer: the Streamlit entry point. Each page is a file in pages/."""
+"""Pruning Explorer: the Streamlit entry point. Each page is a file in app_pages/.
+
+The folder is deliberately not called ``pages/``: beside an entry script, that name makes
+Streamlit 1.67 fall back to its legacy page discovery when a fresh server's first request
+is a deep link (``/prune?...``), bypassing this navigation (titles, order, wide layout).
+"""
 
 import streamlit as st
 
 st.set_page_config(page_title="Pruning Explorer", page_icon=":scissors:", layout="wide")
 navigation = st.navigation([
-    st.Page("pages/model.py", title="Model", icon=":material/memory:", default=True),
-    st.Page("pages/weights.py", title="Weights", icon=":material/bar_chart:"),
-    st.Page("pages/activations.py", title="Activations", icon=":material/bolt:"),
-    st.Page("pages/similarity.py", title="Similarity", icon=":material/grid_on:"),
-    st.Page("pages/prune.py", title="Prune", icon=":material/content_cut:"),
+    st.Page("app_pages/model.py", title="Model", icon=":material/memory:", default=True),
+    st.Page("app_pages/weights.py", title="Weights", icon=":material/bar_chart:"),
+    st.Page("app_pages/activations.py", title="Activations", icon=":material/bolt:"),
+    st.Page("app_pages/similarity.py", title="Similarity", icon=":material/grid_on:"),
+    st.Page("app_pages/prune.py", title="Prune", icon=":material/content_cut:"),
 ])
 navigation.run()

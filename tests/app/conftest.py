@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.plan import Plan
 
-PAGES = Path(__file__).resolve().parents[2] / "pages"
+PAGES = Path(__file__).resolve().parents[2] / "app_pages"
 
 
 @pytest.fixture(autouse=True)

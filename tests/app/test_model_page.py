@@ -13,7 +13,7 @@ from explorer.evaluator import Evaluator
 from explorer.plan import Plan
 from explorer.ui.format import count, percent
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "model.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "model.py")
 
 
 def open_page(**query: str) -> AppTest:

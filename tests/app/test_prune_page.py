@@ -12,7 +12,7 @@ from explorer.plan import Plan
 from explorer.ui.format import count, percent
 from explorer.ui.urls import plan_from_query
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "prune.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "prune.py")
 
 
 def open_page(**query: str) -> AppTest:

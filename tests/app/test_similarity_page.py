@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 from explorer.similarity import cosine_matrix, summarize, weight_similarity
 from explorer.ui import similarity_charts as charts
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "similarity.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "similarity.py")
 
 
 @pytest.fixture(autouse=True)
