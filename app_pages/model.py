@@ -42,6 +42,15 @@ cols[2].metric("Size (fp32)", nbytes(dense.size_bytes["dense"]))
 cols[3].metric("FLOPs per sample", count(dense.flops["dense"]),
                help="2 FLOPs per multiply-add, as torch.utils.flop_counter counts")
 
+
+
+def _removable(layer) -> str:
+    if not layer.neuron_prunable:
+        return f"no: {layer.neuron_reason}"
+    others = [la.name for la in bundle.group(layer.group) if la.name != layer.name]
+    return f"yes, together with {', '.join(others)} (coupled)" if others else "yes"
+
+
 rows = []
 for layer, lm in zip(bundle.layers, dense.layers, strict=True):
     rows.append({
@@ -51,7 +60,7 @@ for layer, lm in zip(bundle.layers, dense.layers, strict=True):
         "parameters": lm.params,
         "FLOPs / sample": layer.flops,
         "share of FLOPs": layer.flops / bundle.flops,
-        "neurons removable": "yes" if layer.neuron_prunable else f"no: {layer.neuron_reason}",
+        "neurons removable": _removable(layer),
     })
 st.dataframe(
     rows, hide_index=True, key="layer_table",

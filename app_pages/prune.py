@@ -36,9 +36,20 @@ def _on_kind() -> None:
                         layers=old.layers))
 
 
+def _linked(name: str, plan: Plan) -> list[str]:
+    """The layers one slider moves: the layer, and for neuron plans its coupled group."""
+    group = bundle.layer(name).group
+    if plan.granularity != "neurons" or group is None:
+        return [name]
+    return [la.name for la in bundle.group(group)]
+
+
 def _on_layer(name: str) -> None:
     value = st.session_state[state.SLIDER_PREFIX + name] / 100
-    state.set_plan(session.plan.with_sparsity(name, value))
+    plan = session.plan
+    for member in _linked(name, plan):
+        plan = plan.with_sparsity(member, value)
+    state.set_plan(plan)
 
 
 def _on_all() -> None:
@@ -79,11 +90,34 @@ def _controls(plan: Plan) -> None:
     for layer in bundle.layers:
         key = state.SLIDER_PREFIX + layer.name
         blocked = plan.granularity == "neurons" and not layer.neuron_prunable
+        linked = [n for n in _linked(layer.name, plan) if n != layer.name]
         _seed(key, plan.fraction(layer.name))
         unit = "neurons" if plan.granularity == "neurons" else "weights"
-        st.slider(f"{layer.name} ({layer.kind}, {unit} removed %)", 0, 99, key=key,
-                  on_change=_on_layer, args=(layer.name,), disabled=blocked,
-                  help=f"cannot remove neurons: {layer.neuron_reason}" if blocked else None)
+        note = None
+        if blocked:
+            note = f"cannot remove neurons: {layer.neuron_reason}"
+        elif linked:
+            note = (f"linked with {', '.join(linked)}: their channels are added together, "
+                    "so they lose the same neurons")
+        label = f"{layer.name} ({layer.kind}, {unit} removed %)"
+        st.slider(label + (" 🔗" if linked else ""), 0, 99, key=key, on_change=_on_layer,
+                  args=(layer.name,), disabled=blocked, help=note)
+    if plan.granularity == "neurons":
+        _groups()
+
+
+def _groups() -> None:
+    """What each coupled group contains: the layers and every parameter slice that follows."""
+    coupled = [g for g in bundle.group_names if len(bundle.group(g)) > 1]
+    if not coupled:
+        return
+    with st.expander(f"Coupled groups ({len(coupled)})"):
+        for g in coupled:
+            members = bundle.group(g)
+            params = ", ".join(f"{d.param}[{'out' if d.dim == 0 else 'in'}]"
+                               for d in members[0].dependents)
+            st.markdown(f"**{' + '.join(la.name for la in members)}** "
+                        f"({members[0].neurons} channels): {params}")
 
 
 def _metrics(plan: Plan) -> None:

@@ -50,7 +50,8 @@ def _neuron_view(cuts: dict[str, Cut], selected: str) -> None:
     """Sorted per-neuron scores of the plan's criterion: every layer small, one large."""
     layer, cut = bundle.layer(selected), cuts[selected]
     try:
-        scores = {la.name: cache.get("neurons", plan.criterion, la)[0] for la in bundle.layers}
+        scores = {la.name: cache.get("neurons", plan.criterion, la.group or la.name)[0]
+                  for la in bundle.layers}
     except ExplorerError as exc:
         st.error(f"The {plan.criterion} scores cannot be computed: {exc}")
         return

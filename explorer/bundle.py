@@ -6,7 +6,7 @@ browser session). Nothing in the engine writes into ``bundle.model`` or its prog
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -34,6 +34,15 @@ class ModelBundle:
     flops: int
     card: dict = field(default_factory=dict)
     source: str = "zoo"
+
+    def group(self, name: str) -> tuple[Layer, ...]:
+        """The layers of neuron group ``name`` (a group is named after its first layer)."""
+        return tuple(la for la in self.layers if la.group == name)
+
+    @property
+    def group_names(self) -> list[str]:
+        """Neuron groups in execution order of their first layer."""
+        return list(dict.fromkeys(la.group for la in self.layers if la.group is not None))
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
@@ -81,7 +90,7 @@ def bundle_from_module(
             f"The model returns a tensor of shape {tuple(logits.shape)}; "
             "expected logits shaped (batch, classes)."
         )
-    layers = tuple(analyse(program, example[:1]))
+    layers = tuple(_with_groups(model, example[:1], analyse(program, example[:1])))
     with FlopCounterMode(display=False) as counter:
         program.run(example[:1])
     return ModelBundle(
@@ -89,6 +98,35 @@ def bundle_from_module(
         num_classes=int(logits.shape[1]), layers=layers, flops=int(counter.get_total_flops()),
         card=dict(card or {}), source=source,
     )
+
+
+def _with_groups(model: nn.Module, example: torch.Tensor, layers: list[Layer]) -> list[Layer]:
+    """Layers with their coupled neuron groups, from Torch-Pruning where the model allows.
+
+    Torch-Pruning traces ``nn.Linear`` / ``nn.Conv2d`` modules; a model known only as an
+    exported graph keeps the graph's own analysis (coupled layers are then not prunable).
+    """
+    modules = dict(model.named_modules())
+    if not all(isinstance(modules.get(la.name), (nn.Linear, nn.Conv2d)) for la in layers):
+        return [la if la.neuron_reason is None else replace(
+            la, neuron_reason=la.neuron_reason + (
+                "; coupled channels can be pruned as a group only for models loaded with "
+                "their Python definition (a demo architecture)"
+                if "coupled" in la.neuron_reason else ""))
+            for la in layers]
+    from explorer.groups import find_groups
+
+    groups, reasons = find_groups(model, example, layers)
+    out = []
+    for la in layers:
+        group = groups.get(la.name)
+        if group is not None:
+            out.append(replace(la, dependents=group.dependents, neuron_reason=None,
+                               group=group.name))
+        else:
+            reason = reasons.get(la.name) or la.neuron_reason or "no dependency group found"
+            out.append(replace(la, dependents=(), neuron_reason=reason, group=None))
+    return out
 
 
 def export_module(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:

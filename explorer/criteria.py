@@ -19,13 +19,19 @@ from explorer.graph import Layer
 
 if TYPE_CHECKING:
     from explorer.bundle import ModelBundle
+    from explorer.data import ValidationSet
 
 
 @dataclass(frozen=True)
 class ScoreContext:
-    """What a criterion may look at: the model's parameters (read-only)."""
+    """What a criterion may look at: the model's parameters and the validation data.
+
+    Both are shared and read-only. ``data`` is None where no data is loaded; a criterion
+    that needs it says so with a :class:`PlanError`.
+    """
 
     bundle: ModelBundle
+    data: ValidationSet | None = None
 
     def weight(self, layer: Layer) -> torch.Tensor:
         return self.bundle.params()[layer.weight].detach()

@@ -42,7 +42,7 @@ class Evaluator:
     ) -> None:
         self.bundle = bundle
         self.data = data
-        self.scores = scores or ScoreCache(bundle)
+        self.scores = scores or ScoreCache(bundle, data)
         self.costs = CostModel(bundle)
         self.memory_budget = memory_budget
         self.params = bundle.params()

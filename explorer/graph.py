@@ -70,6 +70,7 @@ class Layer:
     activation_node: str  # node whose output is this layer's activation (after its nonlinearity)
     dependents: tuple[Dependent, ...] = ()  # what follows its neurons (empty if not prunable)
     neuron_reason: str | None = None  # why its neurons cannot be removed, if they cannot
+    group: str | None = None  # the neuron group it belongs to (its first member's name)
 
     @property
     def neurons(self) -> int:
@@ -219,7 +220,7 @@ def analyse(program: Program, example: torch.Tensor) -> list[Layer]:
         layers.append(Layer(
             name=name, kind=kind, weight=weight, bias=bias_name, weight_shape=w_shape,
             flops=flops, node=node.name, activation_node=_activation_node(node).name,
-            dependents=deps, neuron_reason=reason,
+            dependents=deps, neuron_reason=reason, group=None if reason else name,
         ))
     if not layers:
         raise ModelError(

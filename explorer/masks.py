@@ -12,6 +12,7 @@ so that the masked model computes exactly what the physically smaller model woul
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -20,36 +21,47 @@ import torch
 
 from explorer.bundle import ModelBundle
 from explorer.criteria import ScoreContext, criterion
-from explorer.graph import Layer
+from explorer.data import ValidationSet
 from explorer.plan import Plan
 
 
 class ScoreCache:
-    """Importance scores and their ascending sort order, per (granularity, criterion, layer).
+    """Importance scores and their ascending sort order, per (granularity, criterion, unit).
 
-    Moving a slider then costs a lookup in the cached order, not a new sort. Holds at most
-    ``max_entries`` layers' scores (least recently used dropped first). Safe to share
+    A unit is a layer for ``weights`` (one score per weight entry) and a neuron group for
+    ``neurons`` (one score per neuron: the mean of its member layers' scores). Moving a
+    slider then costs a lookup in the cached order, not a new sort. Holds at most
+    ``max_entries`` units' scores (least recently used dropped first). Safe to share
     between threads (the app shares one per model across browser sessions).
     """
 
-    def __init__(self, bundle: ModelBundle, max_entries: int = 256) -> None:
+    def __init__(
+        self, bundle: ModelBundle, data: ValidationSet | None = None, max_entries: int = 256
+    ) -> None:
         self.bundle = bundle
+        self.data = data
         self.max_entries = max_entries
         self._scores: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._keep: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._lock = threading.RLock()
 
-    def get(self, granularity: str, name: str, layer: Layer) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scores flattened, indices sorting them ascending) for one layer."""
+    def get(self, granularity: str, name: str, unit: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores flattened, indices sorting them ascending) for one layer or group."""
         with self._lock:
-            return self._get(granularity, name, layer)
+            return self._get(granularity, name, unit)
 
-    def _get(self, granularity: str, name: str, layer: Layer) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (granularity, name, layer.name)
+    def _get(self, granularity: str, name: str, unit: str) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (granularity, name, unit)
         if key in self._scores:
             self._scores.move_to_end(key)
             return self._scores[key]
-        scores = criterion(granularity, name).score(layer, ScoreContext(self.bundle))
+        method, ctx = criterion(granularity, name), ScoreContext(self.bundle, self.data)
+        if granularity == "weights":
+            scores = method.score(self.bundle.layer(unit), ctx)
+        else:  # a group; a layer outside any group is scored on its own
+            members = self.bundle.group(unit) or (self.bundle.layer(unit),)
+            scores = torch.stack([method.score(la, ctx).detach().float()
+                                  for la in members]).mean(0)
         flat = scores.detach().flatten().float()
         order = torch.argsort(flat, stable=True)
         self._scores[key] = (flat, order)
@@ -57,12 +69,12 @@ class ScoreCache:
             self._scores.popitem(last=False)
         return flat, order
 
-    def keep(self, granularity: str, name: str, layer: Layer, k: int) -> torch.Tensor:
-        """Flat boolean keep-vector removing the ``k`` lowest-scored entries of ``layer``."""
-        key = (granularity, name, layer.name, k)
+    def keep(self, granularity: str, name: str, unit: str, k: int) -> torch.Tensor:
+        """Flat boolean keep-vector removing the ``k`` lowest-scored entries of ``unit``."""
+        key = (granularity, name, unit, k)
         with self._lock:
             if key not in self._keep:
-                _, order = self._get(granularity, name, layer)
+                _, order = self._get(granularity, name, unit)
                 keep = torch.ones(order.numel(), dtype=torch.bool)
                 keep[order[:k]] = False
                 self._keep[key] = keep
@@ -76,7 +88,8 @@ class ScoreCache:
 class Masks:
     """Boolean keep-masks by parameter name, with a key naming each mask's version.
 
-    ``removed`` is the count removed per layer (weights or neurons, by granularity).
+    ``removed`` is the count removed per layer (weights or neurons, by granularity);
+    ``removed_neurons`` (neuron plans) the indices of the neurons removed per layer.
     ``kept_dims`` (neuron plans) gives, per parameter, the kept entries along each pruned
     dimension: the shape the parameter has in the physically smaller model.
     """
@@ -86,6 +99,7 @@ class Masks:
     keys: dict[str, tuple]
     removed: dict[str, int]
     kept_dims: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
+    removed_neurons: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def apply(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """New tensors ``param * mask`` for every masked parameter (the originals untouched)."""
@@ -97,56 +111,76 @@ def _count(fraction: float, n: int) -> int:
     return round(fraction * n)
 
 
-def _global_counts(
-    bundle: ModelBundle, plan: Plan, cache: ScoreCache, normalise: bool
-) -> dict[str, int]:
-    """Per-layer counts removed by one threshold over the participating layers' scores.
+def _units(bundle: ModelBundle, plan: Plan) -> dict[str, int]:
+    """What one plan scores and cuts, with its size: layers (weights) or groups (neurons)."""
+    if plan.granularity == "weights":
+        return {la.name: math.prod(la.weight_shape) for la in bundle.layers}
+    return {g: bundle.group(g)[0].neurons for g in bundle.group_names}
 
-    For neurons, each layer's scores are divided by their mean first (Torch-Pruning's
+
+def _global_counts(
+    bundle: ModelBundle, plan: Plan, cache: ScoreCache, units: dict[str, int]
+) -> dict[str, int]:
+    """Per-unit counts removed by one threshold over the participating units' scores.
+
+    For neurons, each group's scores are divided by their mean first (Torch-Pruning's
     'mean' normaliser), since raw norms of layers with different fan-in do not compare.
     """
-    names = list(plan.layers) if plan.layers is not None else bundle.layer_names
-    layers = [bundle.layer(n) for n in names]
-    if plan.granularity == "neurons":
-        layers = [la for la in layers if la.neuron_prunable]
-    if not layers:
+    if plan.layers is None:
+        names = list(units)
+    else:  # a unit takes part if one of its layers is listed
+        listed = set(plan.layers)
+        names = [u for u in units if u in listed or (plan.granularity == "neurons" and any(
+            la.name in listed for la in bundle.group(u)))]
+    if not names:
         return {}
     parts = []
-    for layer in layers:
-        scores, _ = cache.get(plan.granularity, plan.criterion, layer)
-        if normalise:
+    for unit in names:
+        scores, _ = cache.get(plan.granularity, plan.criterion, unit)
+        if plan.granularity == "neurons":
             scores = scores / scores.mean().clamp_min(torch.finfo(scores.dtype).tiny)
         parts.append(scores)
     flat = torch.cat(parts)
     k = _count(plan.amount, flat.numel())
     owner = torch.repeat_interleave(
-        torch.arange(len(layers)), torch.tensor([p.numel() for p in parts])
+        torch.arange(len(names)), torch.tensor([p.numel() for p in parts])
     )
     lowest = owner[torch.argsort(flat, stable=True)[:k]]
-    counts = torch.bincount(lowest, minlength=len(layers)).tolist()
-    return {layer.name: int(c) for layer, c in zip(layers, counts, strict=True)}
+    counts = torch.bincount(lowest, minlength=len(names)).tolist()
+    return dict(zip(names, map(int, counts), strict=True))
+
+
+def unit_counts(bundle: ModelBundle, plan: Plan, cache: ScoreCache) -> dict[str, int]:
+    """How many weights (per layer) or neurons (per group) ``plan`` removes."""
+    plan.check(bundle)
+    units = _units(bundle, plan)
+    if plan.scope == "global":
+        counts = _global_counts(bundle, plan, cache, units)
+    elif plan.granularity == "weights":
+        counts = {name: _count(frac, units[name]) for name, frac in plan.sparsity.items()}
+    else:
+        counts = {g: _count(group_fraction(bundle, plan, g), n) for g, n in units.items()}
+    if plan.granularity == "neurons":  # keep one neuron at least, or the network is cut in two
+        counts = {g: min(c, units[g] - 1) for g, c in counts.items()}
+    return {n: c for n, c in counts.items() if c > 0}
+
+
+def group_fraction(bundle: ModelBundle, plan: Plan, group: str) -> float:
+    """The fraction a per-layer plan removes from a neuron group (its layers share one)."""
+    return max((plan.fraction(la.name) for la in bundle.group(group)), default=0.0)
 
 
 def removal_counts(bundle: ModelBundle, plan: Plan, cache: ScoreCache) -> dict[str, int]:
     """How many weights (or neurons) each layer loses under ``plan``."""
-    plan.check(bundle)
-    neurons = plan.granularity == "neurons"
-    if plan.scope == "global":
-        counts = _global_counts(bundle, plan, cache, normalise=neurons)
-    else:
-        counts = {}
-        for name, frac in plan.sparsity.items():
-            layer = bundle.layer(name)
-            n = layer.neurons if neurons else int(torch.Size(layer.weight_shape).numel())
-            counts[name] = _count(frac, n)
-    if neurons:  # a layer keeps at least one neuron, or the network is cut in two
-        counts = {n: min(c, bundle.layer(n).neurons - 1) for n, c in counts.items()}
-    return {n: c for n, c in counts.items() if c > 0}
+    counts = unit_counts(bundle, plan, cache)
+    if plan.granularity == "weights":
+        return counts
+    return {la.name: counts[la.group] for la in bundle.layers if la.group in counts}
 
 
 def masks_for(bundle: ModelBundle, plan: Plan, cache: ScoreCache) -> Masks:
     """Keep-masks for every parameter ``plan`` touches."""
-    counts = removal_counts(bundle, plan, cache)
+    counts = unit_counts(bundle, plan, cache)
     if plan.granularity == "weights":
         return _weight_masks(bundle, plan, cache, counts)
     return _neuron_masks(bundle, plan, cache, counts)
@@ -158,7 +192,7 @@ def _weight_masks(
     masks, keys = {}, {}
     for name, k in counts.items():
         layer = bundle.layer(name)
-        masks[layer.weight] = cache.keep("weights", plan.criterion, layer, k).view(
+        masks[layer.weight] = cache.keep("weights", plan.criterion, name, k).view(
             layer.weight_shape
         )
         keys[layer.weight] = ("weights", plan.criterion, k)
@@ -171,21 +205,22 @@ def _neuron_masks(
     params = bundle.params()
     kept_dims: dict[str, dict[int, torch.Tensor]] = {}
     keys: dict[str, tuple] = {}
+    removed_neurons: dict[str, torch.Tensor] = {}
 
     def restrict(param: str, dim: int, keep: torch.Tensor, key: tuple) -> None:
         dims = kept_dims.setdefault(param, {})
         dims[dim] = dims[dim] & keep if dim in dims else keep
         keys[param] = tuple(sorted({*keys.get(param, ()), key}))
 
-    for name, k in counts.items():
-        layer = bundle.layer(name)
-        keep = cache.keep("neurons", plan.criterion, layer, k)
-        key = (name, plan.criterion, k)
-        restrict(layer.weight, 0, keep, key)
-        if layer.bias is not None:
-            restrict(layer.bias, 0, keep, key)
-        for dep in layer.dependents:
+    removed = {}
+    for group, k in counts.items():
+        keep = cache.keep("neurons", plan.criterion, group, k)
+        key = (group, plan.criterion, k)
+        for dep in bundle.group(group)[0].dependents:
             restrict(dep.param, dep.dim, keep.repeat_interleave(dep.repeat), key)
+        for layer in bundle.group(group):
+            removed[layer.name] = k
+            removed_neurons[layer.name] = (~keep).nonzero().flatten()
 
     masks = {}
     for param, dims in kept_dims.items():
@@ -196,4 +231,4 @@ def _neuron_masks(
             view[dim] = shape[dim]
             mask = mask & keep.view(view)
         masks[param] = mask
-    return Masks("neurons", masks, keys, dict(counts), kept_dims)
+    return Masks("neurons", masks, keys, removed, kept_dims, removed_neurons)

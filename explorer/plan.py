@@ -103,6 +103,16 @@ class Plan:
                     raise PlanError(
                         f"Neurons of layer '{name}' cannot be removed: {layer.neuron_reason}."
                     )
+            for group in bundle.group_names:
+                members = bundle.group(group)
+                given = {la.name: self.sparsity[la.name] for la in members
+                         if la.name in self.sparsity}
+                if len(set(given.values())) > 1:
+                    raise PlanError(
+                        f"Layers {', '.join(la.name for la in members)} are coupled (their "
+                        "channels are added together) and must lose the same neurons; the "
+                        f"plan gives them different fractions: {given}."
+                    )
 
     def to_dict(self) -> dict:
         out: dict = {

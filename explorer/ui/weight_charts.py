@@ -51,7 +51,8 @@ def plan_cuts(bundle: ModelBundle, plan: Plan, cache: ScoreCache) -> dict[str, C
         total = layer.neurons if plan.granularity == "neurons" else math.prod(layer.weight_shape)
         threshold = None
         if k:
-            scores, order = cache.get(plan.granularity, plan.criterion, layer)
+            unit = layer.name if plan.granularity == "weights" else layer.group
+            scores, order = cache.get(plan.granularity, plan.criterion, unit)
             threshold = float(scores[order[k - 1]])
         cuts[layer.name] = Cut(layer.name, k, total, threshold)
     return cuts

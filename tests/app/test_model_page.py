@@ -54,8 +54,11 @@ def test_switching_model_in_the_sidebar(resnet):
     assert not at.exception
     assert list(at.dataframe[0].value["layer"]) == resnet.layer_names
     assert at.query_params["model"] == "digits-resnet"
-    reasons = list(at.dataframe[0].value["neurons removable"])
-    assert any("add" in r for r in reasons) and "yes" in reasons
+    removable = dict(zip(at.dataframe[0].value["layer"],
+                         at.dataframe[0].value["neurons removable"], strict=True))
+    assert removable["layer1.conv1"] == "yes"
+    assert removable["stem.0"] == "yes, together with layer1.conv2 (coupled)"
+    assert removable["fc"].startswith("no: its output is the model's output")
 
 
 def test_uploading_weights_switches_to_that_model(mlp, digits):

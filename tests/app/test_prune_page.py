@@ -115,3 +115,16 @@ def test_every_plan_is_kept_on_the_tradeoff_chart(cnn):
     assert len(history) == 4  # dense + three plans
     charts = at.get("plotly_chart")
     assert len(charts) == 2
+
+
+def test_coupled_sliders_move_together(resnet, digits):
+    at = open_page(model="digits-resnet", g="neurons", c="l1")
+    assert slider(at, "layer1.conv2").label.endswith("🔗")
+    slider(at, "stem.0").set_value(50).run()
+    plan = at.session_state["plan"]
+    assert plan.fraction("stem.0") == plan.fraction("layer1.conv2") == 0.5
+    assert slider(at, "layer1.conv2").value == 50
+    assert slider(at, "fc").disabled
+    want = Evaluator(resnet, digits).evaluate(plan)
+    assert metric(at, "Accuracy") == percent(want.accuracy)
+    assert any("layer2.downsample.0 + layer2.conv2" in m.value for m in at.markdown)

@@ -18,10 +18,15 @@ from explorer.plan import Plan
 def _random_walk(bundle, granularity: str, criterion: str, steps: int, seed: int):
     """A user dragging sliders: one layer's fraction changes per step, sometimes back."""
     rng = random.Random(seed)
-    names = [la.name for la in bundle.layers if granularity == "weights" or la.neuron_prunable]
+    if granularity == "weights":
+        units = [[la.name] for la in bundle.layers]
+    else:  # coupled layers move together, as the app's linked sliders do
+        units = [[la.name for la in bundle.group(g)] for g in bundle.group_names]
     plan = Plan(granularity=granularity, criterion=criterion)
     for _ in range(steps):
-        plan = plan.with_sparsity(rng.choice(names), rng.choice([0.0, 0.2, 0.5, 0.7, 0.9]))
+        fraction = rng.choice([0.0, 0.2, 0.5, 0.7, 0.9])
+        for name in rng.choice(units):
+            plan = plan.with_sparsity(name, fraction)
         yield plan
 
 

@@ -58,8 +58,13 @@ def test_unknown_layers_are_named_with_the_valid_ones(cnn):
     assert "'features.1'" in str(info.value) and "classifier.5" in str(info.value)
 
 
-def test_neurons_of_coupled_or_output_layers_are_refused_with_the_reason(resnet, cnn):
-    with pytest.raises(PlanError, match="add"):
-        Plan(granularity="neurons", criterion="l1", sparsity={"layer1.conv2": 0.5}).check(resnet)
+def test_coupled_layers_must_share_a_fraction_and_outputs_are_refused(resnet, cnn):
+    coupled = {"stem.0": 0.5, "layer1.conv2": 0.25}
+    with pytest.raises(PlanError, match="coupled") as info:
+        Plan(granularity="neurons", criterion="l1", sparsity=coupled).check(resnet)
+    assert "stem.0, layer1.conv2" in str(info.value)
+    Plan(granularity="neurons", criterion="l1", sparsity={"layer1.conv2": 0.5}).check(resnet)
+    with pytest.raises(PlanError, match="model's output"):
+        Plan(granularity="neurons", criterion="l1", sparsity={"fc": 0.5}).check(resnet)
     with pytest.raises(PlanError, match="model's output"):
         Plan(granularity="neurons", criterion="l1", sparsity={"classifier.5": 0.5}).check(cnn)
