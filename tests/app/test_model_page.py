@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import torch
+from pagetest import metric, open_url
 from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
@@ -13,20 +13,9 @@ from explorer.evaluator import Evaluator
 from explorer.plan import Plan
 from explorer.ui.format import count, percent
 
-PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "model.py")
-
 
 def open_page(**query: str) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def metric(at: AppTest, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
+    return open_url("model", **query)
 
 
 def upload(at: AppTest, name: str, content: bytes) -> AppTest:

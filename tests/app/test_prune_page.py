@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from pagetest import metric, open_url
 from streamlit.testing.v1 import AppTest
 
 from explorer.evaluator import Evaluator
@@ -12,20 +11,9 @@ from explorer.plan import Plan
 from explorer.ui.format import count, percent
 from explorer.ui.urls import plan_from_query
 
-PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "prune.py")
-
 
 def open_page(**query: str) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def metric(at: AppTest, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
+    return open_url("prune", **query)
 
 
 def slider(at: AppTest, layer: str):
