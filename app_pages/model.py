@@ -29,14 +29,18 @@ with st.expander("Upload your own model", expanded=False), st.form("upload", bor
             st.error(f"Could not load it: {exc} The current model stays loaded.")
 
 dense = session.dense()
-lo, hi = dense.accuracy_ci
 st.subheader(f"{bundle.name}")
 if bundle.card.get("architecture"):
     st.caption(bundle.card["architecture"])
 cols = st.columns(4)
-cols[0].metric("Baseline accuracy", percent(dense.accuracy),
-               help=f"95% Wilson interval on {dense.samples} validation images")
-cols[0].caption(f"95% interval {percent(lo)} - {percent(hi)} · {dense.samples} images")
+if dense.accuracy is None:
+    cols[0].metric("Baseline accuracy", "n/a", help=state.NO_DATA_NOTE)
+    st.info(state.NO_DATA_NOTE)
+else:
+    lo, hi = dense.accuracy_ci
+    cols[0].metric("Baseline accuracy", percent(dense.accuracy),
+                   help=f"95% Wilson interval on {dense.samples} validation images")
+    cols[0].caption(f"95% interval {percent(lo)} - {percent(hi)} · {dense.samples} images")
 cols[1].metric("Parameters", count(dense.params))
 cols[2].metric("Size (fp32)", nbytes(dense.size_bytes["dense"]))
 cols[3].metric("FLOPs per sample", count(dense.flops["dense"]),

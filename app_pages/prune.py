@@ -1,8 +1,11 @@
 """Prune: sliders per layer (or one global fraction), live metrics and the trade-off so far."""
 
+from dataclasses import replace
+
 import streamlit as st
 
 from explorer.criteria import REGISTRY
+from explorer.errors import ExplorerError
 from explorer.plan import GRANULARITIES, Plan
 from explorer.ui import charts, state, texts
 from explorer.ui.format import compressed_bytes, count, nbytes, percent
@@ -31,9 +34,11 @@ def _on_kind() -> None:
     old = session.plan
     keep = {la.name: old.fraction(la.name) for la in bundle.layers
             if granularity == "weights" or la.neuron_prunable}
+    merge = (granularity, criterion) == ("neurons", "redundancy") and bool(
+        st.session_state.get("pr_merge", old.merge))
     state.set_plan(Plan(granularity=granularity, criterion=criterion,
                         scope=st.session_state["pr_scope"], sparsity=keep, amount=old.amount,
-                        layers=old.layers))
+                        layers=old.layers, merge=merge))
 
 
 def _linked(name: str, plan: Plan) -> list[str]:
@@ -55,14 +60,13 @@ def _on_layer(name: str) -> None:
 def _on_all() -> None:
     value = st.session_state[ALL_KEY] / 100
     plan = session.plan
-    state.set_plan(Plan(granularity=plan.granularity, criterion=plan.criterion,
-                        sparsity={la.name: value for la in _prunable(plan)}))
+    state.set_plan(replace(plan, scope="layer",
+                           sparsity={la.name: value for la in _prunable(plan)}))
 
 
 def _on_global() -> None:
     plan = session.plan
-    state.set_plan(Plan(granularity=plan.granularity, criterion=plan.criterion, scope="global",
-                        amount=st.session_state[GLOBAL_KEY] / 100, layers=plan.layers))
+    state.set_plan(replace(plan, scope="global", amount=st.session_state[GLOBAL_KEY] / 100))
 
 
 def _seed(key: str, value: float) -> None:
@@ -78,6 +82,11 @@ def _controls(plan: Plan) -> None:
              horizontal=True, help="weights: unstructured sparsity; neurons: smaller layers")
     st.selectbox("Criterion", _criteria(plan.granularity), key="pr_criterion",
                  on_change=_on_kind, help="how importance is scored; lowest go first")
+    if plan.criterion == "redundancy":
+        st.session_state["pr_merge"] = plan.merge
+        st.checkbox("Merge into the twin", key="pr_merge", on_change=_on_kind,
+                    help="add a removed neuron's outgoing weights to its most similar kept "
+                         "neuron's, instead of dropping them")
     st.radio("Scope", ("layer", "global"), key="pr_scope", on_change=_on_kind,
              horizontal=True, help="a fraction per layer, or one threshold across layers")
     if plan.scope == "global":
@@ -121,15 +130,24 @@ def _groups() -> None:
 
 
 def _metrics(plan: Plan) -> None:
-    metrics, dense = session.evaluate(plan), session.dense()
-    lo, hi = metrics.accuracy_ci
+    try:
+        metrics, dense = session.evaluate(plan), session.dense()
+    except ExplorerError as exc:  # e.g. a data-driven criterion on an architecture-only model
+        st.error(f"This plan cannot be evaluated: {exc}")
+        return
+    measured = metrics.accuracy is not None
     cols = st.columns(5)
-    cols[0].metric("Accuracy", percent(metrics.accuracy),
-                   f"{(metrics.accuracy - dense.accuracy) * 100:+.2f} pts",
-                   help=f"95% Wilson interval {percent(lo)} - {percent(hi)} "
-                        f"on {metrics.samples} images")
-    cols[1].metric("Loss", f"{metrics.loss:.4f}", f"{metrics.loss - dense.loss:+.4f}",
-                   delta_color="inverse")
+    if measured:
+        lo, hi = metrics.accuracy_ci
+        cols[0].metric("Accuracy", percent(metrics.accuracy),
+                       f"{(metrics.accuracy - dense.accuracy) * 100:+.2f} pts",
+                       help=f"95% Wilson interval {percent(lo)} - {percent(hi)} "
+                            f"on {metrics.samples} images")
+        cols[1].metric("Loss", f"{metrics.loss:.4f}", f"{metrics.loss - dense.loss:+.4f}",
+                       delta_color="inverse")
+    else:
+        cols[0].metric("Accuracy", "n/a", help=state.NO_DATA_NOTE)
+        cols[1].metric("Loss", "n/a", help=state.NO_DATA_NOTE)
     cols[2].metric("FLOPs per sample", count(metrics.flops["effective"]),
                    f"{metrics.speedup:.2f}x speed-up", delta_color="off",
                    help="2 FLOPs per multiply-add (MACs = FLOPs / 2)")
@@ -139,10 +157,14 @@ def _metrics(plan: Plan) -> None:
     cols[4].metric("Compression", f"{metrics.compression_ratio:.2f}x",
                    f"{count(metrics.nonzero_params)} of {count(metrics.params)} params",
                    delta_color="off")
-    st.caption(f"Accuracy 95% interval: {percent(lo)} - {percent(hi)} · sizes in bytes: "
-               + ", ".join(f"{k} {v:,}" for k, v in metrics.size_bytes.items()))
+    sizes = "sizes in bytes: " + ", ".join(f"{k} {v:,}" for k, v in metrics.size_bytes.items())
+    if measured:
+        st.caption(f"Accuracy 95% interval: {percent(lo)} - {percent(hi)} · {sizes}")
+    else:
+        st.caption(f"{state.NO_DATA_NOTE} · {sizes}")
     st.plotly_chart(charts.per_layer(metrics), key="per_layer")
-    st.plotly_chart(charts.tradeoff(session.history(), plan, dense), key="tradeoff")
+    if measured:
+        st.plotly_chart(charts.tradeoff(session.history(), plan, dense), key="tradeoff")
 
 
 @st.fragment

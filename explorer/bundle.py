@@ -84,15 +84,14 @@ def bundle_from_module(
     if program_module is None:
         program_module = export_module(model, example)
     program = Program(program_module)
-    logits, _ = program.run(example[:1])
+    with FlopCounterMode(display=False) as counter:  # one run: the output check and FLOPs
+        logits, _ = program.run(example[:1])
     if logits.dim() != 2:
         raise ModelError(
             f"The model returns a tensor of shape {tuple(logits.shape)}; "
             "expected logits shaped (batch, classes)."
         )
     layers = tuple(_with_groups(model, example[:1], analyse(program, example[:1])))
-    with FlopCounterMode(display=False) as counter:
-        program.run(example[:1])
     return ModelBundle(
         name=name, model=model, program=program, input_shape=tuple(input_shape),
         num_classes=int(logits.shape[1]), layers=layers, flops=int(counter.get_total_flops()),

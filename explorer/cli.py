@@ -15,7 +15,10 @@ from explorer.errors import ExplorerError, PlanError
 
 
 def _load_bundle(model: str, data_path: str | None):
-    """Resolve ``--model`` (a zoo name or a file) and ``--data`` into (bundle, data)."""
+    """Resolve ``--model`` (a zoo name or a file) and ``--data`` into (bundle, data).
+
+    An architecture-only zoo model without ``--data`` gets no data (None): costs only.
+    """
     from explorer.data import digits_validation
     from explorer.datafiles import check_compatible, load_data
     from explorer.io import load_model
@@ -33,6 +36,8 @@ def _load_bundle(model: str, data_path: str | None):
             f"--model {model!r} is neither a demo model ({', '.join(ZOO)}) nor an existing file."
         )
     if data is None:
+        if model in ZOO and ZOO[model].architecture_only:
+            return bundle, None
         if bundle.input_shape != (1, 8, 8) or bundle.num_classes != 10:
             raise ExplorerError(
                 f"Model '{bundle.name}' does not take 8x8 digits; pass its validation data "
@@ -58,18 +63,23 @@ def _load_plan(path: str | None):
 def cmd_models(args: argparse.Namespace) -> int:
     from explorer.zoo import ZOO
 
-    rows = [
-        {"name": e.name, "description": e.description,
-         "validation_accuracy": e.card().get("validation_accuracy"),
-         "params": e.card().get("params")}
-        for e in ZOO.values()
-    ]
+    rows = []
+    for e in ZOO.values():
+        card = e.card()
+        rows.append({"name": e.name, "description": e.description,
+                     "validation_accuracy": card.get("validation_accuracy"),
+                     "params": card.get("params"), "input_shape": list(e.input_shape),
+                     "architecture_only": e.architecture_only})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
-            acc = f"{r['validation_accuracy']:.2%}" if r["validation_accuracy"] else "untrained"
-            print(f"{r['name']:<16} {r['description']:<44} val acc {acc}")
+            if r["architecture_only"]:
+                acc = "n/a: architecture-only (random weights, no data)"
+            else:
+                acc = (f"val acc {r['validation_accuracy']:.2%}" if r["validation_accuracy"]
+                       else "untrained")
+            print(f"{r['name']:<16} {r['description']:<44} {acc}")
     return 0
 
 
@@ -79,19 +89,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bundle, data = _load_bundle(args.model, args.data)
     plan = _load_plan(args.plan)
     metrics = Evaluator(bundle, data).evaluate(plan)
-    result = {"model": bundle.name, "samples": len(data), "plan": plan.to_dict(),
+    result = {"model": bundle.name, "samples": metrics.samples, "plan": plan.to_dict(),
               **metrics.to_dict()}
     if args.json:
         print(json.dumps(result, indent=2))
+        return 0
+    if metrics.accuracy is None:
+        print(f"model {bundle.name}: accuracy: unavailable (architecture-only model), "
+              "loss: unavailable")
     else:
         lo, hi = metrics.accuracy_ci
         print(f"model {bundle.name}: accuracy {metrics.accuracy:.2%} (95% CI {lo:.2%}-{hi:.2%}), "
               f"loss {metrics.loss:.4f}")
-        print(f"params {metrics.nonzero_params:,} nonzero of {metrics.params:,} "
-              f"(compression {metrics.compression_ratio:.2f}x)")
-        print(f"FLOPs/sample {metrics.flops['effective']:,} of {metrics.flops['dense']:,} "
-              f"(speed-up {metrics.speedup:.2f}x)")
-        print("size bytes " + ", ".join(f"{k} {v:,}" for k, v in metrics.size_bytes.items()))
+    print(f"params {metrics.nonzero_params:,} nonzero of {metrics.params:,} "
+          f"(compression {metrics.compression_ratio:.2f}x)")
+    print(f"FLOPs/sample {metrics.flops['effective']:,} of {metrics.flops['dense']:,} "
+          f"(speed-up {metrics.speedup:.2f}x)")
+    print("size bytes " + ", ".join(f"{k} {v:,}" for k, v in metrics.size_bytes.items()))
     return 0
 
 
@@ -99,9 +113,13 @@ def cmd_train_demos(args: argparse.Namespace) -> int:
     from explorer.train import train_demo
     from explorer.zoo import ZOO, zoo_entry
 
-    names = args.names or list(ZOO)
+    names = args.names or [n for n, e in ZOO.items() if not e.architecture_only]
     for name in names:
-        card = train_demo(zoo_entry(name), log=lambda m: print(m, file=sys.stderr))
+        entry = zoo_entry(name)
+        if entry.architecture_only:
+            raise ExplorerError(f"'{name}' is architecture-only: there is no data to train it "
+                                "on here (its weights are random from a fixed seed).")
+        card = train_demo(entry, log=lambda m: print(m, file=sys.stderr))
         print(f"{name}: validation accuracy {card['validation_accuracy']:.4f}")
     return 0
 

@@ -3,17 +3,21 @@
 A criterion is an object with a ``granularity`` and one method,
 ``score(layer, ctx) -> Tensor``: for ``weights``, one score per weight entry (the weight's
 shape); for ``neurons``, one score per output neuron / channel, shape (out,). Criteria are
-registered by the names the plan JSON, the CLI and the app share.
+registered by the names the plan JSON, the CLI and the app share. Criteria that need the
+validation data live in :mod:`explorer.criteria_data`.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import torch
+import torch.nn.functional as F
 
+from explorer.criteria_data import APoZ, MeanActivation, Taylor, WeightTaylor
 from explorer.errors import PlanError
 from explorer.graph import Layer
 
@@ -68,6 +72,56 @@ class NeuronNorm:
         return w.abs().sum(1) if self.p == 1 else w.pow(2).sum(1).sqrt()
 
 
+def incoming(layer: Layer, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Each neuron's incoming weights as one row, its bias appended: (neurons, fan_in [+ 1]).
+
+    A convolution's (out, in, kh, kw) weight gives rows of in * kh * kw entries.
+    """
+    rows = params[layer.weight].detach().flatten(1)
+    if layer.bias is None:
+        return rows
+    return torch.cat([rows, params[layer.bias].detach()[:, None]], dim=1)
+
+
+def cosine_matrix(rows: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of every pair of rows (n, d) -> (n, n); a zero row has cosine 0."""
+    unit = F.normalize(rows.double(), dim=1)
+    return unit @ unit.T
+
+
+@dataclass(frozen=True)
+class Redundancy:
+    """Neurons whose incoming weights nearly duplicate a stronger neuron's go first.
+
+    After Srinivas & Babu 2015 ("Data-free Parameter Pruning for Deep Neural Networks",
+    BMVC, arXiv:1507.06149), who remove a neuron whose weights duplicate another's and fold
+    it into that twin. With ``v_i`` the incoming weights of neuron i with its bias appended
+    (:func:`incoming`, shape (neurons, fan_in + 1))::
+
+        score_i = 1 - max_{j stronger than i} cos(v_i, v_j)
+
+    "Stronger" means a larger norm ``||v_j||``; between equal norms the lower index is the
+    stronger, so of two exact duplicates the later one scores 0 and goes first. The
+    strongest neuron has no stronger one: its score is 2 (as if its best cosine were -1).
+    Scores lie in [0, 2], shape (neurons,). Memory: a (neurons, neurons) matrix.
+    A plan's ``merge`` option folds each removed neuron into its twin instead of dropping
+    it (see :mod:`explorer.masks`).
+    """
+
+    name: str = "redundancy"
+    granularity: str = "neurons"
+
+    def score(self, layer: Layer, ctx: ScoreContext) -> torch.Tensor:
+        rows = incoming(layer, ctx.bundle.params()).double()
+        norms = rows.norm(dim=1)
+        index = torch.arange(len(norms))
+        stronger = (norms[None, :] > norms[:, None]) | (
+            (norms[None, :] == norms[:, None]) & (index[None, :] < index[:, None])
+        )
+        cos = cosine_matrix(rows).masked_fill(~stronger, -1.0)
+        return (1 - cos.max(dim=1).values).float()
+
+
 @dataclass(frozen=True)
 class Random:
     """Uniform random scores, seeded by the layer's name: the control every criterion must beat."""
@@ -85,9 +139,14 @@ REGISTRY: dict[tuple[str, str], Criterion] = {
     (c.granularity, c.name): c
     for c in (
         Magnitude(),
+        WeightTaylor(),
         Random("weights"),
         NeuronNorm("l1", 1),
         NeuronNorm("l2", 2),
+        MeanActivation(),
+        APoZ(),
+        Redundancy(),
+        Taylor(),
         Random("neurons"),
     )
 }

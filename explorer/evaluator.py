@@ -10,6 +10,9 @@
 
 One evaluator belongs to one user session (it remembers that session's last plan); the
 bundle and the score cache can be shared between sessions.
+
+Without data (``data=None``, an architecture-only model) an evaluation is the arithmetic
+alone: sizes and FLOPs, with accuracy and loss None (see :class:`~explorer.metrics.Metrics`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
+from explorer.errors import DataError
 from explorer.graph import RunState
 from explorer.masks import Masks, ScoreCache, masks_for
 from explorer.metrics import CostModel, Metrics, metrics_from, score_logits
@@ -31,12 +35,12 @@ METRICS_KEPT = 256
 
 
 class Evaluator:
-    """Evaluates plans for one model on one validation set."""
+    """Evaluates plans for one model on one validation set (or on none: costs only)."""
 
     def __init__(
         self,
         bundle: ModelBundle,
-        data: ValidationSet,
+        data: ValidationSet | None,
         scores: ScoreCache | None = None,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
     ) -> None:
@@ -57,6 +61,8 @@ class Evaluator:
 
     def logits(self, masks: Masks) -> torch.Tensor:
         """Logits (N, classes) of the masked model on the validation inputs."""
+        if self.data is None:
+            raise DataError(f"'{self.bundle.name}' has no validation data to run on.")
         overrides = self._masked(masks)
         program = self.bundle.program
         resume = None
@@ -76,12 +82,13 @@ class Evaluator:
         return logits
 
     def _masked(self, masks: Masks) -> dict[str, torch.Tensor]:
-        """Masked parameter tensors, reused while a layer's mask stays the same."""
+        """Masked (and, for merge plans, updated) parameter tensors, reused while a
+        parameter's key stays the same."""
         out = {}
-        for name, mask in masks.masks.items():
+        for name in {**masks.masks, **masks.updates}:
             key = (name, masks.keys[name])
             if key not in self._masked_params:
-                self._masked_params[key] = self.params[name] * mask
+                self._masked_params[key] = masks.value(name, self.params)
             self._masked_params.move_to_end(key)
             out[name] = self._masked_params[key]
         while len(self._masked_params) > MASKED_PARAMS_KEPT:
@@ -103,8 +110,11 @@ class Evaluator:
             self._metrics.move_to_end(key)
             return self._metrics[key]
         masks = self.masks(plan)
-        correct, loss = score_logits(self.logits(masks), self.data.y)
-        metrics = metrics_from(self.costs.costs(masks), correct, loss, len(self.data))
+        if self.data is None:
+            metrics = metrics_from(self.costs.costs(masks))
+        else:
+            correct, loss = score_logits(self.logits(masks), self.data.y)
+            metrics = metrics_from(self.costs.costs(masks), correct, loss, len(self.data))
         self._metrics[key] = metrics
         while len(self._metrics) > METRICS_KEPT:
             self._metrics.popitem(last=False)
@@ -112,7 +122,7 @@ class Evaluator:
 
 
 def full_forward_logits(bundle: ModelBundle, masks: Masks, x: torch.Tensor) -> torch.Tensor:
-    """Reference path: one plain forward of the model with masked parameters swapped in.
+    """Reference path: one plain forward of the model with the plan's parameters swapped in.
 
     Uses ``torch.func.functional_call`` on the original module: nothing is cached and the
     model's own parameters are not written.

@@ -223,11 +223,32 @@ def analyse(program: Program, example: torch.Tensor) -> list[Layer]:
             dependents=deps, neuron_reason=reason, group=None if reason else name,
         ))
     if not layers:
+        found = "; ".join(f"{op} ({', '.join(owners)})"
+                          for op, owners in _unsupported_ops(program, params).items())
         raise ModelError(
             "The model has no prunable layer: Pruning Explorer prunes nn.Linear and nn.Conv2d "
             "weights, and found none in the exported graph."
+            + (f" Its parameters are used by operations it does not support: {found}."
+               if found else "")
         )
     return layers
+
+
+def _unsupported_ops(
+    program: Program, params: Mapping[str, torch.Tensor]
+) -> dict[str, list[str]]:
+    """Operations that read parameters but are not prunable layers (conv1d, lstm, ...), each
+    with the modules owning those parameters. BatchNorm and the like are supported: left out."""
+    found: dict[str, dict[str, None]] = {}
+    for node in program.nodes:
+        if node.op != "call_function" or node.target in {*LAYER_OPS, *CHANNELWISE_OPS}:
+            continue
+        owners = [n.target.rsplit(".", 1)[0] for n in node.all_input_nodes
+                  if _param_name(n, params) is not None]
+        if owners:
+            op = getattr(getattr(node.target, "overloadpacket", None), "__name__", node.name)
+            found.setdefault(op, {}).update(dict.fromkeys(owners))
+    return {op: list(owners) for op, owners in found.items()}
 
 
 def _param_name(arg: object, params: Mapping[str, torch.Tensor]) -> str | None:
@@ -287,7 +308,8 @@ def _dependents(
                 if w is None:
                     return (), f"its output feeds {user.name}, whose weight is not a parameter"
                 if target is aten.conv2d.default and _conv_groups(user) != 1:
-                    return (), f"its output feeds a grouped convolution ({user.name})"
+                    return (), (f"its output feeds a grouped convolution "
+                                f"({w.removesuffix('.weight')}), not supported")
                 deps.append(Dependent(w, 1, repeat))
                 consumers += 1
             elif target in CHANNELWISE_OPS and user.args[0] is current:

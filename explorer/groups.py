@@ -81,7 +81,8 @@ def find_groups(
                 if side == "out" and name in order:
                     members.append(name)
                 if isinstance(module, nn.Conv2d) and module.groups != 1:
-                    problem = f"{name} is a grouped convolution"
+                    problem = (f"{name} is a grouped convolution (groups={module.groups}), "
+                               "not supported for neuron pruning")
                     break
             if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)) or side == "out":
                 for pname in ("weight", "bias"):

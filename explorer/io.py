@@ -30,7 +30,7 @@ from torch._export.converter import TS2EPConverter
 from explorer.bundle import ModelBundle, bundle_from_module, export_module
 from explorer.errors import ModelError
 from explorer.files import SAVE_HINT, corrupt, first_line, quiet_torch, sniff, temp_file, torch_load
-from explorer.zoo import DIGITS_INPUT_SHAPE, ZOO, zoo_entry
+from explorer.zoo import ZOO, zoo_entry
 
 MODEL_FORMATS = (
     "TorchScript (torch.jit.save), a torch.export program (torch.export.save, .pt2), "
@@ -133,7 +133,7 @@ def _load_state_dict(obj: object, name: str, arch: str | None, fmt: str) -> Mode
     model.load_state_dict(state_dict)
     model.eval()
     card = {"file": name, "format": fmt, "architecture": arch}
-    return _checked(bundle_from_module(model, name, DIGITS_INPUT_SHAPE, card, source="file"))
+    return _checked(bundle_from_module(model, name, entry.input_shape, card, source="file"))
 
 
 def _as_state_dict(obj: object, name: str) -> dict[str, torch.Tensor]:

@@ -8,6 +8,18 @@ layers at once, as ``global_unstructured`` does.
 Structured (``neurons``) masks remove whole output neurons / channels and, with them, the
 parameter slices that depend on them (BatchNorm entries, the next layer's input columns),
 so that the masked model computes exactly what the physically smaller model would.
+
+Merging (a plan with ``merge``, neurons by ``redundancy``): each removed neuron i is folded
+into its twin t, the kept neuron of its group whose incoming weights (bias appended) have
+the largest cosine with i's, in the manner of Srinivas & Babu 2015 (arXiv:1507.06149). The
+next layers' input columns that follow i (the group's dependents along dim 1) are added to
+t's, scaled by ``s = ||v_i|| / ||v_t||``. Why: if ``v_i = s v_t`` with s > 0 (weights *and*
+bias scale alike), then ``z_i = s z_t`` and, since ReLU (like max- and average-pooling) is
+positively homogeneous, ``a_i = relu(s z_t) = s a_t``: the next layer receives
+``W[:, i] a_i + W[:, t] a_t = (W[:, t] + s W[:, i]) a_t``, exactly what the merged model
+computes. Near-duplicates make it an approximation; it is not exact through a BatchNorm
+(its per-channel shift breaks the scaling), and neurons whose best twin has cosine <= 0
+are dropped, not merged. The new values are :attr:`Masks.updates`, applied before the masks.
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 
 from explorer.bundle import ModelBundle
-from explorer.criteria import ScoreContext, criterion
+from explorer.criteria import ScoreContext, cosine_matrix, criterion, incoming
 from explorer.data import ValidationSet
 from explorer.plan import Plan
 
@@ -43,6 +55,7 @@ class ScoreCache:
         self.max_entries = max_entries
         self._scores: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._keep: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._merged: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
         self._lock = threading.RLock()
 
     def get(self, granularity: str, name: str, unit: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,6 +96,48 @@ class ScoreCache:
                 self._keep.popitem(last=False)
             return self._keep[key]
 
+    def merged(self, name: str, group: str, k: int) -> dict[str, torch.Tensor]:
+        """New values of the parameters after ``group``'s input columns when its ``k``
+        lowest-scored neurons by criterion ``name`` are merged into their twins."""
+        key = (name, group, k)
+        with self._lock:
+            if key not in self._merged:
+                keep = self.keep("neurons", name, group, k)
+                self._merged[key] = merge_updates(self.bundle, group, keep)
+            self._merged.move_to_end(key)
+            while len(self._merged) > self.max_entries:
+                self._merged.popitem(last=False)
+            return self._merged[key]
+
+
+def merge_updates(bundle: ModelBundle, group: str, keep: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each dim-1 dependent of ``group`` with removed neurons' columns added to their twins'.
+
+    ``keep`` (neurons,) is the group's keep-vector. Returns new tensors by parameter name
+    (the shared ones are not written); see the module docstring for the rule and its
+    justification.
+    """
+    params = bundle.params()
+    rows = torch.cat([incoming(la, params).double() for la in bundle.group(group)], dim=1)
+    removed, kept = (~keep).nonzero().flatten(), keep.nonzero().flatten()
+    if removed.numel() == 0 or kept.numel() == 0:
+        return {}
+    best, at = cosine_matrix(rows)[removed][:, kept].max(dim=1)
+    merge = best > 0  # a non-positive cosine is no duplicate; and the twin's norm is > 0
+    removed, twin = removed[merge], kept[at[merge]]
+    norms = rows.norm(dim=1)
+    scale = norms[removed] / norms[twin]
+    out = {}
+    for dep in bundle.group(group)[0].dependents:
+        if dep.dim != 1:
+            continue
+        weight = params[dep.param].detach()
+        blocks = weight.unflatten(1, (-1, dep.repeat))  # (out, neurons, repeat, ...)
+        view = [1, -1] + [1] * (blocks.dim() - 2)
+        moved = blocks[:, removed] * scale.to(weight.dtype).view(view)
+        out[dep.param] = blocks.index_add(1, twin, moved).reshape(weight.shape)
+    return out
+
 
 @dataclass(frozen=True)
 class Masks:
@@ -92,6 +147,8 @@ class Masks:
     ``removed_neurons`` (neuron plans) the indices of the neurons removed per layer.
     ``kept_dims`` (neuron plans) gives, per parameter, the kept entries along each pruned
     dimension: the shape the parameter has in the physically smaller model.
+    ``updates`` (merge plans) holds new values that replace parameters before masking;
+    every updated parameter has an entry in ``keys``.
     """
 
     granularity: str
@@ -100,10 +157,17 @@ class Masks:
     removed: dict[str, int]
     kept_dims: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
     removed_neurons: dict[str, torch.Tensor] = field(default_factory=dict)
+    updates: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def value(self, name: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Parameter ``name`` as this plan leaves it: updated (if merged), then masked."""
+        value = self.updates.get(name, params[name])
+        return value * self.masks[name] if name in self.masks else value
 
     def apply(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """New tensors ``param * mask`` for every masked parameter (the originals untouched)."""
-        return {name: params[name] * mask for name, mask in self.masks.items()}
+        """New tensors for every masked or updated parameter (the originals untouched):
+        ``updates.get(name, param) * mask``, or the update alone where there is no mask."""
+        return {name: self.value(name, params) for name in {**self.masks, **self.updates}}
 
 
 def _count(fraction: float, n: int) -> int:
@@ -206,6 +270,7 @@ def _neuron_masks(
     kept_dims: dict[str, dict[int, torch.Tensor]] = {}
     keys: dict[str, tuple] = {}
     removed_neurons: dict[str, torch.Tensor] = {}
+    updates: dict[str, torch.Tensor] = {}
 
     def restrict(param: str, dim: int, keep: torch.Tensor, key: tuple) -> None:
         dims = kept_dims.setdefault(param, {})
@@ -217,7 +282,14 @@ def _neuron_masks(
         keep = cache.keep("neurons", plan.criterion, group, k)
         key = (group, plan.criterion, k)
         for dep in bundle.group(group)[0].dependents:
-            restrict(dep.param, dep.dim, keep.repeat_interleave(dep.repeat), key)
+            # only the merged columns change value: only their key says "merge"
+            dep_key = (*key, "merge") if plan.merge and dep.dim == 1 else key
+            restrict(dep.param, dep.dim, keep.repeat_interleave(dep.repeat), dep_key)
+        if plan.merge:
+            for param, value in cache.merged(plan.criterion, group, k).items():
+                # two groups feeding one parameter (not seen in practice) add their changes
+                updates[param] = value if param not in updates else (
+                    updates[param] + value - params[param].detach())
         for layer in bundle.group(group):
             removed[layer.name] = k
             removed_neurons[layer.name] = (~keep).nonzero().flatten()
@@ -231,4 +303,4 @@ def _neuron_masks(
             view[dim] = shape[dim]
             mask = mask & keep.view(view)
         masks[param] = mask
-    return Masks("neurons", masks, keys, removed, kept_dims, removed_neurons)
+    return Masks("neurons", masks, keys, removed, kept_dims, removed_neurons, updates)

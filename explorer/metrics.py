@@ -9,6 +9,8 @@ Conventions (shown in the app and the CLI):
   prunable weight; ``csr``: values + int32 column indices + int32 row pointers (weights seen
   as (out, in * kh * kw)); ``structured``: the dense size of the physically smaller model.
 * Compression ratio = parameters / nonzero parameters (Blalock et al. 2020).
+* Without validation data (an architecture-only model), accuracy, its interval and loss
+  are None: unavailable, not zero. Sizes and FLOPs need no data and are always given.
 """
 
 from __future__ import annotations
@@ -43,11 +45,15 @@ class LayerMetrics:
 
 @dataclass(frozen=True)
 class Metrics:
-    """A plan's result on a validation set (see the module docstring for conventions)."""
+    """A plan's result on a validation set (see the module docstring for conventions).
 
-    accuracy: float
-    accuracy_ci: tuple[float, float]
-    loss: float
+    ``accuracy``, ``accuracy_ci`` and ``loss`` are None when there is no data to measure
+    them on (``samples`` is then 0).
+    """
+
+    accuracy: float | None
+    accuracy_ci: tuple[float, float] | None
+    loss: float | None
     samples: int
     correct: int
     params: int
@@ -60,7 +66,7 @@ class Metrics:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        out["accuracy_ci"] = list(self.accuracy_ci)
+        out["accuracy_ci"] = None if self.accuracy_ci is None else list(self.accuracy_ci)
         out["layers"] = [asdict(la) for la in self.layers]
         return out
 
@@ -98,11 +104,12 @@ class CostModel:
         self._nonzero: dict[tuple, int] = {}
 
     def nonzero(self, name: str, masks: Masks) -> int:
-        if name not in masks.masks:
+        """Nonzero entries of ``name`` as ``masks`` leaves it (updated, then masked)."""
+        if name not in masks.masks and name not in masks.updates:
             return self.dense_nonzero[name]
         key = (name, masks.keys[name])
         if key not in self._nonzero:
-            self._nonzero[key] = int(torch.count_nonzero(self.params[name] * masks.masks[name]))
+            self._nonzero[key] = int(torch.count_nonzero(masks.value(name, self.params)))
         return self._nonzero[key]
 
     def costs(self, masks: Masks) -> Costs:
@@ -160,10 +167,17 @@ def score_logits(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, float]:
     return correct, float(F.cross_entropy(logits, y))
 
 
-def metrics_from(costs: Costs, correct: int, loss: float, n: int) -> Metrics:
+def metrics_from(
+    costs: Costs, correct: int = 0, loss: float | None = None, n: int = 0
+) -> Metrics:
+    """Metrics of ``correct`` out of ``n`` samples at mean ``loss``; with ``n == 0`` (no
+    data) accuracy, interval and loss are None."""
+    measured = n > 0
     return Metrics(
-        accuracy=correct / n, accuracy_ci=wilson_interval(correct, n), loss=loss, samples=n,
-        correct=correct, params=costs.params, nonzero_params=costs.nonzero_params,
+        accuracy=correct / n if measured else None,
+        accuracy_ci=wilson_interval(correct, n) if measured else None,
+        loss=loss if measured else None, samples=n, correct=correct, params=costs.params,
+        nonzero_params=costs.nonzero_params,
         size_bytes=costs.size_bytes, flops=costs.flops,
         speedup=costs.flops["dense"] / max(costs.flops["effective"], 1),
         compression_ratio=costs.params / max(costs.nonzero_params, 1), layers=costs.layers,

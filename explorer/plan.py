@@ -12,6 +12,10 @@ Sparsity is the fraction removed, in [0, 1). Layer names are module names from
 ``model.named_modules()``; layers not named keep everything. With ``scope: "global"`` one
 fraction ``amount`` is removed across ``layers`` (default: every prunable layer) by one
 threshold on the criterion's scores.
+
+``"merge": true`` (neuron plans by ``redundancy`` only; omitted when false) folds each
+removed neuron into its most similar kept neuron instead of dropping it (see
+:mod:`explorer.masks`).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class Plan:
     sparsity: Mapping[str, float] = field(default_factory=dict)
     amount: float = 0.0
     layers: tuple[str, ...] | None = None
+    merge: bool = False
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
@@ -71,6 +76,14 @@ class Plan:
         object.__setattr__(self, "amount", _fraction(self.amount, "amount"))
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(str(n) for n in self.layers))
+        if not isinstance(self.merge, bool):
+            raise PlanError(f"merge must be true or false; got {self.merge!r}.")
+        if self.merge and (self.granularity, self.criterion) != ("neurons", "redundancy"):
+            raise PlanError(
+                "merge (fold each removed neuron into its most similar kept neuron) works "
+                "only with granularity 'neurons' and criterion 'redundancy'; the plan has "
+                f"granularity {self.granularity!r} and criterion {self.criterion!r}."
+            )
 
     def __hash__(self) -> int:
         return hash(self.to_json())
@@ -127,6 +140,8 @@ class Plan:
             out["amount"] = self.amount
             if self.layers is not None:
                 out["layers"] = list(self.layers)
+        if self.merge:
+            out["merge"] = True
         return out
 
     def to_json(self) -> str:
@@ -142,7 +157,8 @@ class Plan:
                 f"Unsupported plan version {version!r}; this Pruning Explorer reads version "
                 f"{PLAN_VERSION}."
             )
-        known = {"version", "granularity", "criterion", "scope", "sparsity", "amount", "layers"}
+        known = {"version", "granularity", "criterion", "scope", "sparsity", "amount", "layers",
+                 "merge"}
         extra = sorted(set(data) - known)
         if extra:
             raise PlanError(f"Unknown plan field(s): {', '.join(extra)}.")
@@ -158,6 +174,7 @@ class Plan:
             sparsity=data.get("sparsity", {}),
             amount=data.get("amount", 0.0),
             layers=tuple(layers) if layers is not None else None,
+            merge=data.get("merge", False),
         )
 
     @classmethod

@@ -33,6 +33,9 @@ def shrink(bundle: ModelBundle, masks: Masks) -> nn.Module:
             "model's Python definition (load a demo architecture's weights instead)."
         )
     model = copy.deepcopy(bundle.model).eval()
+    with torch.no_grad():  # merged neurons: their outgoing weights already moved to a twin
+        for name, value in masks.updates.items():
+            model.get_parameter(name).copy_(value)
     modules = dict(model.named_modules())
     example = torch.zeros((1, *bundle.input_shape))
     with warnings.catch_warnings():

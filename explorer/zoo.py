@@ -1,8 +1,12 @@
 """The bundled demo models, trained on the digits data, and their architectures.
 
-Every model takes images shaped (N, 1, 8, 8) and returns logits (N, 10). Widths are
+The digits models take images shaped (N, 1, 8, 8) and return logits (N, 10). Widths are
 arguments so that tests can rebuild a physically smaller model to check neuron-plan
 arithmetic against an independent count.
+
+ResNet-18 (ImageNet and CIFAR variants) is here too, as an *architecture-only* entry: random
+weights from a fixed seed, no data, for exploring what pruning saves in FLOPs and size on a
+real-sized network. Its accuracy is unavailable, never invented.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -115,15 +120,62 @@ class DigitsResNet(nn.Module):
         return self.fc(self.flatten(self.pool(x)))
 
 
+class ResNet18(nn.Module):
+    """ResNet-18 (He et al. 2016, "Deep Residual Learning for Image Recognition").
+
+    ImageNet topology (default): 7x7 stride-2 stem convolution, BatchNorm, ReLU, 3x3
+    stride-2 max-pool; four stages of two :class:`BasicBlock` (64, 128, 256, 512 channels,
+    stages 2-4 halve the resolution with a 1x1 conv-BN skip); global average pool; a
+    linear head. Input (N, 3, 224, 224), logits (N, ``classes``): 1.814 G multiply-adds
+    and 11.69 M parameters per sample. ``cifar=True``: a 3x3 stride-1 stem and no max-pool,
+    for (N, 3, 32, 32) inputs. Module names follow torchvision's, so its ``state_dict``
+    keys are the same.
+    """
+
+    def __init__(
+        self, classes: int = 1000, cifar: bool = False,
+        widths: tuple[int, int, int, int] = (64, 128, 256, 512),
+    ) -> None:
+        super().__init__()
+        w1, w2, w3, w4 = widths
+        if cifar:
+            self.conv1 = nn.Conv2d(3, w1, 3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(3, w1, 7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(w1)
+        self.relu = nn.ReLU()
+        self.layer1 = nn.Sequential(BasicBlock(w1, w1), BasicBlock(w1, w1))
+        self.layer2 = nn.Sequential(BasicBlock(w1, w2, stride=2), BasicBlock(w2, w2))
+        self.layer3 = nn.Sequential(BasicBlock(w2, w3, stride=2), BasicBlock(w3, w3))
+        self.layer4 = nn.Sequential(BasicBlock(w3, w4, stride=2), BasicBlock(w4, w4))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(w4, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(self.flatten(self.avgpool(x)))
+
+
 @dataclass(frozen=True)
 class ZooEntry:
-    """A named architecture: how to build it and what it was trained for."""
+    """A named architecture: how to build it, what it takes, what it was trained for.
+
+    An ``architecture_only`` entry has no trained weights and no data: it is built with
+    random weights from ``seed``, and its accuracy and loss are unavailable.
+    """
 
     name: str
     build: Callable[[], nn.Module]
     description: str
-    epochs: int
-    lr: float
+    epochs: int = 0
+    lr: float = 0.0
+    input_shape: tuple[int, ...] = DIGITS_INPUT_SHAPE
+    architecture_only: bool = False
+    seed: int = 0
 
     @property
     def weights_path(self) -> Path:
@@ -134,10 +186,25 @@ class ZooEntry:
         return ASSETS / f"{self.name}.json"
 
     def card(self) -> dict:
-        """The model card written by ``train-demos``: split, accuracy, torch version."""
+        """The model card written by ``train-demos``: split, accuracy, torch version.
+
+        An architecture-only entry's card says so and counts its parameters (built on the
+        meta device: no memory, no time).
+        """
+        if self.architecture_only:
+            with torch.device("meta"):
+                params = sum(p.numel() for p in self.build().parameters())
+            return {"architecture_only": True, "weights": f"random (seed {self.seed})",
+                    "params": params, "input_shape": list(self.input_shape)}
         if not self.card_path.exists():
             return {}
         return json.loads(self.card_path.read_text())
+
+    def random_model(self) -> nn.Module:
+        """The architecture with random weights from ``seed``; the global RNG is left as it was."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return self.build().eval()
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -146,6 +213,11 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("digits-mlp", DigitsMLP, "LeNet-300-100 MLP (64-300-100-10)", 40, 1e-3),
         ZooEntry("digits-cnn", DigitsCNN, "LeNet-5 style CNN, 2 conv + 3 linear", 30, 1e-3),
         ZooEntry("digits-resnet", DigitsResNet, "Residual CNN with BatchNorm, 3 blocks", 30, 2e-3),
+        ZooEntry("resnet18", ResNet18, "ResNet-18, ImageNet 3x224x224, 1000 classes",
+                 input_shape=(3, 224, 224), architecture_only=True),
+        ZooEntry("resnet18-cifar", partial(ResNet18, classes=10, cifar=True),
+                 "ResNet-18, CIFAR 3x32x32, 10 classes", input_shape=(3, 32, 32),
+                 architecture_only=True),
     )
 }
 

@@ -43,8 +43,9 @@ def shared_digits() -> ValidationSet:
 
 
 @st.cache_resource(show_spinner=False)
-def shared_scores(model_id: str, _bundle: ModelBundle) -> ScoreCache:
-    return ScoreCache(_bundle)
+def shared_scores(model_id: str, _bundle: ModelBundle, _data: ValidationSet | None) -> ScoreCache:
+    """One score cache per model (and its validation data) for every session."""
+    return ScoreCache(_bundle, _data)
 
 
 @st.cache_resource(show_spinner="Loading the uploaded model...", max_entries=8)
@@ -52,13 +53,24 @@ def shared_upload(digest: str, _data: bytes, filename: str, input_shape: tuple |
     return load_model_bytes(_data, filename, input_shape=input_shape)
 
 
+NO_DATA_NOTE = (
+    "Architecture-only model: its weights are random (fixed seed) and it has no validation "
+    "data, so accuracy and loss are not available. Use it to explore FLOPs, size and "
+    "structure; a trained model uploaded with its data (Model page) gets an accuracy."
+)
+
+
 @dataclass
 class Session:
-    """What a page works with: the model, its data, this session's evaluator and plan."""
+    """What a page works with: the model, its data, this session's evaluator and plan.
+
+    ``data`` is None for an architecture-only model: pages that need data say so
+    (:data:`NO_DATA_NOTE`) and metrics carry no accuracy or loss.
+    """
 
     model_id: str
     bundle: ModelBundle
-    data: ValidationSet
+    data: ValidationSet | None
     evaluator: Evaluator
 
     @property
@@ -106,10 +118,12 @@ def model_choices() -> list[str]:
     return [*ZOO, *uploads]
 
 
-def _bundle_and_data(model_id: str) -> tuple[ModelBundle, ValidationSet]:
+def _bundle_and_data(model_id: str) -> tuple[ModelBundle, ValidationSet | None]:
     if model_id.startswith(UPLOAD_PREFIX):
         upload = st.session_state["uploads"][model_id]
         return upload["bundle"], upload["data"]
+    if ZOO[model_id].architecture_only:
+        return shared_demo(model_id), None
     return shared_demo(model_id), shared_digits()
 
 
@@ -122,7 +136,7 @@ def current_session() -> Session:
     bundle, data = _bundle_and_data(model_id)
     evaluators = st.session_state.setdefault("evaluators", {})
     if model_id not in evaluators:
-        evaluators[model_id] = Evaluator(bundle, data, shared_scores(model_id, bundle))
+        evaluators[model_id] = Evaluator(bundle, data, shared_scores(model_id, bundle, data))
     try:
         st.session_state["plan"].check(bundle)
     except ExplorerError as exc:

@@ -1,7 +1,8 @@
 """The plan and model in the URL, so a reload or a shared link reproduces the same view.
 
 Query parameters (readable on purpose): ``model=digits-cnn&g=weights&c=magnitude&scope=layer
-&s=features.0:50,classifier.1:90`` (percent removed per layer), or ``scope=global&amount=80``.
+&s=features.0:50,classifier.1:90`` (percent removed per layer), or ``scope=global&amount=80``;
+``merge=1`` for a neuron plan by redundancy that merges instead of dropping.
 Pure functions: no Streamlit here, so they are tested directly.
 """
 
@@ -29,6 +30,8 @@ def plan_to_query(plan: Plan) -> dict[str, str]:
         parts = [f"{name}:{_percent(v)}" for name, v in plan.sparsity.items() if v > 0]
         if parts:
             out["s"] = ",".join(parts)
+    if plan.merge:
+        out["merge"] = "1"
     return out
 
 
@@ -41,6 +44,9 @@ def plan_from_query(params: Mapping[str, str]) -> Plan:
             raise PlanError(f"URL plan entry {part!r} should look like layer:percent.")
         sparsity[name] = _number(value) / 100
     layers = params.get("layers")
+    merge = params.get("merge", "0")
+    if merge not in ("0", "1"):
+        raise PlanError(f"URL plan value merge={merge!r} should be 1 or 0.")
     return Plan(
         granularity=params.get("g", "weights"),
         criterion=params.get("c", "magnitude" if params.get("g", "weights") == "weights"
@@ -49,6 +55,7 @@ def plan_from_query(params: Mapping[str, str]) -> Plan:
         sparsity=sparsity,
         amount=_number(params.get("amount", "0")) / 100,
         layers=tuple(layers.split(",")) if layers else None,
+        merge=merge == "1",
     )
 
 

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from explorer.evaluator import Evaluator
 from explorer.plan import Plan
 from explorer.ui.format import count, percent
+from explorer.zoo import ZOO
 
 
 def open_page(**query: str) -> AppTest:
@@ -92,3 +93,11 @@ def test_plan_file_in_the_sidebar():
     at.run()
     assert at.session_state["plan"] == plan
     assert any("not loaded" in w.value and "'nope'" in w.value for w in at.warning)
+
+
+def test_architecture_only_model_shows_no_accuracy():
+    at = open_page(model="resnet18-cifar")
+    assert metric(at, "Baseline accuracy") == "n/a"
+    assert any("Architecture-only model" in i.value for i in at.info)
+    assert metric(at, "Parameters") == count(ZOO["resnet18-cifar"].card()["params"])
+    assert "layer4.1.conv2" in list(at.dataframe[0].value["layer"])

@@ -7,6 +7,7 @@ from pagetest import metric, open_url
 from streamlit.testing.v1 import AppTest
 
 from explorer.evaluator import Evaluator
+from explorer.models import load_demo
 from explorer.plan import Plan
 from explorer.ui.format import count, percent
 from explorer.ui.urls import plan_from_query
@@ -116,3 +117,14 @@ def test_coupled_sliders_move_together(resnet, digits):
     want = Evaluator(resnet, digits).evaluate(plan)
     assert metric(at, "Accuracy") == percent(want.accuracy)
     assert any("layer2.downsample.0 + layer2.conv2" in m.value for m in at.markdown)
+
+
+def test_architecture_only_model_prunes_costs_without_accuracy():
+    at = open_page(model="resnet18-cifar", g="neurons", c="l1")
+    slider(at, "layer1.0.conv1").set_value(50).run()
+    plan = Plan(granularity="neurons", criterion="l1", sparsity={"layer1.0.conv1": 0.5})
+    assert at.session_state["plan"] == plan
+    assert metric(at, "Accuracy") == "n/a" and metric(at, "Loss") == "n/a"
+    want = Evaluator(load_demo("resnet18-cifar"), None).evaluate(plan)
+    assert metric(at, "FLOPs per sample") == count(want.flops["effective"])
+    assert [c.key for c in at.get("plotly_chart")] == ["per_layer"]  # no accuracy to trade

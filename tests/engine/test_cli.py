@@ -24,9 +24,11 @@ def test_models_lists_the_zoo():
     out = run_cli("models", "--json")
     assert out.returncode == 0, out.stderr
     rows = {r["name"]: r for r in json.loads(out.stdout)}
-    assert set(rows) == {"digits-mlp", "digits-cnn", "digits-resnet"}
+    assert set(rows) == {"digits-mlp", "digits-cnn", "digits-resnet", "resnet18",
+                         "resnet18-cifar"}
     assert rows["digits-mlp"]["validation_accuracy"] >= 0.96
-    assert all(r["validation_accuracy"] >= 0.95 for r in rows.values())
+    trained = [r for r in rows.values() if not r["architecture_only"]]
+    assert len(trained) == 3 and all(r["validation_accuracy"] >= 0.95 for r in trained)
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,8 @@ def _plans(bundle):
                sparsity={la.name: 0.25 for la in bundle.group(names[0])})
     yield Plan(granularity="neurons", criterion="random", scope="global", amount=0.6)
     yield Plan(granularity="neurons", criterion="l1", scope="global", amount=0.9)
+    yield Plan(granularity="neurons", criterion="redundancy", merge=True,
+               sparsity={la.name: 0.3 for g in names for la in bundle.group(g)})
 
 
 @pytest.mark.parametrize("name", ["digits-cnn", "digits-resnet", "digits-mlp"])
