@@ -14,5 +14,6 @@ navigation = st.navigation([
     st.Page("app_pages/activations.py", title="Activations", icon=":material/bolt:"),
     st.Page("app_pages/similarity.py", title="Similarity", icon=":material/grid_on:"),
     st.Page("app_pages/prune.py", title="Prune", icon=":material/content_cut:"),
+    st.Page("app_pages/compare.py", title="Compare criteria", icon=":material/show_chart:"),
 ])
 navigation.run()

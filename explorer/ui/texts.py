@@ -78,3 +78,25 @@ one threshold across layers). The metrics update live on the validation set:
 Every plan you evaluate becomes a point on the trade-off charts, so you can see which
 choices keep accuracy for the FLOPs they save. *Undo* steps back; *Reset* clears the plan.
 """
+
+COMPARE = """
+Each line is one **criterion**: the accuracy on the validation set (y) when a growing
+fraction (x) is removed by that criterion's ranking — lowest scores first. In **one layer**
+mode only the chosen layer is pruned (for neurons, together with the layers coupled to it)
+and every other layer stays dense: the curves tell how much that layer tolerates, and
+which criterion picks the right parts to remove there. In **whole model** mode one global
+threshold removes the same fraction across all layers at once.
+
+- The dotted line is the **dense** accuracy. A curve that stays on it removes for free.
+- **random** (dashed, grey) is the **control**: a criterion whose line is not above random
+  tells you nothing about importance at that layer and sparsity. Differences smaller than
+  the accuracy's 95% interval (a few points on a few hundred images) are noise.
+- **Data-driven** criteria (activation, APoZ, Taylor) score on the **validation set**:
+  their curves depend on it, and with a small or unrepresentative set they can look
+  better here than they will on new data (the same images rank and judge). Weight-based
+  criteria (magnitude, L1/L2 norms, redundancy) do not look at data at all.
+
+Hover over a point for its FLOPs per sample (2 per multiply-add). The table gives each
+criterion's accuracy at 50% and 80% removed, the best per column highlighted. All numbers
+are without fine-tuning, which often narrows the gaps between criteria.
+"""

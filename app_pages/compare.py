@@ -1,0 +1,122 @@
+"""Compare criteria: accuracy-vs-sparsity curves of every criterion, for one layer or globally."""
+
+import math
+import time
+
+import pandas as pd
+import streamlit as st
+
+from explorer import compare
+from explorer.errors import ExplorerError
+from explorer.graph import Layer
+from explorer.plan import GRANULARITIES
+from explorer.ui import compare_charts, texts
+from explorer.ui.format import percent
+from explorer.ui.layout import page_setup
+
+LAYER, GLOBAL = "one layer", "whole model, global"
+RESULTS = "compare_curves"  # session key: {(model, granularity, mode, layer, ...): (curves, s)}
+RESULTS_KEPT = 32
+
+session = page_setup("Compare criteria", texts.COMPARE)
+bundle = session.bundle
+# An uploaded file may come back under the same name: the bundle's identity joins the key.
+model_key = f"{session.model_id}@{id(bundle)}"
+if session.data is None:
+    st.info(f"{bundle.name} has no validation data, so there is no accuracy to compare. "
+            "Upload a trained model with its data on the Model page.")
+    st.stop()
+
+
+def _label(layer: Layer, granularity: str) -> str:
+    if granularity == "weights":
+        return f"{layer.name} ({layer.kind}, {math.prod(layer.weight_shape):,} weights)"
+    members = [la.name for la in bundle.group(layer.group)]
+    linked = f"; group {layer.group}: {' + '.join(members)}" if len(members) > 1 else ""
+    return f"{layer.name} ({layer.kind}, {layer.neurons} neurons{linked})"
+
+
+def _compute(granularity: str, mode: str, layer: str | None) -> tuple[compare.Curves, float]:
+    bar = st.progress(0.0, text="Evaluating...")
+
+    def progress(name: str, done: int, total: int) -> None:
+        bar.progress(done / total, text=f"criterion **{name}**: {done} of {total} plans")
+
+    start = time.perf_counter()
+    if mode == LAYER:
+        curves = compare.layer_curves(session.evaluator, granularity, layer, progress=progress)
+    else:
+        curves = compare.global_curves(session.evaluator, granularity, progress=progress)
+    bar.empty()
+    return curves, time.perf_counter() - start
+
+
+def _table(curves: compare.Curves) -> None:
+    columns = {f: f"accuracy at {f:.0%} removed" for f in compare.TABLE_FRACTIONS}
+    rows = [{"criterion": name, **{columns[f]: acc for f, acc in accs.items()}}
+            for name, accs in compare.accuracy_table(curves).items()]
+    if not rows:
+        return
+    frame = pd.DataFrame(rows)
+    styled = (frame.style.format("{:.2%}", subset=list(columns.values()), na_rep="-")
+              .highlight_max(subset=list(columns.values()), props="font-weight: bold; "
+                             "background-color: rgba(76, 120, 168, 0.25)"))
+    st.markdown("**Accuracy at 50% and 80% removed** (best per column highlighted)")
+    st.dataframe(styled, hide_index=True, key="cmp_table")
+
+
+left, right = st.columns([1, 3], gap="large")
+with left:
+    granularity = st.radio(
+        "Granularity", GRANULARITIES, key="cmp_granularity", horizontal=True,
+        index=GRANULARITIES.index(session.plan.granularity), persist_state="session",
+        help="weights: unstructured sparsity; neurons: whole neurons / channels")
+    mode = st.radio("Sweep", (LAYER, GLOBAL), key="cmp_mode", persist_state="session",
+                    help="one layer pruned while the others stay dense, or one global "
+                         "fraction across all layers with one threshold")
+    layer = None
+    if mode == LAYER:
+        choices = [la for la in bundle.layers
+                   if granularity == "weights" or la.neuron_prunable]
+        if not choices:
+            st.error(f"No layer of {bundle.name} can lose {granularity}.")
+            st.stop()
+        labels = {la.name: _label(la, granularity) for la in choices}
+        layer = st.selectbox("Layer", list(labels), format_func=labels.get,
+                             key=f"cmp_layer::{session.model_id}::{granularity}",
+                             persist_state="session",
+                             help="for neurons, its coupled group is pruned with it")
+    grid = compare.default_fractions(granularity)
+    names = compare.criterion_names(granularity)
+    st.caption(f"Criteria: {', '.join(names)}. "
+               f"Grid: {', '.join(f'{f:.0%}' for f in grid)} removed.")
+
+results = st.session_state.setdefault(RESULTS, {})
+# the criteria and the grid join the key: a newly registered criterion is not left out
+key = (model_key, granularity, mode, layer, tuple(names), tuple(grid))
+with right:
+    if key not in results:
+        if not st.button("Compute curves", type="primary", key="cmp_compute"):
+            st.info("Press **Compute curves** to evaluate every criterion over the grid.")
+            st.stop()
+        try:
+            results[key] = _compute(granularity, mode, layer)
+        except ExplorerError as exc:
+            st.error(f"The curves cannot be computed: {exc}")
+            st.stop()
+        while len(results) > RESULTS_KEPT:
+            results.pop(next(iter(results)))
+    curves, seconds = results[key]
+    dense = session.dense()
+    if mode == LAYER:
+        members = compare.swept_layers(session.evaluator, granularity, layer)
+        title = f"{' + '.join(members)}: {granularity} removed, the other layers dense"
+    else:
+        title = f"Whole model: one global threshold over all {granularity}"
+    for name, message in curves.errors.items():
+        st.warning(f"Criterion **{name}** could not be evaluated: {message}")
+    st.plotly_chart(compare_charts.criteria_lines(curves, dense.accuracy, title),
+                    key="cmp_chart")
+    st.caption(f"{len(curves) * len(grid)} plans evaluated in {seconds:.1f} s on "
+               f"{dense.samples} validation images; dense accuracy {percent(dense.accuracy)}.")
+    _table(curves)

@@ -1,0 +1,215 @@
+"""Comparing criteria: accuracy-vs-sparsity curves of every registered criterion, side by side.
+
+Two sweeps answer "which criterion matters where":
+
+* :func:`layer_curves` prunes one layer (for neurons, its whole coupled group) over a grid of
+  fractions while every other layer stays as in a base plan (default: dense) — how much
+  that layer tolerates under each criterion;
+* :func:`global_curves` removes one global fraction across every prunable layer with one
+  threshold — the criteria compared on the whole model.
+
+Every criterion registered for the granularity at call time takes part (``random`` is the
+control). A criterion that cannot score (for example one that needs validation data the
+score cache lacks) is reported in :attr:`Curves.errors` with its message instead of raising;
+an evaluator without validation data has no accuracy to draw and raises :class:`DataError`.
+Each criterion's fractions are evaluated in order, one criterion after the other, so the
+incremental evaluator resumes from the swept layer and its cached scores serve every point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from explorer import criteria
+from explorer.errors import DataError, ExplorerError, PlanError
+from explorer.evaluator import Evaluator
+from explorer.plan import GRANULARITIES, Plan
+
+TABLE_FRACTIONS = (0.5, 0.8)
+
+# progress(criterion, points done so far, points in the whole sweep)
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One evaluated plan on a curve: the fraction removed and what it kept and cost.
+
+    ``flops_effective`` is per input sample, 2 per multiply-add (see :mod:`explorer.metrics`).
+    """
+
+    fraction: float
+    accuracy: float
+    loss: float
+    flops_effective: int
+
+
+class Curves(dict[str, list[Point]]):
+    """Points per criterion name (in grid order); criteria that failed are in ``errors``."""
+
+    def __init__(self, points: dict[str, list[Point]], errors: dict[str, str]) -> None:
+        super().__init__(points)
+        self.errors = dict(errors)
+
+    def __reduce__(self):  # keep ``errors`` through pickling (st.cache_data, copies)
+        return (Curves, (dict(self), self.errors))
+
+
+def criterion_names(granularity: str) -> list[str]:
+    """The criteria registered for ``granularity`` now, in registration order."""
+    _check_granularity(granularity)
+    return [name for g, name in criteria.REGISTRY if g == granularity]
+
+
+def default_fractions(granularity: str) -> list[float]:
+    """0, 0.1, ..., 0.9 — and 0.95 for weights, where many layers still hold up at 90%."""
+    _check_granularity(granularity)
+    grid = [round(i / 10, 2) for i in range(10)]
+    return grid + [0.95] if granularity == "weights" else grid
+
+
+def swept_layers(evaluator: Evaluator, granularity: str, layer: str) -> list[str]:
+    """The layers one sweep moves together: the layer, or for neurons its coupled group."""
+    bundle = evaluator.bundle
+    if layer not in bundle.layer_names:
+        raise PlanError(
+            f"'{bundle.name}' has no prunable layer {layer!r}; "
+            f"its prunable layers are: {', '.join(bundle.layer_names)}."
+        )
+    found = bundle.layer(layer)
+    if granularity == "weights":
+        return [layer]
+    if not found.neuron_prunable or found.group is None:
+        raise PlanError(f"Neurons of layer '{layer}' cannot be removed: {found.neuron_reason}.")
+    return [la.name for la in bundle.group(found.group)]
+
+
+def layer_curves(
+    evaluator: Evaluator,
+    granularity: str,
+    layer: str,
+    fractions: Sequence[float] | None = None,
+    base: Plan | None = None,
+    progress: Progress | None = None,
+) -> Curves:
+    """Accuracy vs the fraction removed from ``layer``, for every criterion of ``granularity``.
+
+    Args:
+        evaluator: evaluates plans on the model and validation set it holds.
+        granularity: ``"weights"`` or ``"neurons"``.
+        layer: a prunable layer's module name; for neurons the sweep sets every layer of its
+            coupled group to the same fraction.
+        fractions: the grid of fractions removed, each in [0, 1); default
+            :func:`default_fractions`.
+        base: a per-layer plan of the same granularity giving the fractions of the other
+            layers (its criterion is replaced by each swept one); default: all dense.
+        progress: called after each evaluated point.
+    """
+    members = swept_layers(evaluator, granularity, layer)
+    base = _base(base, granularity)
+    base.check(evaluator.bundle)
+
+    def plan_at(name: str, fraction: float) -> Plan:
+        plan = replace(base, criterion=name)
+        for member in members:
+            plan = plan.with_sparsity(member, fraction)
+        return plan
+
+    return _sweep(evaluator, granularity, fractions, plan_at, progress)
+
+
+def global_curves(
+    evaluator: Evaluator,
+    granularity: str,
+    amounts: Sequence[float] | None = None,
+    progress: Progress | None = None,
+) -> Curves:
+    """Accuracy vs one global fraction removed across all prunable layers, per criterion.
+
+    ``amounts`` default to :func:`default_fractions`; the plans are global-scope plans over
+    every prunable layer (for neurons, every neuron group), as the Prune page's global slider.
+    """
+
+    def plan_at(name: str, amount: float) -> Plan:
+        return Plan(granularity=granularity, criterion=name, scope="global", amount=amount)
+
+    return _sweep(evaluator, granularity, amounts, plan_at, progress)
+
+
+def accuracy_at(points: Iterable[Point], fraction: float) -> float | None:
+    """The accuracy of the point at ``fraction`` (None if the grid does not have it)."""
+    return next((p.accuracy for p in points if abs(p.fraction - fraction) < 1e-9), None)
+
+
+def accuracy_table(
+    curves: Curves, fractions: Sequence[float] = TABLE_FRACTIONS
+) -> dict[str, dict[float, float | None]]:
+    """Accuracy per criterion at a few fractions removed (default 50% and 80%)."""
+    return {name: {f: accuracy_at(points, f) for f in fractions} for name, points in curves.items()}
+
+
+def _sweep(
+    evaluator: Evaluator,
+    granularity: str,
+    fractions: Sequence[float] | None,
+    plan_at: Callable[[str, float], Plan],
+    progress: Progress | None,
+) -> Curves:
+    if evaluator.data is None:
+        raise DataError(
+            f"'{evaluator.bundle.name}' has no validation data: accuracy curves need it. "
+            "Upload the model with its data on the Model page."
+        )
+    names = criterion_names(granularity)
+    grid = _grid(granularity, fractions)
+    total = len(names) * len(grid)
+    points: dict[str, list[Point]] = {}
+    errors: dict[str, str] = {}
+    for i, name in enumerate(names):
+        curve = []
+        try:
+            for fraction in grid:
+                metrics = evaluator.evaluate(plan_at(name, fraction))
+                curve.append(Point(fraction=fraction, accuracy=metrics.accuracy,
+                                   loss=metrics.loss,
+                                   flops_effective=metrics.flops["effective"]))
+                if progress is not None:
+                    progress(name, i * len(grid) + len(curve), total)
+        except ExplorerError as exc:
+            errors[name] = str(exc)
+            if progress is not None:
+                progress(name, (i + 1) * len(grid), total)
+        else:
+            points[name] = curve
+    return Curves(points, errors)
+
+
+def _grid(granularity: str, fractions: Sequence[float] | None) -> list[float]:
+    grid = default_fractions(granularity) if fractions is None else list(fractions)
+    bad = [f for f in grid if isinstance(f, bool) or not isinstance(f, (int, float))
+           or not 0.0 <= f < 1.0]
+    if not grid or bad:
+        raise PlanError(
+            "fractions must be a non-empty list of numbers in [0, 1) (the fraction removed); "
+            f"got {list(grid)!r}."
+        )
+    return [float(f) for f in grid]
+
+
+def _base(base: Plan | None, granularity: str) -> Plan:
+    if base is None:
+        return Plan(granularity=granularity, criterion=criterion_names(granularity)[0])
+    if base.granularity != granularity or base.scope != "layer":
+        raise PlanError(
+            f"The base plan must be a per-layer {granularity} plan; got a {base.scope}-scope "
+            f"{base.granularity} plan."
+        )
+    return base
+
+
+def _check_granularity(granularity: str) -> None:
+    if granularity not in GRANULARITIES:
+        raise PlanError(
+            f"granularity must be one of {', '.join(GRANULARITIES)}; got {granularity!r}."
+        )

@@ -1,0 +1,78 @@
+"""The Compare criteria page in AppTest: one line per criterion, the table equals the engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from explorer import compare, criteria
+from explorer.evaluator import Evaluator
+
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "compare.py")
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["model"] = "digits-cnn"
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def registered(granularity: str) -> list[str]:
+    return [name for g, name in criteria.REGISTRY if g == granularity]
+
+
+def test_page_loads_with_its_controls():
+    at = open_page()
+    assert at.title[0].value == "Compare criteria"
+    assert [r.label for r in at.radio] == ["Granularity", "Sweep"]
+    assert [b.label for b in at.button] == ["Compute curves"]
+    assert not at.get("plotly_chart")  # nothing computed before the button
+
+
+def test_layer_curves_show_every_criterion_and_the_engines_numbers(cnn, digits, charts):
+    at = open_page()
+    at.radio(key="cmp_granularity").set_value("neurons").run()
+    layer_box = at.selectbox(key="cmp_layer::digits-cnn::neurons")
+    assert "classifier.5" not in layer_box.options[-1]  # its neurons are the classes
+    layer_box.set_value("features.2").run()
+    at.button(key="cmp_compute").click().run()
+    assert not at.exception, at.exception
+
+    engine = compare.layer_curves(Evaluator(cnn, digits), "neurons", "features.2")
+    assert list(engine) == registered("neurons") and "random" in engine
+    figure = charts.of(at)["cmp_chart"]
+    lines = {t["name"]: t for t in figure["data"]}
+    assert list(lines) == registered("neurons")
+    for name, points in engine.items():
+        assert list(lines[name]["x"]) == [p.fraction * 100 for p in points]
+        assert list(lines[name]["y"]) == [p.accuracy * 100 for p in points]
+    dense = Evaluator(cnn, digits).evaluate(compare.Plan()).accuracy
+    assert [s["y0"] for s in figure["layout"]["shapes"]] == [dense * 100]
+
+    table = at.dataframe[0].value
+    assert list(table["criterion"]) == registered("neurons")
+    expected = compare.accuracy_table(engine)
+    for _, row in table.iterrows():
+        assert row["accuracy at 50% removed"] == expected[row["criterion"]][0.5]
+        assert row["accuracy at 80% removed"] == expected[row["criterion"]][0.8]
+
+    at.run()  # a rerun draws the stored curves without asking again
+    assert not at.button and at.get("plotly_chart")
+
+
+def test_global_mode(cnn, digits, charts):
+    granularity = "weights"
+    at = open_page()
+    at.radio(key="cmp_granularity").set_value(granularity)
+    at.radio(key="cmp_mode").set_value("whole model, global").run()
+    assert [s.key for s in at.selectbox] == ["model_picker"]  # no layer to choose
+    at.button(key="cmp_compute").click().run()
+    assert not at.exception, at.exception
+    engine = compare.global_curves(Evaluator(cnn, digits), granularity)
+    lines = {t["name"]: t for t in charts.of(at)["cmp_chart"]["data"]}
+    assert list(lines) == registered(granularity)
+    for name, points in engine.items():
+        assert list(lines[name]["y"]) == [p.accuracy * 100 for p in points]
