@@ -109,6 +109,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def layer_rows(bundle) -> list[dict]:
+    """Each prunable layer with its neuron group, or why its neurons cannot be removed."""
+    rows = []
+    for layer in bundle.layers:
+        members = [la.name for la in bundle.group(layer.group)] if layer.group else []
+        rows.append({
+            "name": layer.name, "kind": layer.kind, "weight_shape": list(layer.weight_shape),
+            "flops": layer.flops, "neurons": layer.neurons,
+            "neuron_group": members or None, "neurons_removable": layer.neuron_prunable,
+            "reason": layer.neuron_reason,
+        })
+    return rows
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    bundle, _ = _load_bundle(args.model, args.data)
+    rows = layer_rows(bundle)
+    if args.json:
+        print(json.dumps({"model": bundle.name, "layers": rows}, indent=2))
+        return 0
+    for r in rows:
+        if not r["neurons_removable"]:
+            neurons = f"neurons fixed: {r['reason']}"
+        elif len(r["neuron_group"]) > 1:
+            neurons = "neurons removable with " + " + ".join(r["neuron_group"]) + " (coupled)"
+        else:
+            neurons = "neurons removable"
+        print(f"{r['name']:<24} {r['kind']:<7} {r['flops']:>14,} FLOPs  {neurons}")
+    return 0
+
+
 def cmd_train_demos(args: argparse.Namespace) -> int:
     from explorer.train import train_demo
     from explorer.zoo import ZOO, zoo_entry
@@ -138,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", help="plan JSON file; default: the dense model")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("layers", help="prunable layers, coupled groups, what cannot be pruned")
+    p.add_argument("--model", required=True, help="demo model name or model file")
+    p.add_argument("--data", help="validation data (needed for TorchScript models)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_layers)
     p = sub.add_parser("train-demos", help="retrain the demo models into assets/")
     p.add_argument("names", nargs="*", help="which demo models (default: all)")
     p.set_defaults(func=cmd_train_demos)

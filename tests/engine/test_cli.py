@@ -91,3 +91,15 @@ def test_bad_plan_and_bad_data_are_clear(tmp_path, digits):
     out = run_cli("evaluate", "--model", "digits-cnn", "--data", str(empty))
     assert out.returncode == 2 and "empty" in out.stderr.lower()
     assert "Traceback" not in out.stderr
+
+
+def test_layers_lists_coupled_groups_and_what_cannot_be_pruned():
+    out = run_cli("layers", "--model", "digits-resnet", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(out.stdout)["layers"]}
+    assert rows["stem.0"]["neuron_group"] == ["stem.0", "layer1.conv2"]
+    assert rows["layer1.conv1"]["neuron_group"] == ["layer1.conv1"]
+    assert not rows["fc"]["neurons_removable"]
+    assert "model's output" in rows["fc"]["reason"]
+    text = run_cli("layers", "--model", "digits-resnet").stdout
+    assert "neurons fixed: its output is the model's output" in text
