@@ -1,16 +1,26 @@
-"""Activations: how each layer's neurons respond on the validation set; dead neurons flagged."""
+"""Activations: how each layer's neurons respond on the validation set; dead neurons flagged.
 
+A click on a neuron's bar in the per-neuron chart (mean |a| or APoZ) stores
+``st.session_state["act_neuron"] = {"layer": name, "neuron": index}`` and opens that
+neuron's drill-down (explorer.ui.drilldown_view, shared with the Similarity page).
+"""
+
+from functools import partial
+
+import numpy as np
 import streamlit as st
 
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import ExplorerError
 from explorer.stats import ActivationStats, activation_stats
-from explorer.ui import activation_charts, texts
+from explorer.ui import activation_charts, drilldown_view, state, texts
 from explorer.ui.format import count, percent
 from explorer.ui.layout import page_setup
 
 DEAD_LISTED = 200  # indices listed in full; beyond that, a count of the rest
+NEURON_KEY = "act_neuron"
+BARS_KEY = "act_neurons"
 
 session = page_setup("Activations", texts.ACTIVATIONS)
 bundle = session.bundle
@@ -45,12 +55,32 @@ def _overview(stats: dict[str, ActivationStats]) -> None:
     })
 
 
+def _on_bar(layer: str) -> None:
+    event = st.session_state.get(BARS_KEY)
+    points = event["selection"]["points"] if event else []
+    if points and points[0].get("x") is not None:
+        st.session_state[NEURON_KEY] = {"layer": layer, "neuron": round(float(points[0]["x"]))}
+
+
+def _chosen_neuron(layer: str, neurons: int) -> int | None:
+    """The neuron in session state if it is one of ``layer``'s."""
+    chosen = st.session_state.get(NEURON_KEY)
+    if not isinstance(chosen, dict) or chosen.get("layer") != layer:
+        return None
+    n = chosen.get("neuron")
+    ok = isinstance(n, int | np.integer) and not isinstance(n, bool) and 0 <= n < neurons
+    return int(n) if ok else None
+
+
 def _dead_list(s: ActivationStats) -> str:
     shown = ", ".join(map(str, s.dead[:DEAD_LISTED].tolist()))
     rest = s.dead.size - DEAD_LISTED
     return shown + (f" ... and {rest} more" if rest > 0 else "")
 
 
+if session.data is None:
+    st.info(f"Activations need validation data. {state.NO_DATA_NOTE}")
+    st.stop()
 try:
     stats = _stats(model_key, bundle, session.data)
 except ExplorerError as exc:
@@ -60,9 +90,14 @@ except ExplorerError as exc:
 st.markdown(f"**Every layer** on {len(session.data)} validation images")
 _overview(stats)
 
+layer_key = f"act_layer::{session.model_id}"
+clicked = st.session_state.get(NEURON_KEY)
+if layer_key not in st.session_state and isinstance(clicked, dict) and (
+        clicked.get("layer") in bundle.layer_names):
+    st.session_state[layer_key] = clicked["layer"]  # reopen on the neuron last clicked
 left, right = st.columns([1, 3], gap="large")
 with left:
-    selected = st.selectbox("Layer", bundle.layer_names, key=f"act_layer::{session.model_id}",
+    selected = st.selectbox("Layer", bundle.layer_names, key=layer_key,
                             persist_state="session")
     log_counts = st.toggle("Log count axis", key="act_log", persist_state="session",
                            help="the spike at zero after a ReLU hides everything else on a "
@@ -87,4 +122,13 @@ with right:
         st.markdown(f"No dead neuron in {selected}: every neuron fires on some image.")
     st.plotly_chart(activation_charts.per_neuron(
         s, f"{selected}: per-neuron activity over {s.samples} images"
-           + (f" x {s.positions} positions" if s.positions > 1 else "")), key="act_neurons")
+           + (f" x {s.positions} positions" if s.positions > 1 else "")), key=BARS_KEY,
+        on_select=partial(_on_bar, selected), selection_mode="points",
+        config={"displaylogo": False})
+
+neuron = _chosen_neuron(selected, layer.neurons)
+if neuron is None:
+    st.caption("Click a neuron's bar to see its incoming weights, its activations, the "
+               "validation images that excite it most and a captum attribution map.")
+else:
+    drilldown_view.neuron_drilldown(model_key, bundle, session.data, selected, neuron)

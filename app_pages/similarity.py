@@ -4,6 +4,8 @@ The pair compared at the bottom lives in ``st.session_state["sim_pair"]`` as
 ``{"layer": name, "i": neuron, "j": neuron}`` (original neuron indices). A click on a
 heatmap cell (the invisible overlay's point: its ``customdata`` is ``(i, j)``) or on a row
 of the table of most similar pairs sets it; without one, the most similar pair is shown.
+Under the pair, each neuron's top validation images and, on request, a captum attribution
+(explorer.ui.drilldown_view, shared with the Activations page).
 """
 
 from functools import partial
@@ -21,9 +23,8 @@ from explorer.similarity import (
     cosine_matrix,
     weight_similarity,
 )
-from explorer.stats import collect_activations
+from explorer.ui import drilldown_view, state, texts
 from explorer.ui import similarity_charts as charts
-from explorer.ui import texts
 from explorer.ui.format import percent
 from explorer.ui.layout import page_setup
 
@@ -38,21 +39,13 @@ bundle, data = session.bundle, session.data
 cache_key = f"{session.model_id}#{id(bundle)}#{id(data)}"
 
 
-@st.cache_data(show_spinner="Running the validation images through the model...",
-               max_entries=32)
-def layer_activations(key: str, layer: str, _bundle: ModelBundle,
-                      _data: ValidationSet) -> np.ndarray:
-    """``layer``'s activations on the validation set, (N, neurons, positions) float32."""
-    return collect_activations(_bundle, _data, [layer])[layer].numpy()
-
-
 @st.cache_data(show_spinner="Comparing every pair of neurons...", max_entries=64)
 def similarity(key: str, layer: str, kind: str, _bundle: ModelBundle,
                _data: ValidationSet) -> Similarity:
     """The layer's ordered similarity (weights: cosine; activations: correlation)."""
     if kind == "weights":
         return weight_similarity(_bundle, layer)
-    return activation_similarity(layer_activations(key, layer, _bundle, _data))
+    return activation_similarity(drilldown_view.layer_activations(key, layer, _bundle, _data))
 
 
 def _choose(layer: str, pair: tuple[int, int]) -> None:
@@ -108,6 +101,10 @@ kind = right.radio("Compare neurons by", list(KINDS), key="sim_kind", format_fun
 layer = bundle.layer(name)
 measure = charts.MEASURE[kind]
 
+if kind == "activations" and data is None:
+    st.info(f"Comparing activations needs validation data; compare weights instead. "
+            f"{state.NO_DATA_NOTE}")
+    st.stop()
 try:
     sim = similarity(cache_key, name, kind, bundle, data)
 except ExplorerError as exc:
@@ -154,7 +151,8 @@ if pair is None:
 weight = bundle.params()[layer.weight].detach()
 weights = weight[[i, j]].reshape(2, -1).float().numpy()
 try:
-    acts = layer_activations(cache_key, name, bundle, data)
+    acts = (None if data is None
+            else drilldown_view.layer_activations(cache_key, name, bundle, data))
 except ExplorerError as exc:
     acts = None
     st.warning(f"No activations for {name}: {exc}")
@@ -177,3 +175,9 @@ if acts is not None:
         key="sim_activations")
     figures[1].caption(f"On {acts.shape[0]} validation images"
                        + (f", {acts.shape[2]} positions each." if acts.shape[2] > 1 else "."))
+
+st.markdown(f"**What excites neuron {i} and neuron {j}**: the validation images each responds "
+            "to most, and why, for the first of them")
+for column, neuron in zip(st.columns(2, gap="large"), (i, j), strict=True):
+    with column:
+        drilldown_view.neuron_examples(cache_key, bundle, data, name, neuron, acts)

@@ -208,8 +208,9 @@ class AppPage:
 
     def slider(self, label: str) -> Locator:
         """The thumb (a range input) of the slider labelled ``label``."""
+        quoted = json.dumps(label, ensure_ascii=False)
         return self.page.locator(
-            f"[data-testid='stSlider'] input[type='range'][aria-label={json.dumps(label)}]")
+            f"[data-testid='stSlider'] input[type='range'][aria-label={quoted}]")
 
     def slider_values(self) -> dict[str, int]:
         thumbs = self.page.locator("[data-testid='stSlider'] input[type='range']")
