@@ -20,7 +20,7 @@ def _load_bundle(model: str, data_path: str | None):
     An architecture-only zoo model without ``--data`` gets no data (None): costs only.
     """
     from explorer.data import digits_validation
-    from explorer.datafiles import check_compatible, load_data
+    from explorer.datafiles import check_compatible, load_data, require_digits_input
     from explorer.io import load_model
     from explorer.models import load_demo
     from explorer.zoo import ZOO
@@ -38,11 +38,7 @@ def _load_bundle(model: str, data_path: str | None):
     if data is None:
         if model in ZOO and ZOO[model].architecture_only:
             return bundle, None
-        if bundle.input_shape != (1, 8, 8) or bundle.num_classes != 10:
-            raise ExplorerError(
-                f"Model '{bundle.name}' does not take 8x8 digits; pass its validation data "
-                "with --data FILE (.npz with arrays x, y; or .pt with tensors x, y)."
-            )
+        require_digits_input(bundle)
         data = digits_validation()
     check_compatible(bundle, data)
     return bundle, data

@@ -15,7 +15,7 @@ import streamlit as st
 
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet, digits_validation
-from explorer.datafiles import check_compatible, load_data_bytes
+from explorer.datafiles import check_compatible, load_data_bytes, require_digits_input
 from explorer.errors import ExplorerError
 from explorer.evaluator import Evaluator
 from explorer.io import load_model_bytes
@@ -207,11 +207,7 @@ def add_upload(model_file, data_file) -> str:
     raw = model_file.getvalue()
     bundle = shared_upload(digest(raw), raw, model_file.name, shape)
     if data is None:
-        if bundle.input_shape != (1, 8, 8) or bundle.num_classes != 10:
-            raise ExplorerError(
-                f"{model_file.name} does not take 8x8 digits: upload its validation data too "
-                "(.npz with arrays x, y; or .pt with tensors x, y)."
-            )
+        require_digits_input(bundle)
         data = shared_digits()
     check_compatible(bundle, data)
     model_id = f"{UPLOAD_PREFIX}{model_file.name}"

@@ -7,12 +7,12 @@ layer's ReLU module, expected attributions from the engine's ``attribution_map``
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hooks import relu_outputs
 from streamlit.proto.PlotlyChart_pb2 import PlotlyChart
 from streamlit.testing.v1 import AppTest
 
@@ -38,14 +38,7 @@ def checked(at: AppTest) -> AppTest:
 
 def top_by_hook(bundle, relu: str, x: torch.Tensor, neuron: int, k: int = 8) -> list[int]:
     """The ``k`` images with the highest (position-averaged) output of ``relu``."""
-    model = copy.deepcopy(bundle.model)
-    caught = {}
-    handle = dict(model.named_modules())[relu].register_forward_hook(
-        lambda _m, _i, out: caught.setdefault("out", out.detach()))
-    with torch.no_grad():
-        model(x)
-    handle.remove()
-    out = caught["out"]
+    out = relu_outputs(bundle, relu, x)
     means = out.flatten(2).mean(dim=2) if out.dim() == 4 else out
     return torch.sort(means[:, neuron], descending=True, stable=True).indices[:k].tolist()
 

@@ -43,7 +43,7 @@ def expect_plan_and_metrics(app, metrics_of, plan: Plan) -> None:
 
 
 PAGES = [("Model", "/"), ("Weights", "/weights"), ("Activations", "/activations"),
-         ("Similarity", "/similarity"), ("Prune", "/prune")]
+         ("Similarity", "/similarity"), ("Prune", "/prune"), ("Compare criteria", "/compare")]
 
 
 @pytest.mark.parametrize(("title", "path"), PAGES, ids=[t.lower() for t, _ in PAGES])

@@ -8,6 +8,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from hooks import relu_outputs
 
 from explorer.drilldown import N_STEPS, attribution_map, rank_images, top_images
 from explorer.errors import DataError, ExplorerError
@@ -27,16 +28,6 @@ RELU_AFTER = [
 OUTPUT_LAYER = {"mlp": "fc3", "cnn": "classifier.5", "resnet": "fc"}
 
 
-def relu_outputs(bundle, relu: str, x: torch.Tensor) -> torch.Tensor:
-    """The output of module ``relu`` on ``x``, caught with a forward hook on a copy."""
-    model = copy.deepcopy(bundle.model)
-    caught = {}
-    handle = dict(model.named_modules())[relu].register_forward_hook(
-        lambda _m, _i, out: caught.setdefault("out", out.detach()))
-    with torch.no_grad():
-        model(x)
-    handle.remove()
-    return caught["out"]
 
 
 def per_image_means(out: torch.Tensor) -> torch.Tensor:
