@@ -109,7 +109,7 @@ def _controls(plan: Plan) -> None:
             note = (f"linked with {', '.join(linked)}: their channels are added together, "
                     "so they lose the same neurons")
         label = f"{layer.name} ({layer.kind}, {unit} removed %)"
-        st.slider(label + (" 🔗" if linked else ""), 0, 99, key=key, on_change=_on_layer,
+        st.slider(label + (" [linked]" if linked else ""), 0, 99, key=key, on_change=_on_layer,
                   args=(layer.name,), disabled=blocked, help=note)
     if plan.granularity == "neurons":
         _groups()
@@ -136,7 +136,7 @@ def _metrics(plan: Plan) -> None:
         st.error(f"This plan cannot be evaluated: {exc}")
         return
     measured = metrics.accuracy is not None
-    cols = st.columns(5)
+    cols = [*st.columns(3), *st.columns(3)[:2]]  # two rows: long numbers stay readable
     if measured:
         lo, hi = metrics.accuracy_ci
         cols[0].metric("Accuracy", percent(metrics.accuracy),

@@ -108,7 +108,7 @@ def test_every_plan_is_kept_on_the_tradeoff_chart(cnn):
 
 def test_coupled_sliders_move_together(resnet, digits):
     at = open_page(model="digits-resnet", g="neurons", c="l1")
-    assert slider(at, "layer1.conv2").label.endswith("🔗")
+    assert slider(at, "layer1.conv2").label.endswith("[linked]")
     slider(at, "stem.0").set_value(50).run()
     plan = at.session_state["plan"]
     assert plan.fraction("stem.0") == plan.fraction("layer1.conv2") == 0.5

@@ -74,7 +74,7 @@ def test_a_group_slider_moves_its_linked_sliders(open_app, resnet):
     app = open_app("/prune?model=digits-resnet&g=neurons&c=l1&scope=layer")
     members = [la.name for la in resnet.group("stem.0")]
     assert "layer1.conv2" in members
-    labels = {m: f"{m} ({resnet.layer(m).kind}, neurons removed %) 🔗" for m in members}
+    labels = {m: f"{m} ({resnet.layer(m).kind}, neurons removed %) [linked]" for m in members}
     for label in labels.values():
         expect(thumb(app, label)).to_have_value("0")
 
