@@ -107,7 +107,7 @@ def layer_curves(
         progress: called after each evaluated point.
     """
     members = swept_layers(evaluator, granularity, layer)
-    base = _base(base, granularity)
+    base = base_plan(base, granularity)
     base.check(evaluator.bundle)
 
     def plan_at(name: str, fraction: float) -> Plan:
@@ -162,7 +162,7 @@ def _sweep(
             "Upload the model with its data on the Model page."
         )
     names = criterion_names(granularity)
-    grid = _grid(granularity, fractions)
+    grid = checked_grid(granularity, fractions)
     total = len(names) * len(grid)
     points: dict[str, list[Point]] = {}
     errors: dict[str, str] = {}
@@ -185,7 +185,7 @@ def _sweep(
     return Curves(points, errors)
 
 
-def _grid(granularity: str, fractions: Sequence[float] | None) -> list[float]:
+def checked_grid(granularity: str, fractions: Sequence[float] | None) -> list[float]:
     grid = default_fractions(granularity) if fractions is None else list(fractions)
     bad = [f for f in grid if isinstance(f, bool) or not isinstance(f, (int, float))
            or not 0.0 <= f < 1.0]
@@ -197,7 +197,7 @@ def _grid(granularity: str, fractions: Sequence[float] | None) -> list[float]:
     return [float(f) for f in grid]
 
 
-def _base(base: Plan | None, granularity: str) -> Plan:
+def base_plan(base: Plan | None, granularity: str) -> Plan:
     if base is None:
         return Plan(granularity=granularity, criterion=criterion_names(granularity)[0])
     if base.granularity != granularity or base.scope != "layer":

@@ -1,0 +1,173 @@
+"""Per-layer sensitivity: how much each prunable unit tolerates when it alone is pruned.
+
+For every unit — a layer for ``weights``, a coupled neuron group for ``neurons`` (all its
+members at the same fraction) — the unit is pruned over a grid of fractions while every other
+layer stays as in a base plan (default: dense), and accuracy, loss and effective FLOPs are
+recorded at each point (the classic sensitivity scan of Han et al. 2015, "Learning both
+Weights and Connections for Efficient Neural Networks", and Li et al. 2017, "Pruning
+Filters for Efficient ConvNets"). Layers whose neurons cannot be removed are skipped, each
+with the reason.
+
+Each unit's grid is swept in order, so the incremental :class:`~explorer.evaluator.Evaluator`
+reuses the network before the unit and its cached scores serve every fraction.
+
+Cancelling (``cancel()`` returning True, checked before each evaluation) does not raise: the
+result holds the points evaluated so far and ``cancelled`` is True; units not reached have
+no curve, and the unit being swept has a shorter one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from explorer.compare import base_plan, checked_grid
+from explorer.evaluator import Evaluator
+from explorer.plan import Plan
+
+DEFAULT_GRID = tuple(round(i / 20, 2) for i in range(20))  # 0, 0.05, ..., 0.95
+
+# progress(evaluations done, evaluations in the whole scan)
+Progress = Callable[[int, int], None]
+Cancel = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class UnitCurve:
+    """One unit's scan, aligned by index with ``fractions`` (the fraction removed).
+
+    ``layers`` are the layers set to each fraction (one for weights, the coupled group for
+    neurons). ``accuracy`` and ``loss`` hold None for a model without validation data;
+    ``flops_effective`` is per input sample, 2 per multiply-add (see :mod:`explorer.metrics`).
+    """
+
+    unit: str
+    layers: tuple[str, ...]
+    fractions: tuple[float, ...]
+    accuracy: tuple[float | None, ...]
+    loss: tuple[float | None, ...]
+    flops_effective: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "unit": self.unit,
+            "layers": list(self.layers),
+            "fractions": list(self.fractions),
+            "accuracy": list(self.accuracy),
+            "loss": list(self.loss),
+            "flops_effective": list(self.flops_effective),
+        }
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """The scan of every unit of one model (see the module docstring).
+
+    ``skipped`` maps each layer that cannot be pruned at ``granularity`` to the reason;
+    ``cancelled`` is True when the scan stopped early (its curves are then partial).
+    """
+
+    model: str
+    granularity: str
+    criterion: str
+    grid: tuple[float, ...]
+    base: Plan
+    units: tuple[UnitCurve, ...]
+    skipped: dict[str, str]
+    cancelled: bool = False
+
+    def unit(self, name: str) -> UnitCurve:
+        return next(u for u in self.units if u.unit == name)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "granularity": self.granularity,
+            "criterion": self.criterion,
+            "grid": list(self.grid),
+            "base": self.base.to_dict(),
+            "cancelled": self.cancelled,
+            "units": [u.to_dict() for u in self.units],
+            "skipped": dict(self.skipped),
+        }
+
+
+def prunable_units(
+    evaluator: Evaluator, granularity: str
+) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """(layers per unit, in execution order; reason per layer that is skipped)."""
+    bundle = evaluator.bundle
+    if granularity == "weights":
+        return {name: (name,) for name in bundle.layer_names}, {}
+    units = {g: tuple(la.name for la in bundle.group(g)) for g in bundle.group_names}
+    skipped = {
+        la.name: f"neurons cannot be removed: {la.neuron_reason}"
+        for la in bundle.layers
+        if not la.neuron_prunable
+    }
+    return units, skipped
+
+
+def sensitivity(
+    evaluator: Evaluator,
+    granularity: str,
+    criterion: str,
+    grid: Sequence[float] = DEFAULT_GRID,
+    base: Plan | None = None,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> Sensitivity:
+    """Accuracy, loss and effective FLOPs of each unit pruned alone over ``grid``.
+
+    Args:
+        evaluator: evaluates plans on the model and validation set it holds (or costs only,
+            without data: accuracy and loss are then None).
+        granularity: ``"weights"`` (a unit is a layer) or ``"neurons"`` (a coupled group).
+        criterion: a criterion registered for ``granularity`` (e.g. ``"magnitude"``).
+        grid: fractions removed, each in [0, 1), evaluated in this order for every unit.
+        base: a per-layer plan of the same granularity setting the other layers (its
+            criterion is replaced by ``criterion``); default: all dense.
+        progress: called as ``progress(done, total)`` after each evaluation.
+        cancel: called before each evaluation; when it returns True the scan stops and the
+            partial result is returned with ``cancelled=True``.
+
+    Raises:
+        PlanError: a bad granularity, criterion, grid or base plan.
+    """
+    grid = tuple(checked_grid(granularity, grid))
+    base = replace(base_plan(base, granularity), criterion=criterion)
+    base.check(evaluator.bundle)
+    units, skipped = prunable_units(evaluator, granularity)
+    total = len(units) * len(grid)
+    done = 0
+    curves: list[UnitCurve] = []
+    cancelled = False
+    for unit, members in units.items():
+        points = []
+        for fraction in grid:
+            if cancel is not None and cancel():
+                cancelled = True
+                break
+            plan = base
+            for member in members:
+                plan = plan.with_sparsity(member, fraction)
+            m = evaluator.evaluate(plan)
+            points.append((fraction, m.accuracy, m.loss, m.flops["effective"]))
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        if points:
+            fractions, accuracy, loss, flops = zip(*points, strict=True)
+            curves.append(UnitCurve(unit, members, fractions, accuracy, loss, flops))
+        if cancelled:
+            break
+    return Sensitivity(
+        model=evaluator.bundle.name,
+        granularity=granularity,
+        criterion=criterion,
+        grid=grid,
+        base=base,
+        units=tuple(curves),
+        skipped=skipped,
+        cancelled=cancelled,
+    )
