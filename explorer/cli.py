@@ -136,6 +136,60 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid_arg(text: str) -> list[float]:
+    try:
+        return [float(f) for f in text.split(",") if f.strip()]
+    except ValueError:
+        raise PlanError(
+            f"--grid must be comma-separated fractions removed, e.g. 0,0.5,0.9; got {text!r}."
+        ) from None
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from explorer.evaluator import Evaluator
+    from explorer.sensitivity import DEFAULT_GRID, sensitivity
+
+    bundle, data = _load_bundle(args.model, args.data)
+    plan = _load_plan(args.plan) if args.plan else None
+    granularity = args.granularity or (plan.granularity if plan else "weights")
+    if args.criterion:
+        criterion = args.criterion
+    elif plan is not None and plan.granularity == granularity:
+        criterion = plan.criterion
+    else:
+        criterion = "magnitude" if granularity == "weights" else "l1"
+    grid = _grid_arg(args.grid) if args.grid else DEFAULT_GRID
+    result = sensitivity(Evaluator(bundle, data), granularity, criterion, grid, base=plan)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"model {bundle.name}: sensitivity of {granularity} by {criterion}, "
+          "each unit pruned alone")
+    for unit in result.units:
+        print(f"\n{' + '.join(unit.layers)}")
+        print(f"  {'removed':>8} {'accuracy':>9} {'loss':>9} {'FLOPs/sample':>14}")
+        for f, acc, loss, flops in zip(unit.fractions, unit.accuracy, unit.loss,
+                                       unit.flops_effective, strict=True):
+            acc_text = "n/a" if acc is None else f"{acc:.2%}"
+            loss_text = "n/a" if loss is None else f"{loss:.4f}"
+            print(f"  {f:>8.0%} {acc_text:>9} {loss_text:>9} {flops:>14,}")
+    for name, reason in result.skipped.items():
+        print(f"\nskipped {name}: {reason}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from explorer.evaluator import Evaluator
+    from explorer.export import export_all
+
+    bundle, data = _load_bundle(args.model, args.data)
+    plan = _load_plan(args.plan)
+    written = export_all(bundle, plan, args.out, Evaluator(bundle, data))
+    for name, path in written.items():
+        print(f"wrote {name:<24} {path}")
+    return 0
+
+
 def cmd_train_demos(args: argparse.Namespace) -> int:
     from explorer.train import train_demo
     from explorer.zoo import ZOO, zoo_entry
@@ -170,6 +224,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="validation data (needed for TorchScript models)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_layers)
+    p = sub.add_parser("sensitivity", help="accuracy of each layer (or group) pruned alone")
+    p.add_argument("--model", required=True, help="demo model name or model file")
+    p.add_argument("--data", help="validation data (.npz or .pt with x, y); default: digits")
+    p.add_argument("--plan", help="plan JSON file for the other layers; default: dense")
+    p.add_argument("--granularity", choices=["weights", "neurons"],
+                   help="default: the plan's, else weights")
+    p.add_argument("--criterion", help="default: the plan's, else magnitude (weights) or l1")
+    p.add_argument("--grid", help="fractions removed, e.g. 0,0.5,0.9; default 0, 0.05, ..., 0.95")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_sensitivity)
+    p = sub.add_parser("export", help="write a plan's pruned weights, shrunk model, "
+                       "apply_plan.py and Torch-Pruning ratios")
+    p.add_argument("--model", required=True, help="demo model name or model file")
+    p.add_argument("--data", help="validation data (.npz or .pt with x, y); default: digits")
+    p.add_argument("--plan", required=True, help="plan JSON file")
+    p.add_argument("--out", required=True, help="folder to write into (created if missing)")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("train-demos", help="retrain the demo models into assets/")
     p.add_argument("names", nargs="*", help="which demo models (default: all)")
     p.set_defaults(func=cmd_train_demos)
