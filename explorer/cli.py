@@ -205,6 +205,17 @@ def cmd_train_demos(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_command(sub, name: str, func, help: str, json_output: bool = True):
+    """A subcommand that loads ``--model`` (and optional ``--data``), maybe printing JSON."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--model", required=True, help="demo model name or model file")
+    p.add_argument("--data", help="validation data (.npz or .pt with x, y); default: digits")
+    if json_output:
+        p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pruning-explorer", description="Explore pruning of PyTorch models."
@@ -213,34 +224,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the bundled demo models")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_models)
-    p = sub.add_parser("evaluate", help="accuracy, size and FLOPs of a model under a plan")
-    p.add_argument("--model", required=True, help="demo model name or model file")
-    p.add_argument("--data", help="validation data (.npz or .pt with x, y); default: digits")
+    p = _model_command(sub, "evaluate", cmd_evaluate,
+                       "accuracy, size and FLOPs of a model under a plan")
     p.add_argument("--plan", help="plan JSON file; default: the dense model")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_evaluate)
-    p = sub.add_parser("layers", help="prunable layers, coupled groups, what cannot be pruned")
-    p.add_argument("--model", required=True, help="demo model name or model file")
-    p.add_argument("--data", help="validation data (needed for TorchScript models)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_layers)
-    p = sub.add_parser("sensitivity", help="accuracy of each layer (or group) pruned alone")
-    p.add_argument("--model", required=True, help="demo model name or model file")
-    p.add_argument("--data", help="validation data (.npz or .pt with x, y); default: digits")
+    _model_command(sub, "layers", cmd_layers,
+                   "prunable layers, coupled groups, what cannot be pruned")
+    p = _model_command(sub, "sensitivity", cmd_sensitivity,
+                       "accuracy of each layer (or group) pruned alone")
     p.add_argument("--plan", help="plan JSON file for the other layers; default: dense")
     p.add_argument("--granularity", choices=["weights", "neurons"],
                    help="default: the plan's, else weights")
     p.add_argument("--criterion", help="default: the plan's, else magnitude (weights) or l1")
     p.add_argument("--grid", help="fractions removed, e.g. 0,0.5,0.9; default 0, 0.05, ..., 0.95")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_sensitivity)
-    p = sub.add_parser("export", help="write a plan's pruned weights, shrunk model, "
-                       "apply_plan.py and Torch-Pruning ratios")
-    p.add_argument("--model", required=True, help="demo model name or model file")
-    p.add_argument("--data", help="validation data (.npz or .pt with x, y); default: digits")
+    p = _model_command(sub, "export", cmd_export, "write a plan's pruned weights, shrunk "
+                       "model, apply_plan.py and Torch-Pruning ratios", json_output=False)
     p.add_argument("--plan", required=True, help="plan JSON file")
     p.add_argument("--out", required=True, help="folder to write into (created if missing)")
-    p.set_defaults(func=cmd_export)
     p = sub.add_parser("train-demos", help="retrain the demo models into assets/")
     p.add_argument("names", nargs="*", help="which demo models (default: all)")
     p.set_defaults(func=cmd_train_demos)
