@@ -11,9 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from explorer.bundle import bundle_from_module
-from explorer.data import digits_validation
 from explorer.errors import ExplorerError
-from explorer.models import load_demo
 from explorer.similarity import (
     activation_similarity,
     correlation_matrix,
@@ -26,18 +24,8 @@ from explorer.stats import collect_activations
 
 
 @pytest.fixture(scope="module")
-def data():
-    return digits_validation()
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    return load_demo("digits-cnn")
-
-
-@pytest.fixture(scope="module")
-def cnn_activations(cnn, data):
-    return collect_activations(cnn, data)
+def cnn_activations(cnn, digits):
+    return collect_activations(cnn, digits)
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +83,9 @@ def test_a_zero_weight_row_has_zero_similarity_and_no_nan(cnn):
     ("layer", "module"), [("features.2", "features.3"), ("classifier.1", "classifier.2")]
 )
 def test_correlation_equals_numpy_corrcoef_and_dead_neurons_are_zero(
-    cnn, data, cnn_activations, layer, module
+    cnn, digits, cnn_activations, layer, module
 ):
-    pooled = hooked_pooled(cnn, module, data.x)
+    pooled = hooked_pooled(cnn, module, digits.x)
     sim = correlation_matrix(cnn_activations[layer])
     constant = np.ptp(pooled, axis=0) == 0
     assert constant.any(), "these layers have dead ReLUs on the digits data"
@@ -168,7 +156,7 @@ def test_top_pairs_are_the_highest_off_diagonal_entries(cnn):
     assert len(top_pairs(full[:3, :3], 10)) == 3
 
 
-def test_a_layer_wider_than_512_gets_a_block_averaged_matrix(wide, data):
+def test_a_layer_wider_than_512_gets_a_block_averaged_matrix(wide):
     result = weight_similarity(wide, "0", top_k=5)
     full = cosine_matrix(wide.params()["0.weight"])
     assert result.neurons == 600 and result.reduced
