@@ -30,6 +30,8 @@ DEFAULT_GRID = tuple(round(i / 20, 2) for i in range(20))  # 0, 0.05, ..., 0.95
 # progress(evaluations done, evaluations in the whole scan)
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
+# partial(the result so far), after each evaluation
+Partial = Callable[["Sensitivity"], None]
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ def sensitivity(
     base: Plan | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    partial: Partial | None = None,
 ) -> Sensitivity:
     """Accuracy, loss and effective FLOPs of each unit pruned alone over ``grid``.
 
@@ -130,6 +133,9 @@ def sensitivity(
         progress: called as ``progress(done, total)`` after each evaluation.
         cancel: called before each evaluation; when it returns True the scan stops and the
             partial result is returned with ``cancelled=True``.
+        partial: called after each evaluation (after ``progress``) with the result so far:
+            the finished units' curves and the current unit's curve up to this point
+            (``cancelled`` False) — for drawing a scan while it runs.
 
     Raises:
         PlanError: a bad granularity, criterion, grid or base plan.
@@ -142,6 +148,19 @@ def sensitivity(
     done = 0
     curves: list[UnitCurve] = []
     cancelled = False
+
+    def result(units_so_far: list[UnitCurve], cancelled: bool) -> Sensitivity:
+        return Sensitivity(
+            model=evaluator.bundle.name,
+            granularity=granularity,
+            criterion=criterion,
+            grid=grid,
+            base=base,
+            units=tuple(units_so_far),
+            skipped=skipped,
+            cancelled=cancelled,
+        )
+
     for unit, members in units.items():
         points = []
         for fraction in grid:
@@ -156,18 +175,15 @@ def sensitivity(
             done += 1
             if progress is not None:
                 progress(done, total)
+            if partial is not None:
+                partial(result([*curves, _curve(unit, members, points)], cancelled=False))
         if points:
-            fractions, accuracy, loss, flops = zip(*points, strict=True)
-            curves.append(UnitCurve(unit, members, fractions, accuracy, loss, flops))
+            curves.append(_curve(unit, members, points))
         if cancelled:
             break
-    return Sensitivity(
-        model=evaluator.bundle.name,
-        granularity=granularity,
-        criterion=criterion,
-        grid=grid,
-        base=base,
-        units=tuple(curves),
-        skipped=skipped,
-        cancelled=cancelled,
-    )
+    return result(curves, cancelled)
+
+
+def _curve(unit: str, members: tuple[str, ...], points: list[tuple]) -> UnitCurve:
+    fractions, accuracy, loss, flops = zip(*points, strict=True)
+    return UnitCurve(unit, members, fractions, accuracy, loss, flops)

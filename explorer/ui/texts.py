@@ -100,3 +100,107 @@ Hover over a point for its FLOPs per sample (2 per multiply-add). The table give
 criterion's accuracy at 50% and 80% removed, the best per column highlighted. All numbers
 are without fine-tuning, which often narrows the gaps between criteria.
 """
+
+BROKE = """
+The same validation images, run through the **dense** model and the **pruned** one (the
+current plan). Accuracy is one number; the damage rarely is spread evenly.
+
+- **Per class**: each class's accuracy (correct / images of that class) before and after.
+  Pruning often hurts a few classes badly while the others barely move — the overall
+  accuracy hides that (Hooker et al. 2019, *What do compressed deep neural networks forget?*).
+- **Confusion change**: pruned minus dense counts, rows the true class, columns the
+  predicted one. Red off the diagonal: more images now go to that wrong class; blue on the
+  diagonal: fewer correct. Each row sums to zero.
+- **Flipped images**: whose prediction changed. *Broken*: the dense model was right, the
+  pruned one is wrong. *Fixed*: the other way round. *Changed*: both wrong, differently.
+  The accuracy moves by (fixed - broken) / images: a small drop can hide many flips.
+
+Fine-tuning after pruning usually wins back much of what broke; compare again afterwards.
+"""
+
+SENSITIVITY = """
+A **sensitivity scan** asks, for each prunable unit on its own: how much accuracy is lost
+when only this unit is pruned, by a growing fraction? It is the classic first step for
+choosing per-layer sparsity (Han et al. 2015, "Learning both Weights and Connections";
+Li et al. 2017, "Pruning Filters for Efficient ConvNets", whose per-layer curves showed
+that some layers tolerate most of their filters going while others break at once).
+
+- A **unit** is a layer for **weights**; for **neurons** it is a **coupled group**: layers
+  whose channels are added together (residual connections) must lose the same channels, so
+  they are swept together, labelled with all their members. Layers whose neurons cannot be
+  removed (e.g. the output classes) are listed as skipped.
+- Each unit is swept **alone**: every other layer stays as in the **base**, the dense model
+  or your current plan (a per-layer plan; a global plan has no per-layer fractions to keep).
+- **Lines**: accuracy (or loss) of each unit vs the fraction removed; the dotted line is
+  the dense model. A flat line means the unit tolerates pruning: give it a high sparsity.
+  A line that falls early marks a sensitive unit: prune it little or not at all.
+- **Heatmap**: the accuracy drop in points, unit by fraction. Read it row by row for where
+  each unit starts to break. Drops smaller than the accuracy's 95% interval are noise.
+
+Units interact: sensitivities found alone do not simply add up when several units are
+pruned together, so check the combined plan on the Prune page. The scan runs in the
+background (cancel keeps what is done); finished scans are kept, so the same scan in any
+session shows at once.
+"""
+
+EXPORT = """
+Take the current plan out of the explorer (change it on **Prune**, or load a plan file in
+the sidebar). Every file is made from copies: the loaded model is never changed.
+
+- **plan.json**: the plan itself; load it in the sidebar, or evaluate it with the CLI
+  (`pruning-explorer evaluate --model digits-cnn --plan plan.json --json`).
+- **pruned.safetensors**: the model's weights with the plan made permanent. Removed
+  weights are zeros in place and every tensor keeps its shape, so the original
+  architecture loads it (`model.load_state_dict(safetensors.torch.load_file(...))`).
+  Zeros save space only when stored sparsely, and time only on kernels that skip them.
+- **shrunk.pt2** (neuron plans only): the physically smaller model as a `torch.export`
+  program (`torch.export.load("shrunk.pt2").module()`): dense, smaller and faster on any
+  hardware. A weight plan removes single weights, so no layer gets smaller.
+- **apply_plan.py**: a script that applies the plan to your own copy of the model with
+  `torch.nn.utils.prune`. A magnitude weight plan is re-derived by torch's own L1
+  selection; any other plan needs the exact keep-masks in **masks.safetensors**.
+- **pruning_ratio_dict.json**: the fraction removed per layer, in the form Torch-Pruning's
+  `pruning_ratio_dict` takes (Torch-Pruning picks the channels by its own importance).
+
+The **round trip** loads pruned.safetensors (and shrunk.pt2) back the way a user would and
+evaluates them with no plan at all: the figures must equal those shown for the plan.
+"""
+
+TRADEOFFS = """
+Every plan you have evaluated in this session (each slider position on the Prune page, each
+applied suggestion) is a point: **accuracy against FLOPs per sample** (left) and **against
+size** (right; the smallest storage: the shrunk model for neuron plans, values + bitmask or
+CSR for weight plans). Both cost axes are logarithmic.
+
+- The **Pareto front** (orange) joins the plans that no other plan beats on both accuracy
+  and cost: the only ones worth keeping.
+- The **baselines** every pruning paper should compare against (Blalock et al. 2020, "What
+  is the State of Neural Network Pruning?"): the **same fraction in every layer**
+  (uniform), **one global magnitude threshold**, and **random** removal, each fitted to
+  compression ratios 2, 4, 8, 16 and 32 (parameters / nonzero parameters). A plan of yours
+  below the global-magnitude curve does worse than the simplest method.
+- **Pin** a plan to name it; compare any two plans (or a plan and the dense model) layer
+  by layer, metric by metric and class by class below.
+"""
+
+FINETUNE = """
+Pruning after training costs accuracy; **retraining the weights that are left** wins most of
+it back, because they can take over the work of those removed (Han et al. 2015).
+
+- **Fine-tune the plan**: the plan's masks are held fixed and the remaining weights are
+  trained for a number of epochs on the **training split** (never on the validation images
+  the accuracy is measured on). Removed weights stay **exactly zero**: their gradients are
+  zeroed and the mask is applied again after every step, so the optimizer cannot revive
+  them.
+- **Iterative pruning** reaches the plan in steps: prune a little, fine-tune, repeat, each
+  time removing the smallest weights of the *retrained* network (Han et al. 2015). The
+  **cubic** schedule (Zhu & Gupta 2017) takes big steps first, while many weights are
+  redundant, and small ones near the end; **linear** takes equal steps. Removed weights
+  stay removed.
+
+The curve shows the training loss and the validation accuracy and loss after each epoch,
+live while it runs; the page stays usable and **Cancel** keeps what was trained so far.
+The result is a **new model** (same architecture, zeros in place): explore it on every page,
+export it, or download its weights (`pruning-explorer evaluate --model FILE` reads them).
+Recipe: Adam, batches of 64, cosine learning-rate decay, a fixed seed and batch order.
+"""

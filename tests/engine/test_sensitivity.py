@@ -106,6 +106,22 @@ def test_cancel_stops_early_with_partial_result(cnn, digits):
     assert json.loads(json.dumps(result.to_dict()))["cancelled"] is True
 
 
+def test_partial_results_grow_to_the_final_one(resnet, digits):
+    snapshots = []
+    final = sensitivity(Evaluator(resnet, digits), "neurons", "l1", GRID,
+                        partial=snapshots.append)
+    assert len(snapshots) == len(final.units) * len(GRID)
+    points = [sum(len(u.fractions) for u in s.units) for s in snapshots]
+    assert points == list(range(1, len(snapshots) + 1))
+    for snapshot in snapshots:  # every curve so far is a prefix of the final one
+        assert not snapshot.cancelled and snapshot.skipped == final.skipped
+        for curve in snapshot.units:
+            whole = final.unit(curve.unit)
+            n = len(curve.fractions)
+            assert curve.layers == whole.layers and curve.fractions == whole.fractions[:n]
+            assert curve.accuracy == whole.accuracy[:n] and curve.loss == whole.loss[:n]
+    assert snapshots[-1] == final
+
 def test_without_data_accuracy_is_none(cnn):
     result = sensitivity(Evaluator(cnn, None), "weights", "magnitude", (0.0, 0.5))
     curve = result.units[0]

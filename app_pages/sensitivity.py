@@ -1,0 +1,272 @@
+"""Sensitivity: each prunable unit pruned alone over a grid, scanned in the background.
+
+The scan (:func:`explorer.sensitivity.sensitivity`) runs as a job (:mod:`explorer.ui.jobs`)
+with its own evaluator: a progress bar, Cancel, and the curves drawn as they come while the
+rest of the page stays usable. Finished scans go into a cache every session shares; a
+cancelled one never does. The last finished scan of each model is kept in
+``st.session_state["sensitivity"][model id]`` for the sections below the charts.
+"""
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+
+import streamlit as st
+import torch
+
+from explorer.criteria import REGISTRY
+from explorer.evaluator import Evaluator
+from explorer.plan import GRANULARITIES, Plan
+from explorer.sensitivity import DEFAULT_GRID, Sensitivity, prunable_units, sensitivity
+from explorer.ui import jobs, sensitivity_charts, state, texts
+from explorer.ui.format import percent
+from explorer.ui.layout import page_setup
+
+STEPS = {"5%": DEFAULT_GRID, "10%": tuple(round(i / 10, 2) for i in range(10))}
+DENSE_BASE, PLAN_BASE = "dense", "the current plan"
+LAST = "sensitivity"  # session key: {model id: the last finished Sensitivity}
+SHOWN = "sens_shown"  # session key: {model id: Shown}
+SCANS_KEPT = 64
+
+
+@dataclass(frozen=True)
+class Shown:
+    """The scan the page draws for a model: its cache key, result, seconds and how it came."""
+
+    key: tuple
+    result: Sensitivity | None
+    seconds: float
+    source: str  # "computed", "cached" or "failed"
+    error: str = ""
+
+
+class Scans:
+    """Finished scans for every session, bounded; jobs write from their threads, so a lock.
+
+    Each entry holds the bundle and data it was computed on: the key names them by ``id``,
+    which must not be reused by another object while the entry lives.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple, tuple] = OrderedDict()
+
+    def get(self, key: tuple) -> tuple[Sensitivity, float] | None:
+        with self._lock:
+            entry = self._items.get(key)
+        return None if entry is None else entry[:2]
+
+    def put(self, key: tuple, result: Sensitivity, seconds: float, refs: tuple) -> None:
+        if result.cancelled:  # a partial scan is never served as a finished one
+            return
+        with self._lock:
+            self._items[key] = (result, seconds, refs)
+            self._items.move_to_end(key)
+            while len(self._items) > SCANS_KEPT:
+                self._items.popitem(last=False)
+
+
+@st.cache_resource(show_spinner=False)
+def shared_scans() -> Scans:
+    return Scans()
+
+
+session = page_setup("Sensitivity", texts.SENSITIVITY)
+bundle, data = session.bundle, session.data
+if data is None:
+    st.info(f"{state.NO_DATA_NOTE}\n\nA sensitivity scan measures how accuracy falls as each "
+            "layer is pruned, so there is nothing to scan on this model.")
+    st.stop()
+
+JOB = f"sensitivity::{session.model_id}"
+model_key = f"{session.model_id}@{id(bundle)}"  # an upload may come back under the same name
+scans = shared_scans()
+shown_by_model = st.session_state.setdefault(SHOWN, {})
+
+
+def _criteria(granularity: str) -> list[str]:
+    return [name for g, name in REGISTRY if g == granularity]
+
+
+def _plan_base_problem(plan: Plan, granularity: str) -> str | None:
+    """Why the current plan cannot set the other layers of a ``granularity`` scan (or None)."""
+    if plan.scope != "layer":
+        return ("Your current plan is a global plan: it has no per-layer fractions to keep "
+                "the other layers at. Use a per-layer plan (Prune page) or the dense base.")
+    if plan.granularity != granularity:
+        return (f"Your current plan prunes {plan.granularity}, this scan {granularity}: "
+                "the base must prune the same kind.")
+    return None
+
+
+def _base(plan: Plan, choice: str, granularity: str, criterion: str) -> Plan:
+    if choice == DENSE_BASE:
+        return Plan(granularity=granularity, criterion=criterion)
+    return replace(plan, criterion=criterion, merge=plan.merge and criterion == "redundancy")
+
+
+def _work(key: tuple, evaluator: Evaluator, base: Plan, grid: tuple[float, ...]) -> jobs.Work:
+    """The job: the scan, reporting "unit k of n" and the curves so far; cached when whole."""
+    granularity, criterion = base.granularity, base.criterion
+    units, _ = prunable_units(evaluator, granularity)
+    total = len(units) * len(grid)
+
+    def run(report: jobs.Reporter) -> tuple[tuple, Sensitivity, float]:
+        def partial(so_far: Sensitivity) -> None:
+            current = so_far.units[-1]
+            report(sum(len(u.fractions) for u in so_far.units), total,
+                   f"unit {len(so_far.units)} of {len(units)} ({current.unit}): "
+                   f"{len(current.fractions)} of {len(grid)} fractions", so_far)
+
+        # One intra-op thread (OpenMP keeps it per thread: the job's own): the page and
+        # other sessions keep the other cores, and on a busy machine two threads spin-wait
+        # on each other (digits-resnet neuron scan, load 9 on 2 cores: 10 s vs 0.4 s).
+        torch.set_num_threads(1)
+        report(0, total, f"unit 1 of {len(units)}: starting")
+        start = time.perf_counter()
+        result = sensitivity(evaluator, granularity, criterion, grid, base,
+                             cancel=report.cancelled, partial=partial)
+        seconds = time.perf_counter() - start
+        scans.put(key, result, seconds, (evaluator.bundle, evaluator.data))
+        return key, result, seconds
+
+    return run
+
+
+def _start(key: tuple, base: Plan, grid: tuple[float, ...]) -> None:
+    evaluator = Evaluator(bundle, data, state.shared_scores(session.model_id, bundle, data))
+    jobs.start(JOB, "Sensitivity scan", _work(key, evaluator, base, grid))
+
+
+def _finish(job: jobs.Job) -> None:
+    """A job that has ended becomes the shown scan (finished, cancelled or failed)."""
+    if job.error is not None:
+        shown_by_model[session.model_id] = Shown((), None, job.seconds or 0.0, "failed",
+                                                 job.error)
+    else:
+        key, result, seconds = job.result
+        shown_by_model[session.model_id] = Shown(key, result, seconds, "computed")
+        if not result.cancelled:
+            st.session_state.setdefault(LAST, {})[session.model_id] = result
+    jobs.forget(JOB)
+
+
+def _cancelled_note(result: Sensitivity) -> str:
+    n = len(prunable_units(session.evaluator, result.granularity)[0])
+    whole = [u for u in result.units if len(u.fractions) == len(result.grid)]
+    note = f"Cancelled after {len(whole)} of {n} units"
+    cut = [u for u in result.units if len(u.fractions) < len(result.grid)]
+    if cut:
+        note += (f" ({sensitivity_charts.unit_label(cut[0])} stopped after "
+                 f"{cut[0].fractions[-1]:.0%} removed)")
+    return note + ": the partial result below is not kept as a finished scan."
+
+
+def _is_dense(plan: Plan) -> bool:
+    return plan.scope == "layer" and not any(v > 0 for v in plan.sparsity.values())
+
+
+def _draw(result: Sensitivity, seconds: float, source: str) -> None:
+    """The charts of one scan (finished, cached or partial) and what it left out."""
+    if result.cancelled:
+        st.warning(_cancelled_note(result))
+    dense = session.dense()
+    base = None if _is_dense(result.base) else session.evaluator.evaluate(result.base)
+    evaluations = sum(len(u.fractions) for u in result.units)
+    where = "from the cache (computed earlier in" if source == "cached" else "in"
+    closing = ")" if source == "cached" else ""
+    st.caption(f"{result.granularity} by {result.criterion}, other layers "
+               f"{'dense' if base is None else 'as in the plan'}; {evaluations} evaluations "
+               f"{where} {seconds:.1f} s{closing} on {dense.samples} validation images; "
+               f"dense accuracy {percent(dense.accuracy)}.")
+    if source == "cached":
+        st.info("**Cached**: this scan was computed before (in this or another session). "
+                "Press **Recompute** to run it again.")
+    if not result.units:
+        st.info("No unit was scanned before the scan stopped.")
+    else:
+        measure = st.radio("Show", tuple(sensitivity_charts.MEASURES), key="sens_measure",
+                           horizontal=True, persist_state="session")
+        value = {"accuracy": lambda m: m.accuracy, "loss": lambda m: m.loss}[measure]
+        st.plotly_chart(sensitivity_charts.unit_lines(
+            result, measure, value(dense), None if base is None else value(base)),
+            key="sens_lines")
+        reference = dense if base is None else base
+        st.plotly_chart(sensitivity_charts.drop_heatmap(
+            result, reference.accuracy, "dense" if base is None else "the base plan"),
+            key="sens_heatmap")
+    if result.skipped:
+        with st.expander(f"Skipped layers ({len(result.skipped)})"):
+            for name, reason in result.skipped.items():
+                st.markdown(f"- **{name}**: {reason}")
+
+
+def _live(report: jobs.Report) -> None:
+    st.plotly_chart(sensitivity_charts.unit_lines(report.partial, "accuracy",
+                                                  session.dense().accuracy),
+                    key="sens_live")
+
+
+plan = session.plan
+left, right = st.columns([1, 3], gap="large")
+with left:
+    granularity = st.radio(
+        "Granularity", GRANULARITIES, key="sens_granularity", horizontal=True,
+        index=GRANULARITIES.index(plan.granularity), persist_state="session",
+        help="weights: a unit is a layer; neurons: a unit is a group of coupled layers")
+    criteria = _criteria(granularity)
+    criterion = st.selectbox(
+        "Criterion", criteria, key=f"sens_criterion::{granularity}", persist_state="session",
+        index=criteria.index(plan.criterion) if plan.criterion in criteria else 0,
+        help="what is removed first in each unit: the lowest scores")
+    step = st.radio("Grid step", tuple(STEPS), key="sens_step", horizontal=True,
+                    persist_state="session",
+                    help="fractions removed: 0% to 95% by 5%, or 0% to 90% by 10% (faster)")
+    choice = st.radio("Other layers", (DENSE_BASE, PLAN_BASE), key="sens_base",
+                      persist_state="session",
+                      help="while one unit is swept, the others are dense or as in your plan")
+    problem = _plan_base_problem(plan, granularity) if choice == PLAN_BASE else None
+    if problem:
+        st.warning(problem)
+    elif choice == PLAN_BASE and plan.criterion != criterion:
+        st.caption(f"The plan's fractions are kept; its criterion becomes {criterion}.")
+    units, skipped = prunable_units(session.evaluator, granularity)
+    if not units:
+        st.error(f"No layer of {bundle.name} can lose {granularity}.")
+    grid = STEPS[step]
+    base = _base(plan, DENSE_BASE if problem else choice, granularity, criterion)
+    key = (model_key, id(data), granularity, criterion, grid, base.to_json())
+    st.caption(f"{len(units)} units x {len(grid)} fractions = {len(units) * len(grid)} "
+               "evaluations" + (f"; {len(skipped)} layers skipped" if skipped else ""))
+    running = (job := jobs.get(JOB)) is not None and job.running
+    cached = scans.get(key)
+    blocked = running or problem is not None or not units
+    why = "a scan is running: cancel it first" if running else None
+    c1, c2 = st.columns(2)
+    run = c1.button("Run", type="primary", key="sens_run", disabled=blocked, help=why,
+                    width="stretch")
+    recompute = c2.button("Recompute", key="sens_recompute", width="stretch",
+                          disabled=blocked or cached is None,
+                          help=why or "run this scan again although it is cached")
+    if run and cached is not None:
+        result, seconds = cached
+        shown_by_model[session.model_id] = Shown(key, result, seconds, "cached")
+        st.session_state.setdefault(LAST, {})[session.model_id] = result
+    elif (run or recompute) and not blocked:
+        _start(key, base, grid)
+        st.rerun()  # draw the page again with the job running (Run disabled)
+
+with right:
+    job = jobs.watch(JOB, draw=_live)
+    if job is not None and not job.running:
+        _finish(job)
+    if job is None or not job.running:
+        shown = shown_by_model.get(session.model_id)
+        if shown is None or (shown.key and shown.key[0] != model_key):
+            st.info("Choose the settings and press **Run**: each unit is pruned alone over "
+                    "the grid while the other layers stay as chosen.")
+        elif shown.error:
+            st.error(f"The scan failed: {shown.error}")
+        else:
+            _draw(shown.result, shown.seconds, shown.source)

@@ -1,0 +1,170 @@
+"""The Sensitivity page in headless Chromium: a scan of several seconds runs in the
+background with a live progress bar while the page stays usable, and Cancel keeps a
+flagged partial result.
+
+Every demo model scans in about a second (one thread, incremental evaluation), too quick
+to watch a progress bar move; so each test uploads a wider CNN on the digits input (a
+torch.export program, random weights) whose 20-point weight scan takes several seconds,
+the way a user brings their own model. Expected units come from loading the same bytes
+here. Skipped (by the ``browser`` fixture) where /usr/bin/chromium is missing.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+import torch
+from playwright.sync_api import expect
+from torch import nn
+
+from explorer.io import load_model_bytes
+
+pytestmark = pytest.mark.browser
+
+WIDE = "wide-cnn.pt2"
+WIDTH = 128  # channels: a 20-point weight scan of ~4 s on one idle core
+SCAN_MS = 120_000  # the whole scan, on a busy 2-core machine
+BAR = "[data-testid='stProgress'] [role='progressbar']"
+
+
+@pytest.fixture(scope="module")
+def wide() -> bytes:
+    """A three-convolution CNN for (1, 8, 8) digits, exported with a dynamic batch."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, WIDTH // 2, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(WIDTH // 2, WIDTH, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(WIDTH, WIDTH, 3, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(WIDTH * 64, 10)).eval()
+    program = torch.export.export(model, (torch.zeros(2, 1, 8, 8),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    return buffer.getvalue()
+
+
+def open_with_wide_model(open_app, wide: bytes):
+    """A new session that uploaded the wide CNN (Model page), then opened Sensitivity."""
+    app = open_app("/?model=digits-mlp")
+    app.page.get_by_text("Upload your own model", exact=True).click()
+    uploader = app.page.get_by_test_id("stFileUploader").filter(has_text="Model file")
+    uploader.locator("input[type='file']").set_input_files(
+        files=[{"name": WIDE, "mimeType": "application/octet-stream", "buffer": wide}])
+    expect(uploader).to_contain_text(WIDE)
+    with app.rerun(timeout=SCAN_MS):
+        app.page.get_by_test_id("stFormSubmitButton").get_by_role("button", name="Load").click()
+    model_box = app.page.get_by_test_id("stSidebar").get_by_role("combobox", name="Model")
+    expect(model_box).to_have_value(f"{WIDE} (uploaded)")
+    app.navigate("Sensitivity", "/sensitivity")
+    expect(model_box).to_have_value(f"{WIDE} (uploaded)")
+    return app
+
+
+def progress(app) -> float | None:
+    """The progress bar's value (0-100), or None when no bar is shown."""
+    bar = app.page.locator(BAR)
+    if bar.count() == 0:
+        return None
+    value = bar.first.get_attribute("aria-valuenow")
+    return None if value is None else float(value)
+
+
+def rising_values(app) -> list[float]:
+    """Progress values read every 0.2 s until the bar has moved twice (never back)."""
+    seen: list[float] = []
+    deadline = time.monotonic() + SCAN_MS / 1000
+    while len(set(seen)) < 3 and time.monotonic() < deadline:
+        value = progress(app)
+        assert value is not None, f"the scan ended before the bar was seen moving: {seen}"
+        assert not seen or value >= seen[-1], seen + [value]
+        seen.append(value)
+        app.page.wait_for_timeout(200)
+    assert len(set(seen)) >= 3, seen
+    return seen
+
+
+def radio_option(app, label: str, option: str):
+    group = app.page.get_by_test_id("stRadio").filter(
+        has=app.page.get_by_test_id("stWidgetLabel").get_by_text(label, exact=True))
+    return group.locator("label").filter(has_text=option)
+
+
+def plot_title(app, text: str):
+    return app.page.locator("text.gtitle").filter(has_text=text)
+
+
+def start_scan(app) -> None:
+    with app.rerun():
+        app.page.get_by_role("button", name="Run", exact=True).click()
+    expect(app.page.locator(BAR)).to_have_count(1)
+
+
+def test_a_long_scan_shows_progress_while_the_page_stays_usable(open_app, wide):
+    layers = load_model_bytes(wide, WIDE).layer_names
+    app = open_with_wide_model(open_app, wide)
+    n = len(layers)
+    expect(app.page.get_by_text(f"{n} units x 20 fractions = {n * 20} evaluations")
+           ).to_be_visible()
+    start_scan(app)
+    expect(app.page.get_by_role("button", name="Run", exact=True)).to_be_disabled()
+
+    seen = rising_values(app)
+    expect(app.page.get_by_test_id("stProgress")).to_contain_text(f"unit 1 of {n}")
+    # the page answers while the scan runs: the explanation opens, a control reruns it
+    app.page.get_by_text("What am I looking at?").click()
+    expect(app.page.get_by_text("A sensitivity scan asks")).to_be_visible()
+    started = time.monotonic()
+    with app.rerun():
+        radio_option(app, "Grid step", "10%").click()
+    rerun_s = time.monotonic() - started
+    expect(app.page.get_by_text(f"{n} units x 10 fractions = {n * 10} evaluations")
+           ).to_be_visible()
+    after = progress(app)
+    assert after is not None, "the scan ended before the page was used: make it longer"
+    assert after >= seen[-1], (seen, after)  # the bar goes on where it was, never back
+    assert rerun_s < 10, f"a rerun during the scan took {rerun_s:.1f} s"
+    app.screenshot("sensitivity-running")
+
+    expect(app.page.locator(BAR)).to_have_count(0, timeout=SCAN_MS)
+    app.wait_idle()
+    expect(plot_title(app, "removed from one unit at a time")).to_have_count(1)
+    expect(plot_title(app, "Accuracy drop")).to_have_count(1)
+    legend = app.page.locator(".js-plotly-plot .legendtext")
+    expect(legend).to_have_count(n)
+    assert legend.all_text_contents() == layers
+    assert app.exceptions() == []
+    runs = app.finished
+    app.page.wait_for_timeout(1500)  # three polling periods
+    assert app.finished == runs, "the progress fragment kept polling after the scan ended"
+    app.screenshot("sensitivity")
+
+
+def test_cancel_keeps_the_partial_scan(open_app, wide):
+    bundle = load_model_bytes(wide, WIDE)
+    app = open_with_wide_model(open_app, wide)
+    # another scan than the first test's, which every session now gets from the cache
+    app.page.get_by_test_id("stSelectbox").filter(has_text="Criterion").click()
+    with app.rerun():
+        app.page.get_by_role("option", name="random", exact=True).click()
+    start_scan(app)
+    deadline = time.monotonic() + SCAN_MS / 1000
+    while (progress(app) or 0) < 15 and time.monotonic() < deadline:
+        app.page.wait_for_timeout(200)
+    value = progress(app)
+    assert value is not None and 15 <= value < 100, "the scan ended before Cancel"
+    app.page.get_by_role("button", name="Cancel").click()
+
+    expect(app.page.locator(BAR)).to_have_count(0)
+    app.wait_idle()
+    units = len(bundle.layers)
+    note = app.page.get_by_test_id("stAlert").filter(has_text="Cancelled after")
+    expect(note).to_contain_text(f"of {units} units")
+    expect(plot_title(app, "removed from one unit at a time")).to_have_count(1)
+    drawn = app.page.locator(".js-plotly-plot .legendtext")
+    assert 1 <= drawn.count() < units
+    assert app.exceptions() == []
+    expect(app.page.get_by_test_id("stException")).to_have_count(0)
+    expect(app.page.get_by_role("button", name="Run", exact=True)).to_be_enabled()
+    app.screenshot("sensitivity-cancelled")
