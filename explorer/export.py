@@ -14,21 +14,36 @@
   form, with a note on how to pass them.
 
 The shared model is never written: every file is made from copies.
+
+For the app, :func:`export_files` makes the same files as bytes, one by one (a failure
+costs only the files that need the failing piece), :func:`zip_files` packs them, and
+:func:`reload_metrics` loads the model files back and evaluates them without a plan.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import math
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save, save_file
 
 from explorer.bundle import ModelBundle
 from explorer.errors import ExplorerError
 from explorer.masks import Masks
 from explorer.plan import Plan
+
+if TYPE_CHECKING:
+    from explorer.data import ValidationSet
+    from explorer.evaluator import Evaluator
+    from explorer.metrics import Metrics
 
 MASK_PREFIX = "mask/"
 VALUE_PREFIX = "value/"
@@ -230,3 +245,96 @@ if __name__ == "__main__":
         save_file(state, args.out)
         print(f"wrote {{args.out}}")
 '''
+
+
+MODEL_FILES = ("pruned.safetensors", "shrunk.pt2", "masks.safetensors", "apply_plan.py",
+               "pruning_ratio_dict.json")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportFiles:
+    """One plan's exports as bytes by file name, and why each missing one is missing.
+
+    ``files`` holds what :func:`export_all` would write, in the same order; ``errors`` maps
+    a file name that could not be made to a one-line reason.
+    """
+
+    files: dict[str, bytes]
+    errors: dict[str, str]
+
+
+def export_files(
+    bundle: ModelBundle, plan: Plan, evaluator: Evaluator | None = None
+) -> ExportFiles:
+    """The files of :func:`export_all` as bytes, each made on its own.
+
+    Unlike :func:`export_all`, a failure does not stop the rest: a plan whose masks cannot
+    be computed (e.g. a data-driven criterion without data) leaves ``plan.json`` alone; a
+    shrunk model that cannot be exported leaves every other file.
+    """
+    from explorer.evaluator import Evaluator
+
+    files = {"plan.json": (plan.to_json() + "\n").encode()}
+    exact = not _uses_torch_prune_selection(plan)
+    try:
+        masks = (evaluator or Evaluator(bundle, None)).masks(plan)
+    except ExplorerError as exc:
+        skipped = {"shrunk.pt2": plan.granularity != "neurons", "masks.safetensors": not exact}
+        return ExportFiles(files, {n: str(exc) for n in MODEL_FILES if not skipped.get(n)})
+    files["pruned.safetensors"] = save(pruned_state_dict(bundle, masks))
+    errors = {}
+    if masks.granularity == "neurons":
+        try:
+            buffer = io.BytesIO()
+            torch.export.save(shrunk_program(bundle, masks), buffer)
+            files["shrunk.pt2"] = buffer.getvalue()
+        except ExplorerError as exc:
+            errors["shrunk.pt2"] = str(exc)
+        except Exception as exc:  # torch.export raises many kinds, with pages of detail
+            from explorer.files import first_line
+
+            log.exception("exporting the shrunk %s failed", bundle.name)
+            errors["shrunk.pt2"] = ("torch.export could not export the shrunk model "
+                                    f"({type(exc).__name__}: {first_line(exc)}).")
+    if exact:
+        files["masks.safetensors"] = save(mask_tensors(bundle, masks))
+    files["apply_plan.py"] = apply_script(bundle, plan, exact).encode()
+    ratios = {"pruning_ratio_dict": pruning_ratios(bundle, masks),
+              "granularity": plan.granularity, "how_to_use": TP_HOW_TO}
+    files["pruning_ratio_dict.json"] = (json.dumps(ratios, indent=2) + "\n").encode()
+    return ExportFiles(files, errors)
+
+
+def zip_files(files: Mapping[str, bytes]) -> bytes:
+    """``files`` as one zip archive (deflated), each at the archive's top level.
+
+    Unpacked into a folder, ``apply_plan.py`` finds its ``masks.safetensors`` beside it.
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def reload_metrics(
+    files: Mapping[str, bytes], data: ValidationSet | None = None
+) -> dict[str, Metrics]:
+    """Metrics of each model file in ``files`` loaded back and evaluated densely.
+
+    ``pruned.safetensors`` (and ``shrunk.pt2`` when present) are read as a user would read
+    them (:func:`explorer.io.load_model_bytes`, architecture auto-detected) and evaluated
+    with an empty plan on ``data`` (a :class:`~explorer.data.ValidationSet`, or None: no
+    accuracy). They should equal the plan's metrics: accuracy, loss and nonzero parameters
+    for the pruned weights; accuracy, FLOPs and parameters for the shrunk model.
+    """
+    from explorer.evaluator import Evaluator
+    from explorer.io import load_model_bytes
+
+    out = {}
+    for name in ("pruned.safetensors", "shrunk.pt2"):
+        if name in files:
+            loaded = load_model_bytes(files[name], name)
+            out[name] = Evaluator(loaded, data).evaluate(Plan())
+    return out
