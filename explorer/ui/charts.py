@@ -44,7 +44,7 @@ def tradeoff(history: list[tuple[Plan, Metrics]], current: Plan, dense: Metrics)
         "Accuracy vs FLOPs per sample", "Accuracy vs size (bytes)"))
     plans = [p for p, _ in history]
     points = [m for _, m in history]
-    text = [_describe(p) for p in plans]
+    text = [describe(p) for p in plans]
     for col, xs, dense_x in (
         (1, [m.flops["effective"] for m in points], dense.flops["dense"]),
         (2, [compressed_bytes(m) for m in points], dense.size_bytes["dense"]),
@@ -67,7 +67,8 @@ def tradeoff(history: list[tuple[Plan, Metrics]], current: Plan, dense: Metrics)
     return _compact(fig, 340)
 
 
-def _describe(plan: Plan) -> str:
+def describe(plan: Plan) -> str:
+    """A one-line label of a plan for hover text and tables."""
     if plan.scope == "global":
         return f"{plan.granularity}/{plan.criterion}: {plan.amount:.0%} global"
     parts = [f"{k} {v:.0%}" for k, v in plan.sparsity.items() if v > 0]

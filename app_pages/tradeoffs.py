@@ -1,0 +1,140 @@
+"""Trade-offs: every plan evaluated so far against the baselines; the Pareto front; pin, compare."""
+
+import streamlit as st
+
+from explorer.breakage import compare_plans
+from explorer.errors import ExplorerError
+from explorer.evaluator import Evaluator
+from explorer.plan import GRANULARITIES, Plan
+from explorer.tradeoff import BaselineCurves, baseline_curves, pareto_front
+from explorer.ui import pins, state, texts, tradeoff_charts
+from explorer.ui.charts import describe
+from explorer.ui.format import compressed_bytes, count, nbytes, percent
+from explorer.ui.layout import page_setup
+
+
+@st.cache_resource(show_spinner="Fitting the baselines to compression 2x ... 32x...",
+                   max_entries=16)
+def shared_baselines(model_key: str, granularity: str, _session) -> BaselineCurves:
+    """The baseline curves of one model, shared by every session (they depend on nothing
+    a user chooses but the granularity)."""
+    scores = state.shared_scores(_session.model_id, _session.bundle, _session.data)
+    return baseline_curves(Evaluator(_session.bundle, _session.data, scores), granularity)
+
+
+session = page_setup("Trade-offs", texts.TRADEOFFS)
+if session.data is None:
+    st.info(state.NO_DATA_NOTE + " The trade-off workspace plots accuracy, so it needs data.")
+    st.stop()
+
+model_id, plan = session.model_id, session.plan
+try:
+    current, dense = session.evaluate(plan), session.dense()
+    for pinned_plan in pins.pinned(model_id).values():
+        session.evaluate(pinned_plan)
+except ExplorerError as exc:
+    st.error(f"A plan cannot be evaluated: {exc}")
+    st.stop()
+
+
+def label(p: Plan) -> str:
+    return pins.name_of(model_id, p) or describe(p)
+
+
+history = session.history()
+points = [tradeoff_charts.PlanPoint(label(p), m, pinned=pins.name_of(model_id, p) is not None,
+                                    current=p == plan) for p, m in history]
+fronts = {axis: pareto_front([(cost(m), m.accuracy) for _, m in history])
+          for axis, (_, cost) in tradeoff_charts.AXES.items()}
+
+granularity = st.radio("Baselines at granularity", GRANULARITIES, horizontal=True,
+                       index=GRANULARITIES.index(plan.granularity), key="to_granularity",
+                       help="uniform, global magnitude and random plans fitted to compression "
+                            "ratios 2, 4, 8, 16 and 32 (Blalock et al. 2020)")
+baselines = shared_baselines(f"{model_id}:{id(session.bundle)}", granularity, session)
+for name, missed in baselines.unreachable.items():
+    st.caption(f"{name} cannot reach compression "
+               + ", ".join(f"{r:g}x" for r in missed) + f": {next(iter(missed.values()))}")
+st.plotly_chart(tradeoff_charts.workspace(points, fronts, baselines, dense), key="workspace")
+st.caption(f"{len(history)} plans evaluated in this session (every slider position on the "
+           "Prune page is one). Up and to the left is better; the orange line joins the plans "
+           "no other plan beats on both accuracy and cost.")
+
+
+def _row(name: str, m) -> dict:
+    return {"plan": name, "accuracy": percent(m.accuracy), "FLOPs": count(m.flops["effective"]),
+            "speed-up": f"{m.speedup:.2f}x", "size": nbytes(compressed_bytes(m)),
+            "compression": f"{m.compression_ratio:.2f}x"}
+
+
+st.subheader("The Pareto front")
+axis = st.radio("Cost", list(tradeoff_charts.AXES), horizontal=True, key="to_axis",
+                format_func=lambda a: tradeoff_charts.AXES[a][0])
+front = sorted(fronts[axis], key=lambda i: tradeoff_charts.AXES[axis][1](history[i][1]))
+st.dataframe([_row(points[i].label, history[i][1]) for i in front], hide_index=True)
+if front:
+    chosen = st.selectbox("A plan on the front", front, format_func=lambda i: points[i].label,
+                          key="to_front_pick")
+    st.button("Load it into the sliders", key="to_front_load",
+              on_click=state.set_plan, args=(history[chosen][0],))
+
+st.subheader("Pinned plans")
+left, right = st.columns([2, 1])
+name = left.text_input("Name for the current plan", key="to_pin_name",
+                       placeholder=f"plan {len(pins.pinned(model_id)) + 1}")
+right.button("Pin the current plan", key="to_pin", width="stretch",
+             on_click=lambda: pins.pin(model_id, st.session_state["to_pin_name"],
+                                       st.session_state["plan"]))
+pinned = pins.pinned(model_id)
+if pinned:
+    st.dataframe([_row(n, session.evaluate(p)) for n, p in pinned.items()], hide_index=True)
+    which = st.selectbox("Pinned plan", list(pinned), key="to_pinned_pick")
+    c1, c2 = st.columns(2)
+    c1.button("Load into the sliders", key="to_pinned_load", width="stretch",
+              on_click=state.set_plan, args=(pinned[which],))
+    c2.button("Unpin", key="to_unpin", width="stretch", on_click=pins.unpin,
+              args=(model_id, which))
+else:
+    st.caption("Pin plans to name them, find them on the chart and compare them below.")
+
+st.subheader("Compare two plans")
+options = {"dense model": Plan(), "current plan": plan, **pinned}
+names = list(options)
+a_col, b_col = st.columns(2)
+name_a = a_col.selectbox("Plan A", names, index=0, key="to_a")
+name_b = b_col.selectbox("Plan B", names, index=min(len(names) - 1, 2 if pinned else 1),
+                         key="to_b")
+try:
+    comparison = compare_plans(session.evaluator, options[name_a], options[name_b],
+                               names=(name_a, name_b))
+except ExplorerError as exc:
+    st.error(f"These plans cannot be compared: {exc}")
+    st.stop()
+ma, mb = comparison.metrics_a, comparison.metrics_b
+st.dataframe([
+    {"": "accuracy", name_a: percent(ma.accuracy), name_b: percent(mb.accuracy),
+     "B - A": f"{(mb.accuracy - ma.accuracy) * 100:+.2f} pts"},
+    {"": "loss", name_a: f"{ma.loss:.4f}", name_b: f"{mb.loss:.4f}",
+     "B - A": f"{mb.loss - ma.loss:+.4f}"},
+    {"": "FLOPs per sample", name_a: count(ma.flops["effective"]),
+     name_b: count(mb.flops["effective"]),
+     "B - A": f"{mb.flops['effective'] - ma.flops['effective']:+,}"},
+    {"": "size", name_a: nbytes(compressed_bytes(ma)), name_b: nbytes(compressed_bytes(mb)),
+     "B - A": f"{compressed_bytes(mb) - compressed_bytes(ma):+,} B"},
+    {"": "nonzero parameters", name_a: count(ma.nonzero_params),
+     name_b: count(mb.nonzero_params), "B - A": f"{mb.nonzero_params - ma.nonzero_params:+,}"},
+], hide_index=True, key="to_compare_metrics")
+st.dataframe([
+    {"layer": row.layer, "kind": row.kind,
+     f"removed % ({name_a})": round(row.sparsity_a * 100, 1),
+     f"removed % ({name_b})": round(row.sparsity_b * 100, 1),
+     f"neurons kept ({name_a})": row.neurons_kept_a,
+     f"neurons kept ({name_b})": row.neurons_kept_b,
+     f"FLOPs ({name_a})": row.flops_a, f"FLOPs ({name_b})": row.flops_b}
+    for row in comparison.layers
+], hide_index=True, key="to_compare_layers")
+if comparison.support is not None:
+    classes = list(range(len(comparison.support)))
+    st.plotly_chart(tradeoff_charts.per_class(classes, {
+        name_a: comparison.class_accuracy_a, name_b: comparison.class_accuracy_b}),
+        key="to_per_class")
