@@ -19,7 +19,7 @@ from explorer.criteria import REGISTRY
 from explorer.evaluator import Evaluator
 from explorer.plan import GRANULARITIES, Plan
 from explorer.sensitivity import DEFAULT_GRID, Sensitivity, prunable_units, sensitivity
-from explorer.ui import jobs, sensitivity_charts, state, texts
+from explorer.ui import jobs, sensitivity_charts, state, suggest_view, texts
 from explorer.ui.format import percent
 from explorer.ui.layout import page_setup
 
@@ -202,6 +202,17 @@ def _draw(result: Sensitivity, seconds: float, source: str) -> None:
                 st.markdown(f"- **{name}**: {reason}")
 
 
+def _suggest(result: Sensitivity) -> None:
+    """The "Suggest a plan" section, for a finished scan from the dense model."""
+    if result.cancelled:
+        st.caption("Suggesting a plan needs a finished scan: run it to the end.")
+    elif not _is_dense(result.base):
+        st.caption("Suggesting a plan starts from the dense model: run the scan with the "
+                   "other layers dense.")
+    else:
+        suggest_view.section(session, result)
+
+
 def _live(report: jobs.Report) -> None:
     st.plotly_chart(sensitivity_charts.unit_lines(report.partial, "accuracy",
                                                   session.dense().accuracy),
@@ -270,3 +281,4 @@ with right:
             st.error(f"The scan failed: {shown.error}")
         else:
             _draw(shown.result, shown.seconds, shown.source)
+            _suggest(shown.result)

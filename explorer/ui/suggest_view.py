@@ -1,0 +1,104 @@
+"""The "Suggest a plan" section of the Sensitivity page: a target in, three plans out.
+
+The suggested plan (from the sensitivity curves) is shown beside the two baselines fitted
+to the same target — the same fraction in every layer, and one global magnitude threshold
+— so the user sees what the curves bought. Any row goes to the Prune page's sliders with
+one click.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from explorer.errors import ExplorerError
+from explorer.sensitivity import Sensitivity
+from explorer.suggest import Suggestion, suggest
+from explorer.targets import Target
+from explorer.ui import state
+from explorer.ui.charts import DENSE, KEPT, PRUNED, _compact
+from explorer.ui.format import compressed_bytes, count, nbytes, percent
+from explorer.ui.state import Session
+
+PRUNE_PAGE = "app_pages/prune.py"
+KINDS = {
+    "flops": ("FLOPs reduction (x)", 4.0, 1.01, "effective FLOPs at most dense / this"),
+    "size": ("Compression ratio (x)", 8.0, 1.01, "parameters / nonzero parameters at least"),
+    "accuracy_drop": ("Largest accuracy drop (points)", 1.0, 0.0,
+                      "validation accuracy at most this many points below the dense model"),
+}
+SUGGESTIONS_KEY = "suggestions"
+
+
+def section(session: Session, sens: Sensitivity) -> None:
+    """Target controls, the suggestion with its baselines, per-layer fractions, apply."""
+    st.subheader("Suggest a plan")
+    st.caption(f"From the {sens.granularity} / {sens.criterion} curves above: the layers that "
+               "cost least for what they save are pruned first; the result is checked on the "
+               "real plan, so it meets the target as the Prune page measures it.")
+    left, mid, right = st.columns([2, 2, 1], vertical_alignment="bottom")
+    kind = left.selectbox("Target", list(KINDS), format_func=lambda k: KINDS[k][0],
+                          key="sg_kind")
+    title, default, low, help_text = KINDS[kind]
+    value = mid.number_input(title, min_value=low, value=default, step=0.5, key=f"sg_{kind}",
+                             help=help_text)
+    asked = right.button("Suggest", type="primary", key="sg_run", width="stretch")
+    target_value = value / 100 if kind == "accuracy_drop" else value
+    key = (session.model_id, sens.granularity, sens.criterion, sens.grid, kind, target_value)
+    store = st.session_state.setdefault(SUGGESTIONS_KEY, {})
+    if asked and key not in store:
+        try:
+            target = Target(kind, target_value)
+            with st.spinner("Fitting the suggestion and the baselines..."):
+                store[key] = suggest(sens, session.evaluator, target)
+        except ExplorerError as exc:
+            store[key] = str(exc)
+    found = store.get(key)
+    if found is None:
+        return
+    if isinstance(found, str):
+        st.error(f"No suggestion: {found}")
+        return
+    _show(session, found)
+
+
+def _show(session: Session, result: Suggestion) -> None:
+    dense = result.dense
+    st.dataframe([_row(row, dense) for row in result.rows], hide_index=True, key="sg_table")
+    st.plotly_chart(per_layer_fractions(result), key="sg_layers")
+    cols = st.columns(len(result.rows))
+    for col, row in zip(cols, result.rows, strict=True):
+        if row.plan is None:
+            continue
+        if col.button(f"Apply {row.name} to the sliders", key=f"sg_apply_{row.name}",
+                      width="stretch"):
+            state.set_plan(row.plan)
+            st.switch_page(PRUNE_PAGE)
+
+
+def _row(row, dense) -> dict:
+    m = row.metrics
+    if m is None:
+        return {"plan": row.name, "accuracy": "—", "drop": "—", "FLOPs": "—",
+                "speed-up": "—", "compression": "—", "size": "—", "note": row.error}
+    return {"plan": row.name, "accuracy": percent(m.accuracy),
+            "drop": f"{(dense.accuracy - m.accuracy) * 100:.2f} pts",
+            "FLOPs": count(m.flops["effective"]), "speed-up": f"{m.speedup:.2f}x",
+            "compression": f"{m.compression_ratio:.2f}x", "size": nbytes(compressed_bytes(m)),
+            "note": "" if row.fraction is None else f"fraction {row.fraction:.2%}"}
+
+
+def per_layer_fractions(result: Suggestion) -> go.Figure:
+    """Grouped bars: the fraction of weights removed per layer by each plan (measured)."""
+    fig = go.Figure()
+    colors = {0: PRUNED, 1: KEPT, 2: DENSE}
+    for i, row in enumerate(result.rows):
+        if row.metrics is None:
+            continue
+        layers = row.metrics.layers
+        fig.add_bar(x=[la.name for la in layers], y=[la.sparsity * 100 for la in layers],
+                    name=row.name, marker_color=colors.get(i, DENSE),
+                    hovertemplate=row.name + ": %{x} %{y:.1f}% removed<extra></extra>")
+    fig.update_layout(barmode="group", yaxis_title="weights removed (%)",
+                      yaxis_range=[0, 100])
+    return _compact(fig, 320)
