@@ -46,12 +46,13 @@ def load_data_bytes(data: bytes, filename: str, num_classes: int | None = None) 
         return _load_data(path, path.name, num_classes)
 
 
-def require_digits_input(bundle: ModelBundle) -> None:
-    """Raise unless ``bundle`` takes 8x8 digits, so the bundled digits data can stand in."""
+def require_digits_input(bundle: ModelBundle, what: str = "validation data") -> None:
+    """Raise unless ``bundle`` takes 8x8 digits, so the bundled digits ``what`` (validation
+    or training data) can stand in."""
     if tuple(bundle.input_shape) != (1, 8, 8) or bundle.num_classes != 10:
         raise DataError(
             f"'{bundle.name}' does not take 8x8 digits (it expects {tuple(bundle.input_shape)} "
-            f"per sample and predicts {bundle.num_classes} classes): give its validation data "
+            f"per sample and predicts {bundle.num_classes} classes): give its {what} "
             "too (.npz with arrays x, y; or .pt with tensors x, y)."
         )
 

@@ -1,0 +1,135 @@
+"""Fine-tune a plan, once or iteratively, and make the result a model to explore.
+
+:func:`retrain` is what the app's Fine-tune page and ``pruning-explorer finetune`` share:
+it runs :func:`explorer.finetune.finetune` (one plan, masks fixed) or
+:func:`explorer.iterative.iterative_prune` (prune a step, fine-tune, repeat), then wraps
+the fine-tuned weights in a new :class:`~explorer.bundle.ModelBundle` (same architecture,
+removed entries exactly zero) and measures it with the engine's own evaluator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from explorer.bundle import ModelBundle
+from explorer.data import ValidationSet
+from explorer.finetune import (
+    DEFAULT_LR,
+    FinetuneResult,
+    Progress,
+    bundle_at,
+    finetune,
+)
+from explorer.iterative import iterative_prune
+from explorer.masks import Masks
+from explorer.metrics import Metrics, metrics_from, score_logits
+from explorer.plan import Plan
+
+
+@dataclass
+class Retrained:
+    """A finished (or cancelled) run: the training record, the fine-tuned model as a bundle,
+    its metrics on the validation set, and the settings it ran with (``steps`` None: one
+    fine-tuning of ``plan``; else iterative with ``schedule``)."""
+
+    result: FinetuneResult
+    bundle: ModelBundle
+    metrics: Metrics
+    plan: Plan
+    epochs: int
+    lr: float
+    steps: int | None = None
+    schedule: str | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready: settings, every epoch and step, the final metrics."""
+        return {
+            "plan": self.plan.to_dict(), "epochs_per_run": self.epochs, "lr": self.lr,
+            "iterative_steps": self.steps, "schedule": self.schedule,
+            "cancelled": self.result.cancelled, "seconds": round(self.result.seconds, 3),
+            "epochs": [asdict(e) for e in self.result.epochs],
+            "steps": [asdict(s) for s in self.result.steps],
+            "finetuned": self.metrics.to_dict(),
+        }
+
+
+def retrain(
+    bundle: ModelBundle,
+    plan: Plan,
+    train: ValidationSet,
+    val: ValidationSet | None,
+    epochs: int,
+    lr: float = DEFAULT_LR,
+    steps: int | None = None,
+    schedule: str = "cubic",
+    progress: Progress | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> Retrained:
+    """Fine-tune ``plan`` on ``bundle`` (``steps`` None) or prune to it in ``steps`` rounds
+    of ``epochs`` epochs (``schedule`` cubic or linear); see the two engines for the rest."""
+    if steps is None:
+        result = finetune(bundle, plan, train, val, epochs, lr, progress=progress,
+                          cancelled=cancelled)
+    else:
+        result = iterative_prune(bundle, plan, train, val, steps, epochs, schedule, lr,
+                                 progress=progress, cancelled=cancelled)
+    new = finetuned_bundle(bundle, plan, result, lr)
+    return Retrained(result, new, result_metrics(new, result.masks, val), plan, epochs, lr,
+                     steps, schedule if steps is not None else None)
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A short hash of the model's ``state_dict`` values: names a fine-tuned model uniquely."""
+    h = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:8]
+
+
+def finetuned_bundle(bundle: ModelBundle, plan: Plan, result: FinetuneResult,
+                     lr: float | None = None) -> ModelBundle:
+    """The fine-tuned model as a bundle to explore, named after its origin and weights."""
+    card = {**{k: v for k, v in bundle.card.items() if k != "validation_accuracy"},
+            "finetuned_from": bundle.name, "plan": plan.to_dict(),
+            "epochs": len(result.epochs), "iterative_steps": len(result.steps),
+            "cancelled": result.cancelled}
+    if lr is not None:
+        card["lr"] = lr
+    name = f"{bundle.name} fine-tuned {weights_digest(result.model)}"
+    return bundle_at(bundle, result.model, name=name, card=card, source="finetuned")
+
+
+def result_metrics(bundle: ModelBundle, masks: Masks, val: ValidationSet) -> Metrics:
+    """Metrics of a fine-tuned ``bundle`` under the masks it was trained with.
+
+    Its removed entries are already zero, so the accuracy equals the dense plan's on the
+    same bundle (what ``evaluate --model FILE`` reports); the masks add the structured size
+    and kept-neuron counts of a neuron plan.
+    """
+    from explorer.evaluator import Evaluator
+
+    evaluator = Evaluator(bundle, val)
+    correct, loss = score_logits(evaluator.logits(masks), val.y)
+    return metrics_from(evaluator.costs.costs(masks), correct, loss, len(val))
+
+
+def plan_reproduces(run: Retrained, data: ValidationSet | None) -> bool:
+    """Whether ``run.plan`` applied to the fine-tuned model removes exactly what was removed
+    in training (true for magnitude and norm criteria, whose removed entries are now zero and
+    rank lowest); then the app can keep showing the plan on the new model."""
+    from explorer.errors import ExplorerError
+    from explorer.evaluator import Evaluator
+
+    try:
+        again = Evaluator(run.bundle, data).masks(run.plan).masks
+    except ExplorerError:
+        return False
+    trained = run.result.masks.masks
+    return set(again) == set(trained) and all(
+        torch.equal(again[name], trained[name]) for name in trained)
