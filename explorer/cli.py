@@ -190,6 +190,106 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_broke(args: argparse.Namespace) -> int:
+    from explorer.breakage import breakage
+    from explorer.evaluator import Evaluator
+
+    bundle, data = _load_bundle(args.model, args.data)
+    plan = _load_plan(args.plan)
+    result = breakage(Evaluator(bundle, data), plan)
+    if args.json:
+        print(json.dumps({"model": bundle.name, "plan": plan.to_dict(), **result.to_dict()},
+                         indent=2))
+        return 0
+    print(f"model {bundle.name}: accuracy {result.accuracy_dense:.2%} dense, "
+          f"{result.accuracy_plan:.2%} pruned, on {result.samples} images")
+    print(f"  {'class':>5} {'images':>6} {'dense':>8} {'pruned':>8} {'change':>8}")
+    for row in result.to_dict()["classes"]:
+        if row["support"]:
+            print(f"  {row['class']:>5} {row['support']:>6} {row['accuracy_dense']:>8.2%} "
+                  f"{row['accuracy_plan']:>8.2%} {row['change'] * 100:>+8.2f}")
+    for kind, n in result.counts().items():
+        indices = ", ".join(str(f.index) for f in result.flipped(kind)[:20])
+        print(f"{kind}: {n}" + (f" (indices {indices}{', ...' if n > 20 else ''})" if n else ""))
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from explorer.datafiles import load_data
+    from explorer.evaluator import Evaluator
+    from explorer.finetune import check_inputs, default_training_data
+    from explorer.retrain import retrain
+    from explorer.save import check_suffix, save_model
+
+    bundle, data = _load_bundle(args.model, args.data)
+    plan = _load_plan(args.plan)
+    train = (load_data(args.train_data, bundle.num_classes) if args.train_data
+             else default_training_data(bundle) if data is not None else None)
+    check_inputs(bundle, train, data, args.epochs, args.lr)  # before the run, not after
+    check_suffix(bundle, Path(args.out).suffix.lower())
+
+    def show(r) -> None:
+        step = f" (step {r.step})" if r.step else ""
+        print(f"epoch {r.epoch}/{r.total}{step}: train loss {r.train_loss:.4f}, "
+              f"val accuracy {r.val_accuracy:.2%}, val loss {r.val_loss:.4f}", flush=True)
+
+    evaluator = Evaluator(bundle, data)
+    dense, pruned = evaluator.evaluate(_load_plan(None)), evaluator.evaluate(plan)
+    run = retrain(bundle, plan, train, data, args.epochs, args.lr, args.iterative,
+                  args.schedule, progress=None if args.json else show)
+    save_model(run.bundle, args.out)
+    if args.json:
+        print(json.dumps({"model": bundle.name, "out": args.out, "dense": dense.to_dict(),
+                          "pruned": pruned.to_dict(), **run.to_dict()}, indent=2))
+        return 0
+    after = run.metrics
+    print(f"accuracy: dense {dense.accuracy:.2%}, pruned without fine-tuning "
+          f"{pruned.accuracy:.2%}, fine-tuned {after.accuracy:.2%} ({run.result.seconds:.1f} s)")
+    print(f"params {after.nonzero_params:,} nonzero of {after.params:,} "
+          f"(compression {after.compression_ratio:.2f}x)")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    from explorer.evaluator import Evaluator
+    from explorer.sensitivity import DEFAULT_GRID, sensitivity
+    from explorer.suggest import suggest
+    from explorer.targets import Target, default_criterion
+
+    target = Target.parse(args.target)
+    bundle, data = _load_bundle(args.model, args.data)
+    criterion = args.criterion or default_criterion(args.granularity)
+    grid = _grid_arg(args.grid) if args.grid else DEFAULT_GRID
+    evaluator = Evaluator(bundle, data)
+    scan = sensitivity(evaluator, args.granularity, criterion, grid)
+    result = suggest(scan, evaluator, target)
+    if args.out:
+        try:
+            Path(args.out).write_text(result.plan.to_json())
+        except OSError as exc:
+            raise ExplorerError(f"Cannot write {args.out}: {exc.strerror}.") from None
+    if args.json:
+        print(json.dumps({"model": bundle.name, "grid": list(scan.grid), **result.to_dict()},
+                         indent=2))
+        return 0
+    print(f"model {bundle.name}: {target.describe()}, {args.granularity} by {criterion} "
+          f"(dense accuracy {result.dense.accuracy:.2%})")
+    print(f"  {'plan':<28} {'accuracy':>9} {'speed-up':>9} {'compression':>12}")
+    for row in result.rows:
+        label = row.name if row.fraction is None else f"{row.name} ({row.fraction:.2%})"
+        if row.metrics is None:
+            print(f"  {label:<28} {row.error}")
+            continue
+        m = row.metrics
+        print(f"  {label:<28} {m.accuracy:>9.2%} {m.speedup:>8.2f}x {m.compression_ratio:>11.2f}x")
+    print("suggested fractions removed: " + ", ".join(
+        f"{name} {f:.2%}" for name, f in result.plan.sparsity.items()))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_train_demos(args: argparse.Namespace) -> int:
     from explorer.train import train_demo
     from explorer.zoo import ZOO, zoo_entry
@@ -240,6 +340,33 @@ def build_parser() -> argparse.ArgumentParser:
                        "model, apply_plan.py and Torch-Pruning ratios", json_output=False)
     p.add_argument("--plan", required=True, help="plan JSON file")
     p.add_argument("--out", required=True, help="folder to write into (created if missing)")
+    p = _model_command(sub, "broke", cmd_broke, "per-class accuracy, confusion change and "
+                       "flipped images of a plan against the dense model")
+    p.add_argument("--plan", help="plan JSON file; default: the dense model")
+    p = _model_command(sub, "finetune", cmd_finetune, "fine-tune a plan's pruned model with "
+                       "its masks fixed (or prune iteratively); save it")
+    p.add_argument("--plan", required=True, help="plan JSON file")
+    p.add_argument("--epochs", type=int, required=True, help="epochs (per step if iterative)")
+    p.add_argument("--out", required=True, help="model file to write: .safetensors (a demo "
+                   "architecture) or .pt2 (torch.export, any model)")
+    p.add_argument("--iterative", type=int, metavar="STEPS",
+                   help="reach the plan in STEPS prune / fine-tune rounds (Han et al. 2015)")
+    p.add_argument("--schedule", choices=["cubic", "linear"], default="cubic",
+                   help="sparsity per step when iterative (cubic: Zhu & Gupta 2017)")
+    p.add_argument("--train-data", help="training data (.npz or .pt with x, y); default: the "
+                   "digits training split")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p = _model_command(sub, "suggest", cmd_suggest, "per-layer fractions meeting a target, "
+                       "from a sensitivity scan, next to the uniform and global baselines")
+    p.add_argument("--target", required=True,
+                   help="flops=4 (4x fewer FLOPs), size=8 (compression ratio) or drop=0.01 "
+                   "(largest accuracy drop accepted)")
+    p.add_argument("--granularity", choices=["weights", "neurons"], default="weights",
+                   help="default: weights")
+    p.add_argument("--criterion", help="default: magnitude (weights) or l1 (neurons)")
+    p.add_argument("--grid", help="sensitivity fractions, e.g. 0,0.5,0.9; default 0, 0.05, "
+                   "..., 0.95")
+    p.add_argument("--out", help="write the suggested plan (JSON) to this file")
     p = sub.add_parser("train-demos", help="retrain the demo models into assets/")
     p.add_argument("names", nargs="*", help="which demo models (default: all)")
     p.set_defaults(func=cmd_train_demos)
