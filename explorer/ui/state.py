@@ -215,3 +215,18 @@ def add_upload(model_file, data_file) -> str:
     st.session_state.get("evaluators", {}).pop(model_id, None)
     choose_model(model_id)
     return model_id
+
+
+def add_model(model_id: str, bundle: ModelBundle, data: ValidationSet | None) -> str:
+    """Register a model made in this session (a fine-tuned one) like an upload, and select it.
+
+    The sidebar picker, every page and the Export page then work with it. ``model_id`` must
+    name these weights uniquely (score caches are shared between sessions by id: include a
+    digest of the weights); it gets the upload prefix. Returns the id.
+    """
+    if not model_id.startswith(UPLOAD_PREFIX):
+        model_id = UPLOAD_PREFIX + model_id
+    st.session_state.setdefault("uploads", {})[model_id] = {"bundle": bundle, "data": data}
+    st.session_state.get("evaluators", {}).pop(model_id, None)
+    choose_model(model_id)
+    return model_id
