@@ -43,7 +43,9 @@ def expect_plan_and_metrics(app, metrics_of, plan: Plan) -> None:
 
 
 PAGES = [("Model", "/"), ("Weights", "/weights"), ("Activations", "/activations"),
-         ("Similarity", "/similarity"), ("Prune", "/prune"), ("Compare criteria", "/compare")]
+         ("Similarity", "/similarity"), ("Sensitivity", "/sensitivity"), ("Prune", "/prune"),
+         ("Compare criteria", "/compare"), ("Trade-offs", "/tradeoffs"),
+         ("What pruning broke", "/broke"), ("Fine-tune", "/finetune"), ("Export", "/export")]
 
 
 @pytest.mark.parametrize(("title", "path"), PAGES, ids=[t.lower() for t, _ in PAGES])

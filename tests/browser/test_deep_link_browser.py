@@ -16,7 +16,8 @@ from explorer.ui.format import percent
 pytestmark = pytest.mark.browser
 
 SHORT_MS = 3_000
-PAGE_TITLES = ["Model", "Weights", "Activations", "Similarity", "Prune", "Compare criteria"]
+PAGE_TITLES = ["Model", "Weights", "Activations", "Similarity", "Sensitivity", "Prune",
+               "Compare criteria", "Trade-offs", "What pruning broke", "Fine-tune", "Export"]
 
 
 def test_deep_link_first_request_uses_the_apps_navigation(open_cold_app, cnn_metrics):
