@@ -10,8 +10,8 @@ import streamlit as st
 from explorer.errors import ExplorerError
 from explorer.export import ExportFiles, export_files, reload_metrics, zip_files
 from explorer.metrics import Metrics
-from explorer.ui import jobs, texts
-from explorer.ui.format import compressed_bytes, count, nbytes, percent
+from explorer.ui import jobs, metric_cards, texts
+from explorer.ui.format import count, percent
 from explorer.ui.layout import page_setup, plan_summary
 
 CACHE = "ex_files"  # session key: {(model key, plan JSON): ExportFiles}, newest last
@@ -85,15 +85,7 @@ def _metrics() -> Metrics | str:
     else:
         cols[0].metric("Accuracy", percent(metrics.accuracy),
                        help=f"on {metrics.samples} validation images")
-    cols[1].metric("FLOPs per sample", count(metrics.flops["effective"]),
-                   f"{metrics.speedup:.2f}x speed-up", delta_color="off",
-                   help="2 FLOPs per multiply-add (MACs = FLOPs / 2)")
-    cols[2].metric("Size", nbytes(compressed_bytes(metrics)),
-                   f"dense {nbytes(metrics.size_bytes['dense'])}", delta_color="off",
-                   help=", ".join(f"{k}: {v:,} B" for k, v in metrics.size_bytes.items()))
-    cols[3].metric("Compression", f"{metrics.compression_ratio:.2f}x",
-                   f"{count(metrics.nonzero_params)} of {count(metrics.params)} params",
-                   delta_color="off")
+    metric_cards.cost_cards(cols[1], cols[2], cols[3], metrics)
     return metrics
 
 

@@ -7,8 +7,8 @@ import streamlit as st
 from explorer.criteria import REGISTRY
 from explorer.errors import ExplorerError
 from explorer.plan import GRANULARITIES, Plan
-from explorer.ui import charts, state, texts
-from explorer.ui.format import compressed_bytes, count, nbytes, percent
+from explorer.ui import charts, metric_cards, state, texts
+from explorer.ui.format import percent
 from explorer.ui.layout import page_setup
 
 session = page_setup("Prune", texts.PRUNE)
@@ -148,15 +148,7 @@ def _metrics(plan: Plan) -> None:
     else:
         cols[0].metric("Accuracy", "n/a", help=state.NO_DATA_NOTE)
         cols[1].metric("Loss", "n/a", help=state.NO_DATA_NOTE)
-    cols[2].metric("FLOPs per sample", count(metrics.flops["effective"]),
-                   f"{metrics.speedup:.2f}x speed-up", delta_color="off",
-                   help="2 FLOPs per multiply-add (MACs = FLOPs / 2)")
-    cols[3].metric("Size", nbytes(compressed_bytes(metrics)),
-                   f"dense {nbytes(metrics.size_bytes['dense'])}", delta_color="off",
-                   help=", ".join(f"{k}: {v:,} B" for k, v in metrics.size_bytes.items()))
-    cols[4].metric("Compression", f"{metrics.compression_ratio:.2f}x",
-                   f"{count(metrics.nonzero_params)} of {count(metrics.params)} params",
-                   delta_color="off")
+    metric_cards.cost_cards(cols[2], cols[3], cols[4], metrics)
     sizes = "sizes in bytes: " + ", ".join(f"{k} {v:,}" for k, v in metrics.size_bytes.items())
     if measured:
         st.caption(f"Accuracy 95% interval: {percent(lo)} - {percent(hi)} · {sizes}")
