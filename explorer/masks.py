@@ -56,6 +56,7 @@ class ScoreCache:
         self._scores: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._keep: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._merged: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
+        self._global: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._lock = threading.RLock()
 
     def get(self, granularity: str, name: str, unit: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,6 +96,31 @@ class ScoreCache:
             while len(self._keep) > self.max_entries:
                 self._keep.popitem(last=False)
             return self._keep[key]
+
+    def global_owners(self, granularity: str, name: str, units: tuple[str, ...]) -> torch.Tensor:
+        """For one threshold over ``units`` together: the index (into ``units``) of the unit
+        owning each score, lowest score first. A global fraction is then a count of the
+        first ``k`` owners, not a new sort of every score.
+
+        For neurons, each group's scores are divided by their mean first (Torch-Pruning's
+        'mean' normaliser), since raw norms of layers with different fan-in do not compare.
+        """
+        key = (granularity, name, units)
+        with self._lock:
+            if key not in self._global:
+                parts = []
+                for unit in units:
+                    scores, _ = self._get(granularity, name, unit)
+                    if granularity == "neurons":
+                        scores = scores / scores.mean().clamp_min(torch.finfo(scores.dtype).tiny)
+                    parts.append(scores)
+                owner = torch.repeat_interleave(
+                    torch.arange(len(units)), torch.tensor([p.numel() for p in parts]))
+                self._global[key] = owner[torch.argsort(torch.cat(parts), stable=True)]
+            self._global.move_to_end(key)
+            while len(self._global) > 8:  # one per (granularity, criterion) is the usual
+                self._global.popitem(last=False)
+            return self._global[key]
 
     def merged(self, name: str, group: str, k: int) -> dict[str, torch.Tensor]:
         """New values of the parameters after ``group``'s input columns when its ``k``
@@ -185,11 +211,8 @@ def _units(bundle: ModelBundle, plan: Plan) -> dict[str, int]:
 def _global_counts(
     bundle: ModelBundle, plan: Plan, cache: ScoreCache, units: dict[str, int]
 ) -> dict[str, int]:
-    """Per-unit counts removed by one threshold over the participating units' scores.
-
-    For neurons, each group's scores are divided by their mean first (Torch-Pruning's
-    'mean' normaliser), since raw norms of layers with different fan-in do not compare.
-    """
+    """Per-unit counts removed by one threshold over the participating units' scores
+    (see :meth:`ScoreCache.global_owners`)."""
     if plan.layers is None:
         names = list(units)
     else:  # a unit takes part if one of its layers is listed
@@ -198,19 +221,9 @@ def _global_counts(
             la.name in listed for la in bundle.group(u)))]
     if not names:
         return {}
-    parts = []
-    for unit in names:
-        scores, _ = cache.get(plan.granularity, plan.criterion, unit)
-        if plan.granularity == "neurons":
-            scores = scores / scores.mean().clamp_min(torch.finfo(scores.dtype).tiny)
-        parts.append(scores)
-    flat = torch.cat(parts)
-    k = _count(plan.amount, flat.numel())
-    owner = torch.repeat_interleave(
-        torch.arange(len(names)), torch.tensor([p.numel() for p in parts])
-    )
-    lowest = owner[torch.argsort(flat, stable=True)[:k]]
-    counts = torch.bincount(lowest, minlength=len(names)).tolist()
+    owners = cache.global_owners(plan.granularity, plan.criterion, tuple(names))
+    k = _count(plan.amount, owners.numel())
+    counts = torch.bincount(owners[:k], minlength=len(names)).tolist()
     return dict(zip(names, map(int, counts), strict=True))
 
 
