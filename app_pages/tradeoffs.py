@@ -73,8 +73,10 @@ axis = st.radio("Cost", list(tradeoff_charts.AXES), horizontal=True, key="to_axi
 front = sorted(fronts[axis], key=lambda i: tradeoff_charts.AXES[axis][1](history[i][1]))
 st.dataframe([_row(points[i].label, history[i][1]) for i in front], hide_index=True)
 if front:
-    chosen = st.selectbox("A plan on the front", front, format_func=lambda i: points[i].label,
-                          key="to_front_pick")
+    labels = {points[i].label: i for i in front}
+    # keyed by the front itself: a remembered choice never points at another plan
+    chosen = labels[st.selectbox("A plan on the front", list(labels),
+                                 key=f"to_front_pick::{hash(tuple(labels))}")]
     st.button("Load it into the sliders", key="to_front_load",
               on_click=state.set_plan, args=(history[chosen][0],))
 

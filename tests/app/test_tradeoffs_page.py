@@ -9,6 +9,7 @@ import pytest
 from explorer.evaluator import Evaluator, full_forward_logits
 from explorer.plan import Plan
 from explorer.tradeoff import BLALOCK_RATIOS
+from explorer.ui.charts import describe
 
 CNN = "digits-cnn"
 PLANS = [
@@ -112,3 +113,21 @@ def test_architecture_only_model_explains_instead_of_failing(open_page):
     at = open_page("tradeoffs", "resnet18-cifar")
     assert not at.exception
     assert "needs data" in at.info[0].value
+
+
+def test_a_plan_on_the_front_loads_into_the_sliders(visited, cnn, digits):
+    at = visited
+    evaluator = Evaluator(cnn, digits)
+    flops = {p: evaluator.evaluate(p).flops["effective"] for p in PLANS}
+    accuracy = {p: evaluator.evaluate(p).accuracy for p in PLANS}
+    front = [p for p in PLANS if not any(
+        flops[q] <= flops[p] and accuracy[q] >= accuracy[p] and q != p for q in PLANS)]
+    picker = next(s for s in at.selectbox if s.label == "A plan on the front")
+    assert len(picker.options) == len(front)
+    cheapest = min(front, key=flops.get)
+    label = next(o for o in picker.options if o == describe(cheapest))
+    at.session_state["plan"] = Plan()
+    picker.select(label).run()
+    at.button(key="to_front_load").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["plan"] == cheapest
