@@ -24,9 +24,11 @@ def page_setup(title: str, explanation: str) -> Session:
 
 
 def _label(model_id: str) -> str:
-    return model_id.removeprefix(state.UPLOAD_PREFIX) + (
-        " (uploaded)" if model_id.startswith(state.UPLOAD_PREFIX) else ""
-    )
+    if not model_id.startswith(state.UPLOAD_PREFIX):
+        return model_id
+    name = model_id.removeprefix(state.UPLOAD_PREFIX)
+    made_here = "finetuned_from" in st.session_state["uploads"][model_id]["bundle"].card
+    return name if made_here else f"{name} (uploaded)"  # a fine-tuned one says so already
 
 
 def _on_pick() -> None:

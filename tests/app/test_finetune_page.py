@@ -60,6 +60,7 @@ def test_a_run_shows_its_result_and_becomes_a_model_to_explore(open_page, charts
     assert model_id.startswith("upload:digits-mlp fine-tuned ")
     assert at.session_state["plan"] == PLAN  # magnitude re-derives the same masks
     assert at.selectbox(key="model_picker").value == model_id
+    assert model_id.removeprefix("upload:") in at.selectbox(key="model_picker").options
     bundle = at.session_state["uploads"][model_id]["bundle"]
     reference = copy.deepcopy(mlp.model)
     for name, amount in PLAN.sparsity.items():
