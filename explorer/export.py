@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import save, save_file
+from safetensors.torch import save
 
 from explorer.bundle import ModelBundle
 from explorer.errors import ExplorerError
@@ -67,45 +67,29 @@ def export_all(
 
     ``evaluator`` (an :class:`~explorer.evaluator.Evaluator` on ``bundle``) reuses its score
     cache; without one a data-free evaluator is made (data-driven criteria then fail with
-    the evaluator's own message).
+    the evaluator's own message). The files are those of :func:`export_files`; when one
+    cannot be made (e.g. torch.export fails on the shrunk model) the others are still
+    written and an :class:`ExplorerError` then names what is missing and why.
     """
     from explorer.evaluator import Evaluator
 
     evaluator = evaluator or Evaluator(bundle, None)
-    masks = evaluator.masks(plan)  # checks the plan against the model first
+    evaluator.masks(plan)  # a plan that does not fit the model fails before any file exists
+    made = export_files(bundle, plan, evaluator)
     out = Path(out_dir)
+    written = {}
     try:
         out.mkdir(parents=True, exist_ok=True)
+        for name, data in made.files.items():
+            (out / name).write_bytes(data)
+            written[name] = out / name
     except OSError as exc:
-        raise ExplorerError(f"Cannot create the export folder {out}: {exc.strerror}.") from None
-    written = {"plan.json": _write_text(out / "plan.json", plan.to_json() + "\n")}
-
-    path = out / "pruned.safetensors"
-    save_file(pruned_state_dict(bundle, masks), str(path))
-    written[path.name] = path
-
-    if masks.granularity == "neurons":
-        path = out / "shrunk.pt2"
-        torch.export.save(shrunk_program(bundle, masks), str(path))
-        written[path.name] = path
-
-    exact = not _uses_torch_prune_selection(plan)
-    if exact:
-        path = out / "masks.safetensors"
-        save_file(mask_tensors(bundle, masks), str(path))
-        written[path.name] = path
-    written["apply_plan.py"] = _write_text(out / "apply_plan.py", apply_script(bundle, plan, exact))
-
-    ratios = {"pruning_ratio_dict": pruning_ratios(bundle, masks),
-              "granularity": plan.granularity, "how_to_use": TP_HOW_TO}
-    written["pruning_ratio_dict.json"] = _write_text(
-        out / "pruning_ratio_dict.json", json.dumps(ratios, indent=2) + "\n")
+        raise ExplorerError(f"Cannot write the export into {out}: {exc.strerror}.") from None
+    if made.errors:
+        missing = "; ".join(f"{name}: {why}" for name, why in made.errors.items())
+        raise ExplorerError(f"Not every export was made ({missing}). The other files are in "
+                            f"{out}.")
     return written
-
-
-def _write_text(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
 
 
 def pruned_state_dict(bundle: ModelBundle, masks: Masks) -> dict[str, torch.Tensor]:

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load
 
 from explorer import export
+from explorer.errors import ExplorerError
 from explorer.evaluator import Evaluator
 from explorer.export import export_all, export_files, reload_metrics, zip_files
 from explorer.io import load_model_bytes
@@ -114,3 +115,14 @@ def test_a_torch_export_failure_is_one_line(cnn, monkeypatch):
     assert made.errors["shrunk.pt2"] == ("torch.export could not export the shrunk model "
                                          "(RuntimeError: Dynamic control flow is not supported).")
     assert "pruned.safetensors" in made.files and "apply_plan.py" in made.files
+
+
+def test_export_all_writes_the_rest_and_names_what_failed(cnn, monkeypatch, tmp_path):
+    def fail(bundle, masks):
+        raise RuntimeError("Dynamic control flow is not supported\n  File ...")
+
+    monkeypatch.setattr(export, "shrunk_program", fail)
+    with pytest.raises(ExplorerError, match=r"shrunk\.pt2: torch\.export could not export"):
+        export.export_all(cnn, CNN_NEURONS, tmp_path / "out")
+    written = {p.name for p in (tmp_path / "out").iterdir()}
+    assert written == set(export_files(cnn, CNN_NEURONS).files)  # every other file
