@@ -2,14 +2,13 @@
 
 The scan (:func:`explorer.sensitivity.sensitivity`) runs as a job (:mod:`explorer.ui.jobs`)
 with its own evaluator: a progress bar, Cancel, and the curves drawn as they come while the
-rest of the page stays usable. Finished scans go into a cache every session shares; a
-cancelled one never does. The last finished scan of each model is kept in
-``st.session_state["sensitivity"][model id]`` for the sections below the charts.
+rest of the page stays usable. Finished scans go into a cache every session shares
+(:mod:`explorer.ui.scan_cache`); a cancelled one never does. The last finished scan of each
+model is kept in ``st.session_state["sensitivity"][model id]`` for the sections below the
+charts.
 """
 
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import streamlit as st
@@ -19,7 +18,7 @@ from explorer.criteria import REGISTRY
 from explorer.evaluator import Evaluator
 from explorer.plan import GRANULARITIES, Plan
 from explorer.sensitivity import DEFAULT_GRID, Sensitivity, prunable_units, sensitivity
-from explorer.ui import jobs, sensitivity_charts, state, suggest_view, texts
+from explorer.ui import jobs, scan_cache, sensitivity_charts, state, suggest_view, texts
 from explorer.ui.format import percent
 from explorer.ui.layout import page_setup
 
@@ -27,7 +26,6 @@ STEPS = {"5%": DEFAULT_GRID, "10%": tuple(round(i / 10, 2) for i in range(10))}
 DENSE_BASE, PLAN_BASE = "dense", "the current plan"
 LAST = "sensitivity"  # session key: {model id: the last finished Sensitivity}
 SHOWN = "sens_shown"  # session key: {model id: Shown}
-SCANS_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -41,37 +39,6 @@ class Shown:
     error: str = ""
 
 
-class Scans:
-    """Finished scans for every session, bounded; jobs write from their threads, so a lock.
-
-    Each entry holds the bundle and data it was computed on: the key names them by ``id``,
-    which must not be reused by another object while the entry lives.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: OrderedDict[tuple, tuple] = OrderedDict()
-
-    def get(self, key: tuple) -> tuple[Sensitivity, float] | None:
-        with self._lock:
-            entry = self._items.get(key)
-        return None if entry is None else entry[:2]
-
-    def put(self, key: tuple, result: Sensitivity, seconds: float, refs: tuple) -> None:
-        if result.cancelled:  # a partial scan is never served as a finished one
-            return
-        with self._lock:
-            self._items[key] = (result, seconds, refs)
-            self._items.move_to_end(key)
-            while len(self._items) > SCANS_KEPT:
-                self._items.popitem(last=False)
-
-
-@st.cache_resource(show_spinner=False)
-def shared_scans() -> Scans:
-    return Scans()
-
-
 session = page_setup("Sensitivity", texts.SENSITIVITY)
 bundle, data = session.bundle, session.data
 if data is None:
@@ -81,7 +48,7 @@ if data is None:
 
 JOB = f"sensitivity::{session.model_id}"
 model_key = f"{session.model_id}@{id(bundle)}"  # an upload may come back under the same name
-scans = shared_scans()
+scans = scan_cache.shared_scans()
 shown_by_model = st.session_state.setdefault(SHOWN, {})
 
 

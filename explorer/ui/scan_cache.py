@@ -1,0 +1,43 @@
+"""Finished sensitivity scans, shared by every session: the same scan twice is a lookup."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import streamlit as st
+
+from explorer.sensitivity import Sensitivity
+
+SCANS_KEPT = 64
+
+
+class Scans:
+    """Finished scans for every session, bounded; jobs write from their threads, so a lock.
+
+    Each entry holds the bundle and data it was computed on: the key names them by ``id``,
+    which must not be reused by another object while the entry lives.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple, tuple] = OrderedDict()
+
+    def get(self, key: tuple) -> tuple[Sensitivity, float] | None:
+        with self._lock:
+            entry = self._items.get(key)
+        return None if entry is None else entry[:2]
+
+    def put(self, key: tuple, result: Sensitivity, seconds: float, refs: tuple) -> None:
+        if result.cancelled:  # a partial scan is never served as a finished one
+            return
+        with self._lock:
+            self._items[key] = (result, seconds, refs)
+            self._items.move_to_end(key)
+            while len(self._items) > SCANS_KEPT:
+                self._items.popitem(last=False)
+
+
+@st.cache_resource(show_spinner=False)
+def shared_scans() -> Scans:
+    return Scans()
