@@ -12,6 +12,7 @@ here. Skipped (by the ``browser`` fixture) where /usr/bin/chromium is missing.
 from __future__ import annotations
 
 import io
+import re
 import time
 
 import pytest
@@ -24,7 +25,7 @@ from explorer.io import load_model_bytes
 pytestmark = pytest.mark.browser
 
 WIDE = "wide-cnn.pt2"
-WIDTH = 128  # channels: a 20-point weight scan of ~4 s on one idle core
+WIDTH = 176  # channels: a 20-point weight scan of ~8 s on one idle core
 SCAN_MS = 120_000  # the whole scan, on a busy 2-core machine
 BAR = "[data-testid='stProgress'] [role='progressbar']"
 
@@ -111,7 +112,9 @@ def test_a_long_scan_shows_progress_while_the_page_stays_usable(open_app, wide):
     expect(app.page.get_by_role("button", name="Run", exact=True)).to_be_disabled()
 
     seen = rising_values(app)
-    expect(app.page.get_by_test_id("stProgress")).to_contain_text(f"unit 1 of {n}")
+    # which unit it is on depends on the machine's speed; that it names one does not
+    expect(app.page.get_by_test_id("stProgress")).to_contain_text(
+        re.compile(rf"unit [1-{n}] of {n} \("))
     # the page answers while the scan runs: the explanation opens, a control reruns it
     app.page.get_by_text("What am I looking at?").click()
     expect(app.page.get_by_text("A sensitivity scan asks")).to_be_visible()
