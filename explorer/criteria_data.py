@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from explorer.errors import PlanError
-from explorer.graph import Layer
+from explorer.graph import Layer, logits_of
 from explorer.stats import _neurons_first, collect_activations
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class Taylor:
             )
 
         def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(_logits(model(x)), y, reduction="none")
+            return F.cross_entropy(logits_of(model(x)), y, reduction="none")
 
         method = LayerGradientXActivation(loss, module)
         total = torch.zeros(layer.neurons, dtype=torch.float64)
@@ -161,7 +161,7 @@ class WeightTaylor:
         with torch.enable_grad():
             for start in range(0, len(data), BATCH_SIZE):
                 x, y = data.x[start : start + BATCH_SIZE], data.y[start : start + BATCH_SIZE]
-                loss = F.cross_entropy(_logits(model(x)), y, reduction="sum")
+                loss = F.cross_entropy(logits_of(model(x)), y, reduction="sum")
                 (batch_grad,) = torch.autograd.grad(loss, weight)
                 grad = grad + batch_grad
         return (weight.detach() * grad).abs()
@@ -191,7 +191,3 @@ def _has_module(model: nn.Module, name: str) -> bool:
     except AttributeError:
         return False
     return True
-
-
-def _logits(out: object) -> torch.Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out

@@ -24,7 +24,7 @@ import torch
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import DataError
-from explorer.graph import RunState
+from explorer.graph import RunState, logits_of
 from explorer.masks import Masks, ScoreCache, masks_for
 from explorer.metrics import CostModel, Metrics, metrics_from, score_logits
 from explorer.plan import Plan
@@ -131,4 +131,4 @@ def full_forward_logits(bundle: ModelBundle, masks: Masks, x: torch.Tensor) -> t
     params.update(masks.apply(params))
     with torch.no_grad():
         out = torch.func.functional_call(bundle.model, params, (x,))
-    return out[0] if isinstance(out, (tuple, list)) else out
+    return logits_of(out)

@@ -36,7 +36,7 @@ from explorer.data import ValidationSet, digits_train
 from explorer.datafiles import check_compatible, require_digits_input
 from explorer.errors import DataError, ExplorerError, ModelError
 from explorer.files import first_line
-from explorer.graph import Program
+from explorer.graph import Program, logits_of
 from explorer.masks import Masks, ScoreCache, masks_for
 from explorer.metrics import score_logits
 from explorer.plan import Plan
@@ -188,9 +188,7 @@ def trainable_copy(bundle: ModelBundle) -> nn.Module:
         p.requires_grad_(True)
     try:  # in eval mode: a probe must not move BatchNorm's running statistics
         model.eval()
-        out = model(torch.zeros((2, *bundle.input_shape)))
-        out = out[0] if isinstance(out, (tuple, list)) else out
-        out.float().sum().backward()
+        logits_of(model(torch.zeros((2, *bundle.input_shape)))).float().sum().backward()
     except Exception as exc:  # whatever the user's graph raises
         raise ModelError(
             f"'{bundle.name}' cannot be trained here ({first_line(exc)}): fine-tuning needs "
@@ -255,9 +253,7 @@ def train_masked(
                 model.eval()
                 return True
             opt.zero_grad(set_to_none=True)
-            out = model(train.x[idx])
-            loss = nn.functional.cross_entropy(out[0] if isinstance(out, (tuple, list))
-                                               else out, train.y[idx])
+            loss = nn.functional.cross_entropy(logits_of(model(train.x[idx])), train.y[idx])
             loss.backward()
             with torch.no_grad():
                 for p, mask in keep:
@@ -286,8 +282,7 @@ def accuracy(model: nn.Module, data: ValidationSet) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of ``model`` on ``data``, in eval mode."""
     model.eval()
     with torch.no_grad():
-        out = model(data.x)
-    correct, loss = score_logits(out[0] if isinstance(out, (tuple, list)) else out, data.y)
+        correct, loss = score_logits(logits_of(model(data.x)), data.y)
     return correct / len(data), loss
 
 

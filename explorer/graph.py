@@ -166,7 +166,7 @@ class Program:
                     values[i] = getattr(args[0], node.target)(*args[1:], **kwargs)
                 elif node.op == "output":
                     output = args[0]
-        logits = _single_tensor(output)
+        logits = logits_of(output)
         state = None
         if keep:
             nbytes = sum(v.nbytes for v in values if isinstance(v, torch.Tensor))
@@ -181,7 +181,9 @@ def _fetch_attr(module: torch.nn.Module, target: str) -> torch.Tensor:
     return obj
 
 
-def _single_tensor(output: object) -> torch.Tensor:
+def logits_of(output: object) -> torch.Tensor:
+    """A model's logits: its output, unwrapped from one-element tuples or lists (an exported
+    graph returns its single output that way); a ModelError for anything else."""
     while isinstance(output, (tuple, list)) and len(output) == 1:
         output = output[0]
     if not isinstance(output, torch.Tensor):
