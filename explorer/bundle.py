@@ -128,12 +128,19 @@ def _with_groups(model: nn.Module, example: torch.Tensor, layers: list[Layer]) -
     return out
 
 
+def export_program(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """``model`` exported by ``torch.export`` on ``example`` (a batch of two or more, so the
+    batch size is not specialised) with a dynamic batch dimension: any batch from 1 runs.
+    Exceptions are torch's own; callers say what they were exporting for."""
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad():
+        return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+
+
 def export_module(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
     """``torch.export`` the model with a dynamic batch dimension; clear error if it fails."""
-    batch = torch.export.Dim("batch", min=1)
     try:
-        with torch.no_grad():
-            exported = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        exported = export_program(model, example)
     except Exception as exc:  # export raises many internal types; the user needs the gist
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(

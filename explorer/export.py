@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import save
 
-from explorer.bundle import ModelBundle
+from explorer.bundle import ModelBundle, export_program
 from explorer.errors import ExplorerError
 from explorer.masks import Masks
 from explorer.plan import Plan
@@ -104,11 +104,7 @@ def shrunk_program(bundle: ModelBundle, masks: Masks) -> torch.export.ExportedPr
     """The shrunk model (a neuron plan's) exported with a dynamic batch dimension."""
     from explorer.shrink import shrink
 
-    model = shrink(bundle, masks).eval()
-    example = torch.zeros((2, *bundle.input_shape))
-    batch = torch.export.Dim("batch", min=1)
-    with torch.no_grad():
-        return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    return export_program(shrink(bundle, masks).eval(), torch.zeros((2, *bundle.input_shape)))
 
 
 def mask_tensors(bundle: ModelBundle, masks: Masks) -> dict[str, torch.Tensor]:

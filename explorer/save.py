@@ -12,15 +12,15 @@ Two formats, chosen by the file's extension:
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from explorer.bundle import ModelBundle
+from explorer.bundle import ModelBundle, export_program
 from explorer.errors import ExplorerError, ModelError
 from explorer.files import first_line, quiet_torch
 from explorer.zoo import ZOO
@@ -54,10 +54,9 @@ def model_bytes(bundle: ModelBundle, suffix: str | None = None) -> bytes:
     check_suffix(bundle, suffix)
     if suffix == ".safetensors":
         return safetensors_bytes(_state(bundle.model), metadata=_metadata(bundle))
-    with tempfile.TemporaryDirectory(prefix="pruning-explorer-") as folder:
-        path = Path(folder) / "model.pt2"
-        torch.export.save(_program(bundle), str(path))
-        return path.read_bytes()
+    buffer = io.BytesIO()
+    torch.export.save(_program(bundle), buffer)
+    return buffer.getvalue()
 
 
 def save_model(bundle: ModelBundle, path: str | os.PathLike) -> Path:
@@ -97,12 +96,9 @@ def _metadata(bundle: ModelBundle) -> dict[str, str]:
 
 
 def _program(bundle: ModelBundle) -> torch.export.ExportedProgram:
-    model = bundle.model.eval()
-    example = torch.zeros((2, *bundle.input_shape))
-    batch = torch.export.Dim("batch", min=1)
     try:
-        with quiet_torch(), torch.no_grad():
-            return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        with quiet_torch():
+            return export_program(bundle.model.eval(), torch.zeros((2, *bundle.input_shape)))
     except Exception as exc:  # export raises many internal types
         raise ModelError(
             f"'{bundle.name}' cannot be exported as a torch.export program: {first_line(exc)}."
