@@ -66,12 +66,6 @@ def _exports() -> ExportFiles:
     return cache[key]
 
 
-def _removes_nothing() -> bool:
-    if plan.scope == "global":
-        return plan.amount == 0
-    return not any(v > 0 for v in plan.sparsity.values())
-
-
 def _metrics() -> Metrics | str:
     """Draw the plan's metrics and return them, or the message saying why there are none."""
     try:
@@ -206,7 +200,7 @@ def _round_trip(made: ExportFiles, shown: Metrics | str) -> None:
 st.markdown(f"**{bundle.name}** · {plan_summary(plan)}")
 with st.expander("plan.json", expanded=False):
     st.code(plan.to_json(), language="json")
-if _removes_nothing():
+if plan.removes_nothing:
     st.info("This plan removes nothing: the files hold the model as it is (set a sparsity on "
             "the Prune page first). They are offered all the same.")
 shown = _metrics()

@@ -130,16 +130,12 @@ def _cancelled_note(result: Sensitivity) -> str:
     return note + ": the partial result below is not kept as a finished scan."
 
 
-def _is_dense(plan: Plan) -> bool:
-    return plan.scope == "layer" and not any(v > 0 for v in plan.sparsity.values())
-
-
 def _draw(result: Sensitivity, seconds: float, source: str) -> None:
     """The charts of one scan (finished, cached or partial) and what it left out."""
     if result.cancelled:
         st.warning(_cancelled_note(result))
     dense = session.dense()
-    base = None if _is_dense(result.base) else session.evaluator.evaluate(result.base)
+    base = None if result.base.removes_nothing else session.evaluator.evaluate(result.base)
     evaluations = sum(len(u.fractions) for u in result.units)
     where = "from the cache (computed earlier in" if source == "cached" else "in"
     closing = ")" if source == "cached" else ""
@@ -173,7 +169,7 @@ def _suggest(result: Sensitivity) -> None:
     """The "Suggest a plan" section, for a finished scan from the dense model."""
     if result.cancelled:
         st.caption("Suggesting a plan needs a finished scan: run it to the end.")
-    elif not _is_dense(result.base):
+    elif not result.base.removes_nothing:
         st.caption("Suggesting a plan starts from the dense model: run the scan with the "
                    "other layers dense.")
     else:

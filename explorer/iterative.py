@@ -93,7 +93,7 @@ def iterative_prune(
     shares = schedule(steps, kind)
     check_inputs(bundle, train, val, epochs, lr)
     plan.check(bundle)
-    if _removes_nothing(plan):
+    if plan.removes_nothing:
         raise PlanError("The plan removes nothing, so there is nothing to prune step by step; "
                         "choose sparsities first (or fine-tune the plan as it is).")
     model = trainable_copy(bundle)
@@ -124,10 +124,6 @@ def _rounds(bundle: ModelBundle, plan: Plan, train: ValidationSet, val: Validati
             break
         result.steps.append(StepRecord(step, share, _removed(bundle, result.masks),
                                        pruned_acc, result.epochs[-1].val_accuracy))
-
-
-def _removes_nothing(plan: Plan) -> bool:
-    return plan.amount == 0 if plan.scope == "global" else not any(plan.sparsity.values())
 
 
 def _grown(bundle: ModelBundle, new: Masks, old: Masks) -> Masks:

@@ -98,6 +98,13 @@ class Plan:
     def fraction(self, layer: str) -> float:
         return self.sparsity.get(layer, 0.0)
 
+    @property
+    def removes_nothing(self) -> bool:
+        """No fraction above zero (per layer) or a global amount of zero: the dense model."""
+        if self.scope == "global":
+            return self.amount == 0
+        return not any(v > 0 for v in self.sparsity.values())
+
     def check(self, bundle: ModelBundle) -> None:
         """Raise :class:`PlanError` if the plan names layers the model does not have."""
         known = bundle.layer_names

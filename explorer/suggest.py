@@ -194,7 +194,7 @@ def _check(sens: Sensitivity, evaluator: Evaluator) -> None:
                         "suggestion from every layer's curve.")
     if not sens.units:
         raise PlanError(f"'{sens.model}' has no {sens.granularity} that can be pruned.")
-    if any(v > 0 for v in sens.base.sparsity.values()):
+    if not sens.base.removes_nothing:
         raise PlanError("Suggestions start from the dense model: run the sensitivity scan "
                         "without a base plan.")
     if any(a is None for u in sens.units for a in u.accuracy):

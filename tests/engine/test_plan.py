@@ -68,3 +68,11 @@ def test_coupled_layers_must_share_a_fraction_and_outputs_are_refused(resnet, cn
         Plan(granularity="neurons", criterion="l1", sparsity={"fc": 0.5}).check(resnet)
     with pytest.raises(PlanError, match="model's output"):
         Plan(granularity="neurons", criterion="l1", sparsity={"classifier.5": 0.5}).check(cnn)
+
+
+def test_removes_nothing_only_for_the_dense_plan():
+    assert Plan().removes_nothing
+    assert Plan(sparsity={"fc1": 0.0}).removes_nothing
+    assert Plan(scope="global", amount=0.0, sparsity={"fc1": 0.5}).removes_nothing
+    assert not Plan(sparsity={"fc1": 0.0, "fc2": 0.01}).removes_nothing
+    assert not Plan(scope="global", amount=0.3).removes_nothing
