@@ -147,8 +147,7 @@ def watch(key: str, draw: Callable[[Report], None] | None = None) -> Job | None:
 def _live(key: str, draw: Callable[[Report], None] | None) -> None:
     job = get(key)
     if job is None or not job.running:
-        st.rerun()  # the whole page: it draws the result now
-        return
+        st.rerun()  # the whole page: it draws the result now (st.rerun does not return)
     report = job.report
     elapsed = time.monotonic() - job.started
     text = f"{job.label}: {report.done} of {report.total}" if report.total else job.label
