@@ -46,6 +46,7 @@ def _training_data():
 
 def _start(epochs: int, lr: float, steps: int | None, schedule: str) -> None:
     train, val = _training_data(), session.data
+    scores = state.shared_scores(session.model_id, bundle, val)  # thread-safe, shared
     st.session_state[CONTEXT] = {"model_id": session.model_id, "model": bundle.name,
                                  "plan": plan, "dense": dense.accuracy,
                                  "pruned": pruned.accuracy, "data": val, "file": None}
@@ -59,7 +60,7 @@ def _start(epochs: int, lr: float, steps: int | None, schedule: str) -> None:
                    f"{percent(record.val_accuracy)}", list(records))
 
         return retrain(bundle, plan, train, val, epochs, lr, steps, schedule,
-                       progress=progress, cancelled=report.cancelled)
+                       progress=progress, cancelled=report.cancelled, scores=scores)
 
     label = f"{'Iterative pruning' if steps else 'Fine-tuning'} of {bundle.name}"
     jobs.start(JOB, label, work)

@@ -236,7 +236,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     evaluator = Evaluator(bundle, data)
     dense, pruned = evaluator.evaluate(_load_plan(None)), evaluator.evaluate(plan)
     run = retrain(bundle, plan, train, data, args.epochs, args.lr, args.iterative,
-                  args.schedule, progress=None if args.json else show)
+                  args.schedule, progress=None if args.json else show,
+                  scores=evaluator.scores)
     save_model(run.bundle, args.out)
     if args.json:
         print(json.dumps({"model": bundle.name, "out": args.out, "dense": dense.to_dict(),

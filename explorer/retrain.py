@@ -26,7 +26,7 @@ from explorer.finetune import (
     finetune,
 )
 from explorer.iterative import iterative_prune
-from explorer.masks import Masks
+from explorer.masks import Masks, ScoreCache
 from explorer.metrics import Metrics, metrics_from, score_logits
 from explorer.plan import Plan
 
@@ -69,12 +69,15 @@ def retrain(
     schedule: str = "cubic",
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
+    scores: ScoreCache | None = None,
 ) -> Retrained:
     """Fine-tune ``plan`` on ``bundle`` (``steps`` None) or prune to it in ``steps`` rounds
-    of ``epochs`` epochs (``schedule`` cubic or linear); see the two engines for the rest."""
+    of ``epochs`` epochs (``schedule`` cubic or linear); see the two engines for the rest.
+    ``scores`` (a cache on ``bundle`` and ``val``) reuses the scores that already gave the
+    plan's masks; iterative pruning scores each step's retrained weights afresh."""
     if steps is None:
         result = finetune(bundle, plan, train, val, epochs, lr, progress=progress,
-                          cancelled=cancelled)
+                          cancelled=cancelled, scores=scores)
     else:
         result = iterative_prune(bundle, plan, train, val, steps, epochs, schedule, lr,
                                  progress=progress, cancelled=cancelled)
