@@ -1,0 +1,40 @@
+"""Bounds on what one user's input may cost the server: bytes, memory, time and jobs.
+
+Every uploaded or command-line file is untrusted, and the app serves many browser sessions
+from one process. These numbers keep one user's input from taking the machine (or the other
+users' numbers) down; a file or request over a bound is refused with a message *before* the
+work starts. The README's "Security and limits" section states them for users; change both
+together.
+"""
+
+from __future__ import annotations
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+# Files (the app's upload limit, server.maxUploadSize in .streamlit/config.toml, is the same).
+MAX_MODEL_FILE_BYTES = 200 * MiB
+MAX_DATA_FILE_BYTES = 200 * MiB
+MAX_PLAN_FILE_BYTES = 1 * MiB
+MAX_PLAN_JSON_DEPTH = 8  # a plan is at most 3 levels deep; deeper JSON is refused unparsed
+MAX_PLAN_LAYERS = 10_000  # layer names in one plan
+MAX_NAMED_IN_MESSAGE = 5  # offending items a message names ("a, b, c, d, e and 12 more")
+
+# Validation data, decoded: x as float32 and y as int64, before anything else is allocated.
+MAX_DATA_TENSOR_BYTES = 1 * GiB
+# What one session's model and data may take in memory, estimated before loading: the data
+# plus the activations the evaluator keeps for every image at every prunable layer's input.
+SESSION_MEMORY_BYTES = 3 * GiB
+# All sessions' uploads together (the demos are shared and not counted); past it a new upload
+# is refused until other sessions end.
+SERVER_MEMORY_BYTES = 12 * GiB
+
+# The first execution of an untrusted model file happens in a child process with these limits.
+GUARDED_LOAD_SECONDS = 120
+GUARDED_LOAD_MEMORY_BYTES = 6 * GiB
+
+# Background jobs (fine-tuning, scans): bounded per request and per server.
+MAX_FINETUNE_EPOCHS = 200  # per step when iterative
+MAX_ITERATIVE_STEPS = 20
+MAX_RUNNING_JOBS = 4  # across all sessions of one server; the machine has 2 cores
+MAX_JOBS_PER_SESSION = 2
