@@ -178,7 +178,10 @@ def _round_trip(made: ExportFiles, shown: Metrics | str) -> None:
                  disabled=job is not None and job.running):
         for old in [k for k in st.session_state.get(jobs.JOBS_KEY, {}) if k.startswith(ROUND_TRIP)]:
             jobs.forget(old)
-        jobs.start(key, "Round trip", _round_trip_work(files))
+        try:
+            jobs.start(key, "Round trip", _round_trip_work(files))
+        except jobs.JobRefused as exc:
+            st.error(str(exc))
     job = jobs.watch(key)
     if job is None or job.running:
         return

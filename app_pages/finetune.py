@@ -6,6 +6,7 @@ from explorer.datafiles import load_data_bytes
 from explorer.errors import ExplorerError
 from explorer.finetune import DEFAULT_LR, default_training_data
 from explorer.iterative import SCHEDULES
+from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS
 from explorer.retrain import Retrained, plan_reproduces, retrain
 from explorer.save import default_suffix, model_bytes
 from explorer.ui import finetune_charts, jobs, state, texts
@@ -47,9 +48,6 @@ def _training_data():
 def _start(epochs: int, lr: float, steps: int | None, schedule: str) -> None:
     train, val = _training_data(), session.data
     scores = state.shared_scores(session.model_id, bundle, val)  # thread-safe, shared
-    st.session_state[CONTEXT] = {"model_id": session.model_id, "model": bundle.name,
-                                 "plan": plan, "dense": dense.accuracy,
-                                 "pruned": pruned.accuracy, "data": val, "file": None}
 
     def work(report: jobs.Reporter) -> Retrained:  # no Streamlit, no shared evaluator here
         records = []
@@ -63,7 +61,10 @@ def _start(epochs: int, lr: float, steps: int | None, schedule: str) -> None:
                        progress=progress, cancelled=report.cancelled, scores=scores)
 
     label = f"{'Iterative pruning' if steps else 'Fine-tuning'} of {bundle.name}"
-    jobs.start(JOB, label, work)
+    jobs.start(JOB, label, work)  # raises JobRefused when the bounds on jobs are reached
+    st.session_state[CONTEXT] = {"model_id": session.model_id, "model": bundle.name,
+                                 "plan": plan, "dense": dense.accuracy,
+                                 "pruned": pruned.accuracy, "data": val, "file": None}
 
 
 def _controls(running: bool) -> None:
@@ -77,11 +78,12 @@ def _controls(running: bool) -> None:
                     persist_state="session",
                     help="iterative: prune a step, fine-tune, repeat (Han et al. 2015)")
     iterative = mode == ITERATIVE
-    epochs = st.number_input("Epochs per step" if iterative else "Epochs", 1, 200, 10,
-                             key="ft_epochs", persist_state="session")
+    epochs = st.number_input("Epochs per step" if iterative else "Epochs", 1,
+                             MAX_FINETUNE_EPOCHS, 10, key="ft_epochs", persist_state="session")
     steps, schedule = None, SCHEDULES[0]
     if iterative:
-        steps = st.number_input("Steps", 2, 20, 5, key="ft_steps", persist_state="session")
+        steps = st.number_input("Steps", 2, MAX_ITERATIVE_STEPS, 5, key="ft_steps",
+                                persist_state="session")
         schedule = st.radio("Schedule", SCHEDULES, key="ft_schedule", horizontal=True,
                             persist_state="session", help="cubic (Zhu & Gupta 2017): big "
                             "steps first, small ones at the end; linear: equal steps")
@@ -136,12 +138,13 @@ def _result(job: jobs.Job) -> None:
     run: Retrained = job.result
     epochs = run.result.epochs
     st.subheader(f"Fine-tuned {context.get('model', '')}")
+    why = f" because {job.stopped_because}" if job.stopped_because else ""
     if run.result.cancelled and epochs:
-        st.warning(f"Cancelled after {len(epochs)} of {epochs[-1].total} epochs: the model is "
-                   "as trained so far (removed weights still zero).")
+        st.warning(f"Cancelled{why} after {len(epochs)} of {epochs[-1].total} epochs: the "
+                   "model is as trained so far (removed weights still zero).")
     elif run.result.cancelled:
-        st.warning("Cancelled before the first epoch ended: the model is the pruned one, "
-                   "not fine-tuned.")
+        st.warning(f"Cancelled{why} before the first epoch ended: the model is the pruned "
+                   "one, not fine-tuned.")
     after = run.metrics
     cols = st.columns(4)
     cols[0].metric("Dense accuracy", percent(context["dense"]))

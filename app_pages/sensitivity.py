@@ -228,8 +228,12 @@ with left:
         shown_by_model[session.model_id] = Shown(key, result, seconds, "cached")
         st.session_state.setdefault(LAST, {})[session.model_id] = result
     elif (run or recompute) and not blocked:
-        _start(key, base, grid)
-        st.rerun()  # draw the page again with the job running (Run disabled)
+        try:
+            _start(key, base, grid)
+        except jobs.JobRefused as exc:
+            st.error(str(exc))
+        else:
+            st.rerun()  # draw the page again with the job running (Run disabled)
 
 with right:
     job = jobs.watch(JOB, draw=_live)

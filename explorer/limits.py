@@ -38,3 +38,7 @@ MAX_FINETUNE_EPOCHS = 200  # per step when iterative
 MAX_ITERATIVE_STEPS = 20
 MAX_RUNNING_JOBS = 4  # across all sessions of one server; the machine has 2 cores
 MAX_JOBS_PER_SESSION = 2
+# A job whose browser session has been disconnected this long is cancelled (tab closed). A
+# reconnect within it (a network blip) keeps the job; Streamlit itself keeps a disconnected
+# session 120 s for reconnects, but nobody watches a job that long after its tab is gone.
+ORPHANED_JOB_SECONDS = 10
