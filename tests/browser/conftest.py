@@ -43,6 +43,7 @@ SETTLE_MS = 5_000  # how long a rerun may take to start after an action (a busy 
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 
 expect.set_options(timeout=ACTION_MS)
+SERVERS: dict[str, subprocess.Popen] = {}  # url: the server process (its CPU time, memory)
 
 
 def _free_port() -> int:
@@ -97,6 +98,7 @@ def server_url(browser: Browser, request: pytest.FixtureRequest) -> Iterator[str
     with log.open("w") as out:
         proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        SERVERS[url] = proc
         try:
             _wait_until_ready(url, proc, log)
             yield url
@@ -107,6 +109,12 @@ def server_url(browser: Browser, request: pytest.FixtureRequest) -> Iterator[str
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def server_process(server_url: str) -> subprocess.Popen:
+    """The module's Streamlit server process: read its /proc figures (CPU time, memory)."""
+    return SERVERS[server_url]
 
 
 @pytest.fixture(scope="module")
