@@ -45,15 +45,23 @@ def _load_bundle(model: str, data_path: str | None):
 
 
 def _load_plan(path: str | None):
+    """The plan in the file at ``path`` (None: the dense plan); its size is checked before
+    it is read, and no more than the limit is ever read."""
+    from explorer.limits import MAX_PLAN_FILE_BYTES
     from explorer.plan import Plan
 
     if path is None:
         return Plan()
     try:
-        text = Path(path).read_text()
+        size = Path(path).stat().st_size
+        if size > MAX_PLAN_FILE_BYTES:
+            raise PlanError(f"The plan file {path} is {size:,} bytes; a plan file may be at "
+                            f"most {MAX_PLAN_FILE_BYTES:,} bytes.")
+        with open(path, "rb") as f:
+            data = f.read(MAX_PLAN_FILE_BYTES + 1)
     except OSError as exc:
         raise PlanError(f"Cannot read the plan file {path}: {exc.strerror}.") from None
-    return Plan.from_json(text)
+    return Plan.from_bytes(data)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -82,8 +90,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from explorer.evaluator import Evaluator
 
+    plan = _load_plan(args.plan)  # cheap checks first
     bundle, data = _load_bundle(args.model, args.data)
-    plan = _load_plan(args.plan)
     metrics = Evaluator(bundle, data).evaluate(plan)
     result = {"model": bundle.name, "samples": metrics.samples, "plan": plan.to_dict(),
               **metrics.to_dict()}

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from explorer.criteria_data import APoZ, MeanActivation, Taylor, WeightTaylor
-from explorer.errors import PlanError
+from explorer.errors import PlanError, short
 from explorer.graph import Layer
 
 if TYPE_CHECKING:
@@ -159,5 +159,5 @@ def criterion(granularity: str, name: str) -> Criterion:
     except KeyError:
         names = [n for g, n in REGISTRY if g == granularity]
         raise PlanError(
-            f"No criterion {name!r} for {granularity}; choose one of: {', '.join(names)}."
+            f"No criterion {short(name)} for {granularity}; choose one of: {', '.join(names)}."
         ) from None

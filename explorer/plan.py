@@ -16,6 +16,11 @@ threshold on the criterion's scores.
 ``"merge": true`` (neuron plans by ``redundancy`` only; omitted when false) folds each
 removed neuron into its most similar kept neuron instead of dropping it (see
 :mod:`explorer.masks`).
+
+A plan file is untrusted input: :meth:`Plan.from_bytes` is the one way in for bytes from
+anywhere (its checks are in :mod:`explorer.plan_file`). The constructor checks what a plan
+built in Python must satisfy, and :meth:`Plan.check` what it must satisfy for one model;
+every message names at most a few offending items.
 """
 
 from __future__ import annotations
@@ -27,25 +32,44 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 from explorer.criteria import criterion
-from explorer.errors import PlanError
+from explorer.errors import PlanError, name_some, short
+from explorer.limits import MAX_NAMED_IN_MESSAGE, MAX_PLAN_LAYERS
+from explorer.plan_file import (
+    FRACTION_RULE,
+    GRANULARITIES,
+    PLAN_VERSION,
+    SCOPES,
+    parse_plan_bytes,
+    plan_fields,
+)
 
 if TYPE_CHECKING:
     from explorer.bundle import ModelBundle
 
-PLAN_VERSION = 1
-GRANULARITIES = ("weights", "neurons")
-SCOPES = ("layer", "global")
+__all__ = ["GRANULARITIES", "PLAN_VERSION", "SCOPES", "Plan"]
 
 
 def _fraction(value: object, what: str) -> float:
+    """``value`` as a float in [0, 1) (NaN and infinities fail the range test)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise PlanError(f"{what} must be a number in [0, 1); got {value!r}.")
-    if not 0.0 <= float(value) < 1.0:
-        raise PlanError(
-            f"{what} must be in [0, 1) (the fraction removed; 1 would remove everything); "
-            f"got {value}."
-        )
-    return float(value)
+        raise PlanError(f"{what} must be {FRACTION_RULE}; got {short(value)}.")
+    try:
+        fraction = float(value)
+    except OverflowError:  # an int too large for a float
+        fraction = float("inf")
+    if not 0.0 <= fraction < 1.0:
+        raise PlanError(f"{what} must be {FRACTION_RULE}; got {short(value)}.")
+    return fraction
+
+
+def _names(names: object, what: str) -> tuple[str, ...]:
+    """``names`` as a tuple of layer names, at most :data:`MAX_PLAN_LAYERS` of them."""
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__len__"):
+        raise PlanError(f"{what} must be a list of layer names; got {short(names)}.")
+    if len(names) > MAX_PLAN_LAYERS:
+        raise PlanError(f"{what} names {len(names):,} layers; a plan may name at most "
+                        f"{MAX_PLAN_LAYERS:,}.")
+    return tuple(str(n) for n in names)
 
 
 @dataclass(frozen=True)
@@ -61,23 +85,34 @@ class Plan:
     merge: bool = False
 
     def __post_init__(self) -> None:
-        if self.granularity not in GRANULARITIES:
-            raise PlanError(
-                f"granularity must be one of {', '.join(GRANULARITIES)}; "
-                f"got {self.granularity!r}."
-            )
-        criterion(self.granularity, self.criterion)  # raises PlanError naming the choices
-        if self.scope not in SCOPES:
-            raise PlanError(f"scope must be one of {', '.join(SCOPES)}; got {self.scope!r}.")
+        self._check_choices()
         if not isinstance(self.sparsity, Mapping):
             raise PlanError("sparsity must map layer names to fractions removed.")
-        clean = {str(k): _fraction(v, f"sparsity of layer '{k}'") for k, v in self.sparsity.items()}
+        names = _names(self.sparsity, "sparsity")
+        clean = {n: _fraction(v, f"sparsity of layer {short(n)}")
+                 for n, v in zip(names, self.sparsity.values(), strict=True)}
         object.__setattr__(self, "sparsity", MappingProxyType(clean))
         object.__setattr__(self, "amount", _fraction(self.amount, "amount"))
         if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(str(n) for n in self.layers))
+            object.__setattr__(self, "layers", _names(self.layers, "layers"))
+            if self.scope == "global" and not self.layers:
+                raise PlanError("A global plan's layers must name at least one layer (None: "
+                                "every prunable layer).")
+
+    def _check_choices(self) -> None:
+        """Granularity, criterion, scope and merge are among the known choices."""
+        if self.granularity not in GRANULARITIES:
+            raise PlanError(
+                f"granularity must be one of {', '.join(GRANULARITIES)}; "
+                f"got {short(self.granularity)}."
+            )
+        if not isinstance(self.criterion, str):
+            raise PlanError(f"criterion must be a criterion name; got {short(self.criterion)}.")
+        criterion(self.granularity, self.criterion)  # raises PlanError naming the choices
+        if self.scope not in SCOPES:
+            raise PlanError(f"scope must be one of {', '.join(SCOPES)}; got {short(self.scope)}.")
         if not isinstance(self.merge, bool):
-            raise PlanError(f"merge must be true or false; got {self.merge!r}.")
+            raise PlanError(f"merge must be true or false; got {short(self.merge)}.")
         if self.merge and (self.granularity, self.criterion) != ("neurons", "redundancy"):
             raise PlanError(
                 "merge (fold each removed neuron into its most similar kept neuron) works "
@@ -112,9 +147,8 @@ class Plan:
         unknown = [n for n in named if n not in known]
         if unknown:
             raise PlanError(
-                f"The plan names layer(s) {', '.join(map(repr, unknown))} that "
-                f"'{bundle.name}' does not have as prunable layers. "
-                f"Its prunable layers are: {', '.join(known)}."
+                f"The plan names layer(s) {name_some(unknown)} that {short(bundle.name)} does "
+                f"not have as prunable layers. Its prunable layers are: {name_some(known)}."
             )
         if self.granularity == "neurons" and self.scope == "layer":
             for name, frac in self.sparsity.items():
@@ -128,10 +162,11 @@ class Plan:
                 given = {la.name: self.sparsity[la.name] for la in members
                          if la.name in self.sparsity}
                 if len(set(given.values())) > 1:
+                    shown = ", ".join(la.name for la in members[:MAX_NAMED_IN_MESSAGE])
                     raise PlanError(
-                        f"Layers {', '.join(la.name for la in members)} are coupled (their "
-                        "channels are added together) and must lose the same neurons; the "
-                        f"plan gives them different fractions: {given}."
+                        f"Layers {shown} are coupled (their channels are added together) and "
+                        "must lose the same neurons; the plan gives them different fractions: "
+                        f"{short(given)}."
                     )
 
     def to_dict(self) -> dict:
@@ -155,39 +190,18 @@ class Plan:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
     @classmethod
+    def from_bytes(cls, data: bytes | str) -> Plan:
+        """The plan in a plan file's content (bytes as read from a file or an upload); raises
+        :class:`PlanError` with one short message for anything outside the contract."""
+        return cls.from_dict(parse_plan_bytes(data))
+
+    @classmethod
     def from_dict(cls, data: object) -> Plan:
-        if not isinstance(data, Mapping):
-            raise PlanError("A plan must be a JSON object; see the README for its fields.")
-        version = data.get("version")
-        if version != PLAN_VERSION:
-            raise PlanError(
-                f"Unsupported plan version {version!r}; this Pruning Explorer reads version "
-                f"{PLAN_VERSION}."
-            )
-        known = {"version", "granularity", "criterion", "scope", "sparsity", "amount", "layers",
-                 "merge"}
-        extra = sorted(set(data) - known)
-        if extra:
-            raise PlanError(f"Unknown plan field(s): {', '.join(extra)}.")
-        granularity = data.get("granularity", "weights")
-        default_criterion = "magnitude" if granularity == "weights" else "l1"
-        layers = data.get("layers")
-        if layers is not None and not isinstance(layers, list):
-            raise PlanError("layers must be a list of layer names.")
-        return cls(
-            granularity=granularity,
-            criterion=data.get("criterion", default_criterion),
-            scope=data.get("scope", "layer"),
-            sparsity=data.get("sparsity", {}),
-            amount=data.get("amount", 0.0),
-            layers=tuple(layers) if layers is not None else None,
-            merge=data.get("merge", False),
-        )
+        """The plan in parsed plan JSON, checked as strictly as a file
+        (:mod:`explorer.plan_file`)."""
+        return cls(**plan_fields(data))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Plan:
-        try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PlanError(f"The plan is not valid JSON: {exc}.") from None
-        return cls.from_dict(data)
+        """The plan in JSON text or bytes (:meth:`from_bytes`)."""
+        return cls.from_bytes(text)

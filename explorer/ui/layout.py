@@ -40,7 +40,7 @@ def _on_plan_file() -> None:
     if upload is None:
         return
     try:
-        plan = Plan.from_json(upload.getvalue())
+        plan = Plan.from_bytes(upload.getvalue())  # size, encoding, depth, schema
         plan.check(state.current_session().bundle)
     except ExplorerError as exc:
         st.session_state["notice"] = f"The plan file was not loaded: {exc}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from explorer.errors import PlanError
+from explorer.errors import PlanError, short
 from explorer.plan import Plan
 
 
@@ -41,17 +41,21 @@ def plan_from_query(params: Mapping[str, str]) -> Plan:
     for part in filter(None, params.get("s", "").split(",")):
         name, sep, value = part.rpartition(":")
         if not sep:
-            raise PlanError(f"URL plan entry {part!r} should look like layer:percent.")
+            raise PlanError(f"URL plan entry {short(part)} should look like layer:percent.")
         sparsity[name] = _number(value) / 100
     layers = params.get("layers")
     merge = params.get("merge", "0")
     if merge not in ("0", "1"):
-        raise PlanError(f"URL plan value merge={merge!r} should be 1 or 0.")
+        raise PlanError(f"URL plan value merge={short(merge)} should be 1 or 0.")
+    scope = params.get("scope", "layer")
+    stray = [k for k in (("amount", "layers") if scope == "layer" else ("s",)) if k in params]
+    if stray:  # a value the plan would silently ignore
+        raise PlanError(f"URL plan value {stray[0]}= does not belong with scope={short(scope)}.")
     return Plan(
         granularity=params.get("g", "weights"),
         criterion=params.get("c", "magnitude" if params.get("g", "weights") == "weights"
                              else "l1"),
-        scope=params.get("scope", "layer"),
+        scope=scope,
         sparsity=sparsity,
         amount=_number(params.get("amount", "0")) / 100,
         layers=tuple(layers.split(",")) if layers else None,
@@ -63,4 +67,4 @@ def _number(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise PlanError(f"URL plan value {text!r} is not a number.") from None
+        raise PlanError(f"URL plan value {short(text)} is not a number.") from None
