@@ -17,6 +17,7 @@ Nothing is unpickled beyond tensors (``torch.load(weights_only=True)``). Every f
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +31,9 @@ from torch._export.converter import TS2EPConverter
 from explorer.bundle import ModelBundle, bundle_from_module, export_module
 from explorer.errors import ModelError
 from explorer.files import SAVE_HINT, corrupt, first_line, quiet_torch, sniff, temp_file, torch_load
+from explorer.guard import run_guarded
+from explorer.limits import MAX_MODEL_FILE_BYTES
+from explorer.vetting import check_pt2, vet_pt2, vet_torchscript
 from explorer.zoo import ZOO, zoo_entry
 
 MODEL_FORMATS = (
@@ -100,10 +104,8 @@ def _load_model(
     path: Path, name: str, arch: str | None, input_shape: tuple[int, ...] | None
 ) -> ModelBundle:
     kind = sniff(path, name, ModelError)
-    if kind == "torchscript":
-        return _load_torchscript(path, name, input_shape)
-    if kind == "export":
-        return _load_exported(path, name, input_shape)
+    if kind in ("torchscript", "export"):
+        return _load_guarded(path, name, kind, input_shape)
     if kind == "safetensors":
         try:
             state_dict = load_file(str(path))
@@ -179,8 +181,46 @@ def _describe_diff(diff: tuple[list[str], list[str], list[str]]) -> str:
     )
 
 
-def _load_torchscript(path: Path, name: str, input_shape: tuple[int, ...] | None) -> ModelBundle:
-    """Convert TorchScript into an analysable program.
+def _load_guarded(
+    path: Path, name: str, kind: str, input_shape: tuple[int, ...] | None
+) -> ModelBundle:
+    """A TorchScript file or ``torch.export`` program, untrusted: its archive vetted here,
+    its first load and run in the guarded child (:mod:`explorer.guard`), and the plain
+    program the child returns vetted again before it is built here."""
+    if kind == "torchscript" and input_shape is None:
+        raise ModelError(
+            f"{name} is a TorchScript model, which does not record the shape of its input. "
+            "Give the shape of one sample without the batch dimension (input_shape, e.g. "
+            "(1, 8, 8) for 8x8 greyscale images); the app and CLI take it from the "
+            "validation data, so load the data first."
+        )
+    data = read_model_file(path, name)
+    if kind == "torchscript":
+        vet_torchscript(data, name)
+    else:
+        check_pt2(data, name)
+    archive, shape = run_guarded(kind, data, name, input_shape)
+    with quiet_torch():
+        module = _plain(vet_pt2(archive, name).module(check_guards=False))
+    card = {"file": name, "format": "torchscript" if kind == "torchscript" else "torch.export"}
+    return _checked(bundle_from_module(module, name, shape, card, "file", module))
+
+
+def read_model_file(path: Path, name: str) -> bytes:
+    """The file's bytes, refused unread when it is over the model file limit."""
+    size = path.stat().st_size
+    if size > MAX_MODEL_FILE_BYTES:
+        raise ModelError(
+            f"{name}: {size:,} bytes is over the limit of {MAX_MODEL_FILE_BYTES:,} bytes "
+            "for a model file."
+        )
+    return path.read_bytes()
+
+
+def torchscript_module(
+    data: bytes, name: str, input_shape: tuple[int, ...] | None
+) -> tuple[torch.fx.GraphModule, tuple[int, ...]]:
+    """Convert TorchScript into an analysable program (runs its code: guarded child only).
 
     ``TS2EPConverter`` (torch 2.13) runs the TorchScript graph and retraces it with
     ``torch.export``, but it lifts every weight as a *buffer* and emits the generic
@@ -193,16 +233,11 @@ def _load_torchscript(path: Path, name: str, input_shape: tuple[int, ...] | None
     The converted program is checked against the TorchScript model on random inputs.
     """
     if input_shape is None:
-        raise ModelError(
-            f"{name} is a TorchScript model, which does not record the shape of its input. "
-            "Give the shape of one sample without the batch dimension (input_shape, e.g. "
-            "(1, 8, 8) for 8x8 greyscale images); the app and CLI take it from the "
-            "validation data, so load the data first."
-        )
+        raise ModelError(f"{name} is a TorchScript model: input_shape is required.")
     input_shape = tuple(int(d) for d in input_shape)
     try:
         with quiet_torch():  # torch.jit.load warns that TorchScript is deprecated
-            script = torch.jit.load(str(path), map_location="cpu")
+            script = torch.jit.load(io.BytesIO(data), map_location="cpu")
     except Exception as exc:  # the TorchScript reader raises RuntimeError for most damage
         raise ModelError(f"{name}: {corrupt(exc)}") from None
     _check_finite(script.state_dict(), name)
@@ -241,8 +276,7 @@ def _load_torchscript(path: Path, name: str, input_shape: tuple[int, ...] | None
             f"{name}: the converted TorchScript model does not reproduce the original's "
             f"outputs, so it cannot be analysed safely. Instead, {EXPORT_HINT}."
         )
-    card = {"file": name, "format": "torchscript"}
-    return _checked(bundle_from_module(module, name, input_shape, card, "file", module))
+    return module, input_shape
 
 
 def _restore_parameters(module: nn.Module, params: Mapping[str, torch.Tensor]) -> None:
@@ -266,16 +300,13 @@ def _use_conv2d(module: torch.fx.GraphModule) -> None:
     module.recompile()
 
 
-def _load_exported(path: Path, name: str, input_shape: tuple[int, ...] | None) -> ModelBundle:
-    """A ``torch.export`` program; one with a static batch size is re-exported if it can be."""
-    try:
-        with quiet_torch():
-            program = torch.export.load(str(path))
-    except Exception as exc:  # serialisation errors come in many types
-        raise ModelError(
-            f"{name}: {corrupt(exc)} (a torch.export program must also come from a "
-            f"compatible torch version; this is {torch.__version__})"
-        ) from None
+def exported_module(
+    data: bytes, name: str, input_shape: tuple[int, ...] | None
+) -> tuple[torch.fx.GraphModule, tuple[int, ...]]:
+    """A ``torch.export`` program, read by the vetting reader; one with a static batch size
+    is re-exported if it can be (runs the graph: guarded child only)."""
+    with quiet_torch():
+        program = vet_pt2(data, name)
     shape = _program_input_shape(program, name, input_shape)
     _check_finite({**program.state_dict, **program.constants}, name)
     module = program.module(check_guards=False)
@@ -288,9 +319,7 @@ def _load_exported(path: Path, name: str, input_shape: tuple[int, ...] | None) -
                 f"{name} was exported with a fixed batch size of {shape[0]}, and its graph "
                 f"cannot run on other batch sizes; {DYNAMIC_BATCH_HINT}."
             ) from None
-    module = _plain(module)
-    card = {"file": name, "format": "torch.export"}
-    return _checked(bundle_from_module(module, name, shape[1:], card, "file", module))
+    return _plain(module), tuple(int(d) for d in shape[1:])
 
 
 def _program_input_shape(
