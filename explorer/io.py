@@ -11,7 +11,11 @@ Model files, recognised by their content (the extension only names the file):
 
 Validation data is loaded by :mod:`explorer.datafiles`.
 
-Nothing is unpickled beyond tensors (``torch.load(weights_only=True)``). Every failure is a
+Every file is untrusted. Nothing is unpickled beyond tensors (``torch.load(weights_only=True)``,
+safetensors). TorchScript and ``.pt2`` archives are vetted member by member
+(:mod:`explorer.vetting`) before any torch loader sees them, and their first load and run
+happen in a confined child process with time and memory limits (:mod:`explorer.guard`); what
+comes back is a plain ``torch.export`` program, vetted again. Every failure is a
 :class:`ModelError` that says what is wrong and what to do.
 """
 
