@@ -20,21 +20,27 @@ def _load_bundle(model: str, data_path: str | None):
     An architecture-only zoo model without ``--data`` gets no data (None): costs only.
     """
     from explorer.data import digits_validation
-    from explorer.datafiles import check_compatible, load_data, require_digits_input
+    from explorer.datafiles import check_compatible, load_data, peek_data, require_digits_input
     from explorer.io import load_model
+    from explorer.memory import check_memory
     from explorer.models import load_demo
     from explorer.zoo import ZOO
 
-    data = load_data(data_path) if data_path else None
+    # From the data file's headers first: the model needs its sample shape, and the memory
+    # check needs both before a byte of data is read.
+    peeked = peek_data(data_path) if data_path else None
     if model in ZOO:
         bundle = load_demo(model)
     elif Path(model).exists():
-        shape = tuple(data.x.shape[1:]) if data is not None else None
-        bundle = load_model(model, input_shape=shape)
+        bundle = load_model(model, input_shape=peeked.sample_shape if peeked else None)
     else:
         raise ExplorerError(
             f"--model {model!r} is neither a demo model ({', '.join(ZOO)}) nor an existing file."
         )
+    data = None
+    if peeked is not None:
+        check_memory(bundle, peeked)
+        data = load_data(data_path)
     if data is None:
         if model in ZOO and ZOO[model].architecture_only:
             return bundle, None

@@ -66,10 +66,12 @@ def sniff(path: Path, name: str, error: type[Exception]) -> str:
     return "unknown"
 
 
-def torch_load(path: Path, name: str, error: type[Exception]) -> object:
-    """``torch.load(weights_only=True)``: tensors and plain containers, never other objects."""
+def torch_load(path: Path, name: str, error: type[Exception], mmap: bool = False) -> object:
+    """``torch.load(weights_only=True)``: tensors and plain containers, never other objects.
+    With ``mmap`` the tensors are mapped from the file, not read (their sizes can be checked
+    before a byte is copied)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Weights only load failed" not in text:

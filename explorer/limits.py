@@ -22,6 +22,9 @@ MAX_NAMED_IN_MESSAGE = 5  # offending items a message names ("a, b, c, d, e and 
 
 # Validation data, decoded: x as float32 and y as int64, before anything else is allocated.
 MAX_DATA_TENSOR_BYTES = 1 * GiB
+# The pickle of a torch.save data file (a dict of tensors takes a few hundred bytes); a larger
+# one could unpickle into gigabytes of Python lists before any tensor is seen.
+MAX_DATA_PICKLE_BYTES = 1 * MiB
 # What one session's model and data may take in memory, estimated before loading: the data
 # plus the activations the evaluator keeps for every image at every prunable layer's input.
 SESSION_MEMORY_BYTES = 3 * GiB
