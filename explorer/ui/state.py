@@ -15,11 +15,18 @@ import streamlit as st
 
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet, digits_validation
-from explorer.datafiles import check_compatible, load_data_bytes, require_digits_input
+from explorer.datafiles import (
+    DataShape,
+    check_compatible,
+    load_data_bytes,
+    peek_data_bytes,
+    require_digits_input,
+)
 from explorer.errors import ExplorerError
 from explorer.evaluator import Evaluator
 from explorer.io import load_model_bytes
 from explorer.masks import ScoreCache
+from explorer.memory import UPLOADS, check_memory
 from explorer.metrics import Metrics
 from explorer.models import load_demo
 from explorer.plan import Plan
@@ -200,18 +207,28 @@ def add_upload(model_file, data_file) -> str:
 
     Returns the new model's id. ``model_file`` / ``data_file`` are Streamlit UploadedFiles.
     """
-    data = None
-    if data_file is not None:
-        data = load_data_bytes(data_file.getvalue(), data_file.name)
-    shape = tuple(data.x.shape[1:]) if data is not None else None
+    # Data headers first, then the model, then the memory check (this session's and the
+    # server's), and only then the data's values.
+    raw_data = data_file.getvalue() if data_file is not None else None
+    peeked = peek_data_bytes(raw_data, data_file.name) if raw_data is not None else None
     raw = model_file.getvalue()
-    bundle = shared_upload(digest(raw), raw, model_file.name, shape)
-    if data is None:
+    bundle = shared_upload(digest(raw), raw, model_file.name,
+                           peeked.sample_shape if peeked else None)
+    if peeked is None:
         require_digits_input(bundle)
         data = shared_digits()
-    check_compatible(bundle, data)
+    held = UPLOADS.reserve(check_memory(bundle, peeked or DataShape.of(data)).total)
+    try:
+        if peeked is not None:
+            data = load_data_bytes(raw_data, data_file.name)
+        check_compatible(bundle, data)
+    except ExplorerError:
+        held.release()
+        raise
     model_id = f"{UPLOAD_PREFIX}{model_file.name}"
-    st.session_state.setdefault("uploads", {})[model_id] = {"bundle": bundle, "data": data}
+    st.session_state.setdefault("uploads", {})[model_id] = {
+        "bundle": bundle, "data": data,
+        "memory": held}  # the reservation returns its bytes when this entry is dropped
     st.session_state.get("evaluators", {}).pop(model_id, None)
     choose_model(model_id)
     return model_id
