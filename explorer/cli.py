@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from explorer.errors import ExplorerError, PlanError
+from explorer.errors import ExplorerError, PlanError, short
+from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS
 
 
 def _load_bundle(model: str, data_path: str | None):
@@ -194,11 +195,12 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from explorer.evaluator import Evaluator
-    from explorer.export import export_all
+    from explorer.export import check_export_folder, export_all
 
-    bundle, data = _load_bundle(args.model, args.data)
+    check_export_folder(args.out, args.force)  # before any work
     plan = _load_plan(args.plan)
-    written = export_all(bundle, plan, args.out, Evaluator(bundle, data))
+    bundle, data = _load_bundle(args.model, args.data)
+    written = export_all(bundle, plan, args.out, Evaluator(bundle, data), force=args.force)
     for name, path in written.items():
         print(f"wrote {name:<24} {path}")
     return 0
@@ -233,14 +235,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from explorer.evaluator import Evaluator
     from explorer.finetune import check_inputs, default_training_data
     from explorer.retrain import retrain
-    from explorer.save import check_suffix, save_model
+    from explorer.save import check_format, check_output, check_writable, save_model
 
-    bundle, data = _load_bundle(args.model, args.data)
+    check_writable(args.out)  # every check before the run, not after it
+    check_format(Path(args.out).suffix.lower())
     plan = _load_plan(args.plan)
+    bundle, data = _load_bundle(args.model, args.data)
     train = (load_data(args.train_data, bundle.num_classes) if args.train_data
              else default_training_data(bundle) if data is not None else None)
-    check_inputs(bundle, train, data, args.epochs, args.lr)  # before the run, not after
-    check_suffix(bundle, Path(args.out).suffix.lower())
+    check_inputs(bundle, train, data, args.epochs, args.lr, args.iterative)
+    check_output(bundle, args.out)
 
     def show(r) -> None:
         step = f" (step {r.step})" if r.step else ""
@@ -268,11 +272,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_suggest(args: argparse.Namespace) -> int:
     from explorer.evaluator import Evaluator
+    from explorer.save import check_writable
     from explorer.sensitivity import DEFAULT_GRID, sensitivity
     from explorer.suggest import suggest
     from explorer.targets import Target, default_criterion
 
     target = Target.parse(args.target)
+    if args.out:
+        check_writable(args.out)  # before the scan, not after it
     bundle, data = _load_bundle(args.model, args.data)
     criterion = args.criterion or default_criterion(args.granularity)
     grid = _grid_arg(args.grid) if args.grid else DEFAULT_GRID
@@ -331,8 +338,32 @@ def _model_command(sub, name: str, func, help: str, json_output: bool = True):
     return p
 
 
+def _count(what: str, maximum: int):
+    """An argparse type: a whole number in [1, ``maximum``], worded as the engine's check."""
+
+    def parse(text: str) -> int:
+        from explorer.finetune import bounded_count
+
+        try:
+            return bounded_count(int(text), what, maximum)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number; got "
+                                             f"{short(text)}.") from None
+        except ExplorerError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error (the usage is in ``--help``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message.rstrip('.')} (see {self.prog} --help).\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pruning-explorer", description="Explore pruning of PyTorch models."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -354,18 +385,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = _model_command(sub, "export", cmd_export, "write a plan's pruned weights, shrunk "
                        "model, apply_plan.py and Torch-Pruning ratios", json_output=False)
     p.add_argument("--plan", required=True, help="plan JSON file")
-    p.add_argument("--out", required=True, help="folder to write into (created if missing)")
+    p.add_argument("--out", required=True, help="folder to write into: new or empty "
+                   "(created if missing)")
+    p.add_argument("--force", action="store_true", help="replace an earlier export in --out: "
+                   "the folder then holds exactly this export's files; a folder holding any "
+                   "other file is never emptied")
     p = _model_command(sub, "broke", cmd_broke, "per-class accuracy, confusion change and "
                        "flipped images of a plan against the dense model")
     p.add_argument("--plan", help="plan JSON file; default: the dense model")
     p = _model_command(sub, "finetune", cmd_finetune, "fine-tune a plan's pruned model with "
                        "its masks fixed (or prune iteratively); save it")
     p.add_argument("--plan", required=True, help="plan JSON file")
-    p.add_argument("--epochs", type=int, required=True, help="epochs (per step if iterative)")
+    p.add_argument("--epochs", type=_count("epochs", MAX_FINETUNE_EPOCHS), required=True,
+                   help=f"epochs (per step if iterative), 1 to {MAX_FINETUNE_EPOCHS}")
     p.add_argument("--out", required=True, help="model file to write: .safetensors (a demo "
                    "architecture) or .pt2 (torch.export, any model)")
-    p.add_argument("--iterative", type=int, metavar="STEPS",
-                   help="reach the plan in STEPS prune / fine-tune rounds (Han et al. 2015)")
+    p.add_argument("--iterative", type=_count("steps", MAX_ITERATIVE_STEPS), metavar="STEPS",
+                   help="reach the plan in STEPS prune / fine-tune rounds (Han et al. 2015), "
+                   f"1 to {MAX_ITERATIVE_STEPS}")
     p.add_argument("--schedule", choices=["cubic", "linear"], default="cubic",
                    help="sparsity per step when iterative (cubic: Zhu & Gupta 2017)")
     p.add_argument("--train-data", help="training data (.npz or .pt with x, y); default: the "

@@ -13,7 +13,11 @@
 * ``pruning_ratio_dict.json`` — per-layer ratios in Torch-Pruning's ``pruning_ratio_dict``
   form, with a note on how to pass them.
 
-The shared model is never written: every file is made from copies.
+The shared model is never written: every file is made from copies. The folder is checked
+before any work: a folder holding anything is refused unless ``force`` is given, and even then
+only a folder holding nothing but an earlier export's files is replaced (never the user's
+own files). The files are written into a fresh folder beside it and moved in at the end, so
+the folder holds exactly one export and a failure while writing leaves the old one intact.
 
 For the app, :func:`export_files` makes the same files as bytes, one by one (a failure
 costs only the files that need the failing piece), :func:`zip_files` packs them, and
@@ -26,6 +30,8 @@ import io
 import json
 import logging
 import math
+import shutil
+import uuid
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,9 +42,10 @@ import torch
 from safetensors.torch import save
 
 from explorer.bundle import ModelBundle, export_program
-from explorer.errors import ExplorerError
+from explorer.errors import ExplorerError, name_some
 from explorer.masks import Masks
 from explorer.plan import Plan
+from explorer.save import check_writable
 
 if TYPE_CHECKING:
     from explorer.data import ValidationSet
@@ -61,35 +68,99 @@ TP_HOW_TO = (
 
 
 def export_all(
-    bundle: ModelBundle, plan: Plan, out_dir: str | Path, evaluator=None
+    bundle: ModelBundle, plan: Plan, out_dir: str | Path, evaluator=None, force: bool = False
 ) -> dict[str, Path]:
     """Write every export of ``plan`` for ``bundle`` into ``out_dir``; returns path by file name.
 
-    ``evaluator`` (an :class:`~explorer.evaluator.Evaluator` on ``bundle``) reuses its score
-    cache; without one a data-free evaluator is made (data-driven criteria then fail with
-    the evaluator's own message). The files are those of :func:`export_files`; when one
-    cannot be made (e.g. torch.export fails on the shrunk model) the others are still
-    written and an :class:`ExplorerError` then names what is missing and why.
+    Args:
+        bundle: the model to export (never written).
+        plan: what to remove.
+        out_dir: a new or empty folder; with ``force``, a folder of an earlier export, whose
+            content is replaced (see :func:`check_export_folder`).
+        evaluator: an :class:`~explorer.evaluator.Evaluator` on ``bundle``, to reuse its
+            score cache; without one a data-free evaluator is made (data-driven criteria
+            then fail with the evaluator's own message).
+        force: replace an earlier export in ``out_dir``.
+
+    The files are those of :func:`export_files`; when one cannot be made (e.g. torch.export
+    fails on the shrunk model) the others are still written and an :class:`ExplorerError`
+    then names what is missing and why.
     """
     from explorer.evaluator import Evaluator
 
+    out = check_export_folder(out_dir, force)
     evaluator = evaluator or Evaluator(bundle, None)
     evaluator.masks(plan)  # a plan that does not fit the model fails before any file exists
     made = export_files(bundle, plan, evaluator)
-    out = Path(out_dir)
-    written = {}
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, data in made.files.items():
-            (out / name).write_bytes(data)
-            written[name] = out / name
-    except OSError as exc:
-        raise ExplorerError(f"Cannot write the export into {out}: {exc.strerror}.") from None
+    _write_folder(out, made.files)
+    written = {name: out / name for name in made.files}
     if made.errors:
         missing = "; ".join(f"{name}: {why}" for name, why in made.errors.items())
         raise ExplorerError(f"Not every export was made ({missing}). The other files are in "
                             f"{out}.")
     return written
+
+
+def check_export_folder(out_dir: str | Path, force: bool = False) -> Path:
+    """``out_dir`` as an absolute path if an export may be written there; else an
+    :class:`ExplorerError` saying why, before any work. A new or empty folder is fine;
+    a folder holding files is refused unless ``force``, and then only if it holds nothing
+    but files an export writes (:data:`EXPORT_FILES`); the folder above must be writable
+    (the export is written beside it first)."""
+    out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise ExplorerError(f"Cannot export into {out}: it is a file, not a folder.")
+    try:
+        held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    except OSError as exc:
+        raise ExplorerError(f"Cannot export into {out}: {exc.strerror}.") from None
+    foreign = [n for n in held if n not in EXPORT_FILES or not (out / n).is_file()]
+    if held and foreign and force:
+        raise ExplorerError(
+            f"{out} holds files that are not an export's ({name_some(foreign)}); --force "
+            "replaces only an earlier export. Choose a new or empty folder."
+        )
+    if held and not force:
+        raise ExplorerError(
+            f"{out} is not empty ({name_some(held)}). Choose a new or empty folder, or "
+            "pass --force (force=True) to replace the earlier export in it."
+        )
+    check_writable(out.parent / f".{out.name}.probe")
+    return out
+
+
+def _write_folder(out: Path, files: Mapping[str, bytes]) -> None:
+    """``out`` holds exactly ``files``: they are written into a new folder beside it first
+    (a failure there leaves ``out`` as it was), then moved in, the earlier export's files
+    moved out. The folder itself stays (its permissions, a shell's working directory)."""
+    fresh = out.parent / f".{out.name}.new-{uuid.uuid4().hex[:8]}"
+    old = fresh.with_name(fresh.name + ".old")
+    try:
+        fresh.mkdir(parents=True)
+        for name, data in files.items():
+            (fresh / name).write_bytes(data)
+        if not out.exists():
+            fresh.rename(out)
+            return
+        old.mkdir()
+        _move_all(out, old)
+        try:
+            _move_all(fresh, out)
+        except OSError:
+            _move_all(out, fresh)
+            _move_all(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)  # only once the new export is in place
+    except OSError as exc:
+        raise ExplorerError(f"Cannot write the export into {out}: {exc.strerror}.") from None
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+
+
+def _move_all(source: Path, target: Path) -> None:
+    """Move every file of ``source`` into ``target`` (renames within one file system)."""
+    for path in source.iterdir():
+        path.rename(target / path.name)
 
 
 def pruned_state_dict(bundle: ModelBundle, masks: Masks) -> dict[str, torch.Tensor]:
@@ -229,6 +300,7 @@ if __name__ == "__main__":
 
 MODEL_FILES = ("pruned.safetensors", "shrunk.pt2", "masks.safetensors", "apply_plan.py",
                "pruning_ratio_dict.json")
+EXPORT_FILES = ("plan.json", *MODEL_FILES)  # every file an export may write
 log = logging.getLogger(__name__)
 
 

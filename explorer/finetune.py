@@ -34,9 +34,10 @@ from torch import nn
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet, digits_train
 from explorer.datafiles import check_compatible, require_digits_input
-from explorer.errors import DataError, ExplorerError, ModelError
+from explorer.errors import DataError, ExplorerError, ModelError, short
 from explorer.files import first_line
 from explorer.graph import Program, logits_of
+from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS
 from explorer.masks import Masks, ScoreCache, masks_for
 from explorer.metrics import score_logits
 from explorer.plan import Plan
@@ -139,18 +140,30 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def bounded_count(value: object, what: str, maximum: int) -> int:
+    """``value`` if it is a whole number in [1, ``maximum``]; else an :class:`ExplorerError`
+    (the CLI's argument parser and the engine say the same)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ExplorerError(f"{what} must be a whole number from 1 to {maximum:,} (a bound "
+                            f"on one job); got {short(value)}.")
+    return value
+
+
 def check_inputs(
     bundle: ModelBundle, train: ValidationSet, val: ValidationSet | None, epochs: int,
-    lr: float,
+    lr: float, steps: int | None = None,
 ) -> None:
-    """Raise a clear error unless the data fit the model and the settings make sense."""
+    """Raise a clear error unless the data fit the model and the settings make sense:
+    ``epochs`` (per step) at most :data:`MAX_FINETUNE_EPOCHS`, ``steps`` (iterative; None:
+    one plan) at most :data:`MAX_ITERATIVE_STEPS`."""
     if val is None:
         raise DataError(
             f"'{bundle.name}' has no validation data: fine-tuning needs data to train on and "
             "to measure the accuracy it wins back. Load a trained model with its data."
         )
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ExplorerError(f"epochs must be a whole number of at least 1; got {epochs!r}.")
+    bounded_count(epochs, "epochs", MAX_FINETUNE_EPOCHS)
+    if steps is not None:
+        bounded_count(steps, "steps", MAX_ITERATIVE_STEPS)
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ExplorerError(f"the learning rate must be a positive number; got {lr!r}.")
     check_compatible(bundle, train)

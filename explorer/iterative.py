@@ -90,8 +90,8 @@ def iterative_prune(
     :func:`~explorer.finetune.finetune`.
     """
     start = time.monotonic()
+    check_inputs(bundle, train, val, epochs, lr, steps)
     shares = schedule(steps, kind)
-    check_inputs(bundle, train, val, epochs, lr)
     plan.check(bundle)
     if plan.removes_nothing:
         raise PlanError("The plan removes nothing, so there is nothing to prune step by step; "

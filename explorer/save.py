@@ -8,12 +8,16 @@ Two formats, chosen by the file's extension:
   recognises the architecture from its keys and shapes. Only for models that *are* a demo
   architecture (its class, its parameter names and shapes).
 * ``.pt2``: a ``torch.export`` program with a dynamic batch dimension, for any model.
+
+Long runs check where they will write before they start (:func:`check_writable`,
+:func:`check_output`): a fine-tune of many epochs must not end in "cannot write".
 """
 
 from __future__ import annotations
 
 import io
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -71,14 +75,49 @@ def save_model(bundle: ModelBundle, path: str | os.PathLike) -> Path:
     return path
 
 
-def check_suffix(bundle: ModelBundle, suffix: str) -> None:
-    """Raise unless ``bundle`` can be saved in the format of ``suffix`` (check before a
-    long run, not after it)."""
+def check_writable(path: str | os.PathLike) -> Path:
+    """Raise unless a file can be written at ``path`` (missing folders are created when
+    it is written): not a folder, and the nearest existing folder above it takes a new file
+    (tried for real, so read-only file systems and permissions are both caught)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ExplorerError(f"Cannot write {path}: it is a folder; give a file name.")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ExplorerError(f"Cannot write {path}: the file is read-only.")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ExplorerError(f"Cannot write {path}: {folder} is a file, not a folder.")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ExplorerError(f"Cannot write {path}: {exc.strerror} (in {folder}).") from None
+    return path
+
+
+def check_output(bundle: ModelBundle, path: str | os.PathLike) -> Path:
+    """Raise unless :func:`save_model` can write ``bundle`` to ``path``: a known extension
+    the model can be saved in, and a writable place (check before a long run)."""
+    path = check_writable(path)
+    check_suffix(bundle, path.suffix.lower())
+    return path
+
+
+def check_format(suffix: str) -> None:
+    """Raise unless ``suffix`` is one of :data:`FORMATS` (no model needed)."""
     if suffix not in FORMATS:
         raise ExplorerError(
             f"Cannot save a model as '{suffix or '(no extension)'}': use .safetensors (a demo "
             "architecture's weights) or .pt2 (a torch.export program, any model)."
         )
+
+
+def check_suffix(bundle: ModelBundle, suffix: str) -> None:
+    """Raise unless ``bundle`` can be saved in the format of ``suffix`` (check before a
+    long run, not after it)."""
+    check_format(suffix)
     if suffix == ".safetensors" and zoo_architecture(bundle.model) is None:
         raise ModelError(
             f"'{bundle.name}' is not a demo architecture, so its weights alone cannot be "
