@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,7 +39,12 @@ from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import DataError, name_some
 from explorer.files import corrupt, quiet_torch, sniff, temp_file, torch_load
-from explorer.limits import MAX_DATA_FILE_BYTES, MAX_DATA_PICKLE_BYTES, MAX_DATA_TENSOR_BYTES
+from explorer.limits import (
+    MAX_DATA_ARCHIVE_MEMBERS,
+    MAX_DATA_FILE_BYTES,
+    MAX_DATA_PICKLE_BYTES,
+    MAX_DATA_TENSOR_BYTES,
+)
 
 DATA_FORMATS = (
     "an .npz file with arrays x and y (np.savez(path, x=x, y=y)) or a .pt file holding "
@@ -47,6 +53,7 @@ DATA_FORMATS = (
 X_BYTES, Y_BYTES = 4, 8  # decoded: x as float32, y as int64
 READ_CHUNK = 4 << 20  # bytes read from a member at a time
 FINITE_CHUNK = 1 << 20  # values checked for NaN at a time
+EOCD_SEARCH = 22 + 65535  # a zip's end record and the longest comment it may carry
 NPY_HEADERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
     (2, 0): np.lib.format.read_array_header_2_0,
@@ -176,6 +183,7 @@ def _open(path: Path, name: str) -> tuple[DataShape, Reader]:
             f"{name} is {bytes_text(path.stat().st_size)}; a data file may be at most "
             f"{bytes_text(MAX_DATA_FILE_BYTES)} here. Pass a subset of the samples."
         )
+    _check_zip_directory(path, name)
     kind = sniff(path, name, DataError)
     if kind == "npz":
         return _open_npz(path, name)
@@ -188,6 +196,34 @@ def _open(path: Path, name: str) -> tuple[DataShape, Reader]:
             "path) from a current PyTorch."
         )
     raise DataError(f"{name}: not a data file Pruning Explorer can read. Expected {DATA_FORMATS}.")
+
+
+def _check_zip_directory(path: Path, name: str) -> None:
+    """Refuse a zip archive whose end records (the plain one, and the zip64 one zipfile
+    prefers) list more members, or a larger central directory, than a data file has; read
+    from the last bytes of the file, before any zip reader parses the directory."""
+    if not path.is_file():
+        return
+    with path.open("rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        f.seek(max(0, end - EOCD_SEARCH))
+        tail = f.read()
+    at = len(tail) - 22  # where zipfile looks first: an archive without a comment
+    if at < 0 or not tail.startswith(b"PK\x05\x06", at):
+        at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return  # not a zip: sniff says what it is
+    members, directory = struct.unpack_from("<HI", tail, at + 10)
+    record = at - 20 - 56  # a zip64 end record just before its locator
+    if record >= 0 and tail.startswith(b"PK\x06\x07", at - 20) and tail.startswith(
+            b"PK\x06\x06", record):
+        members64, directory64 = struct.unpack_from("<QQ", tail, record + 32)
+        members, directory = max(members, members64), max(directory, directory64)
+    if members > MAX_DATA_ARCHIVE_MEMBERS or directory > MAX_DATA_ARCHIVE_MEMBERS * 1024:
+        raise DataError(
+            f"{name}: the archive lists {members:,} members in a directory of "
+            f"{bytes_text(directory)}; a data file has a few (x and y). The file is refused."
+        )
 
 
 # ----------------------------------------------------------------- the checks both formats share

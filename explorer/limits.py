@@ -25,6 +25,10 @@ MAX_DATA_TENSOR_BYTES = 1 * GiB
 # The pickle of a torch.save data file (a dict of tensors takes a few hundred bytes); a larger
 # one could unpickle into gigabytes of Python lists before any tensor is seen.
 MAX_DATA_PICKLE_BYTES = 1 * MiB
+# Members listed by a data archive's central directory (an .npz has x and y, a torch.save dict
+# a few per tensor): Python's zipfile turns each entry into an object of ~500 bytes, so a
+# 200 MB archive of empty entries would take gigabytes just to be opened.
+MAX_DATA_ARCHIVE_MEMBERS = 1_000
 # What one session's model and data may take in memory, estimated before loading: the data
 # plus the activations the evaluator keeps for every image at every prunable layer's input.
 SESSION_MEMORY_BYTES = 3 * GiB

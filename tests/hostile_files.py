@@ -70,8 +70,13 @@ def stored(content: bytes, name: str) -> Member:
     return Member(name, content, len(content), zlib.crc32(content), method=0)
 
 
-def write_zip(path: Path, members: list[Member]) -> Path:
-    """A zip archive of ``members`` exactly as given (declared sizes are not checked)."""
+def write_zip(path: Path, members: list[Member], listed: int | None = None,
+              listed64: int | None = None) -> Path:
+    """A zip archive of ``members`` exactly as given (declared sizes are not checked).
+
+    ``listed`` overrides the member count of the end record; ``listed64`` adds a zip64 end
+    record (which zipfile prefers) with that count.
+    """
     out, central = bytearray(), bytearray()
     for m in members:
         name = m.name.encode()
@@ -82,8 +87,14 @@ def write_zip(path: Path, members: list[Member]) -> Path:
                                0x21, m.crc, len(m.stream), m.size, len(name), 0, 0, 0, 0, 0,
                                offset) + name
     start = len(out)
-    out += central + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members),
-                                 len(central), start, 0)
+    out += central
+    if listed64 is not None:
+        record = len(out)
+        out += struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, listed64, listed64,
+                           len(central), start)
+        out += struct.pack("<IIQI", 0x07064B50, 0, record, 1)
+    count = len(members) if listed is None else listed
+    out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, len(central), start, 0)
     path.write_bytes(bytes(out))
     return path
 

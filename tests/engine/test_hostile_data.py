@@ -151,6 +151,18 @@ def test_many_keys_are_named_briefly(tmp_path):
     assert "and 195 more" in message
 
 
+def test_archive_listing_many_members_is_refused_before_it_is_parsed(tmp_path):
+    members = [stored(b"", f"{i:06d}.npy") for i in range(20_000)]
+    counted = write_zip(tmp_path / "many.npz", members)
+    refused(counted, "the archive lists 20,000 members")
+    lying = write_zip(tmp_path / "lying.npz", members, listed=2)  # its directory says 2
+    refused(lying, r"lists 2 members in a directory of 1\.1 MiB")
+    zip64 = write_zip(tmp_path / "zip64.npz", [stored(npy_header((1, 1)) + bytes(4), "x.npy"),
+                                              stored(npy_header((1,), "|i1") + b"\0", "y.npy")],
+                      listed64=10**9)
+    refused(zip64, "the archive lists 1,000,000,000 members")
+
+
 # ----------------------------------------------------------------- .pt
 
 
