@@ -2,7 +2,9 @@
 
 The scan (:func:`explorer.sensitivity.sensitivity`) runs as a job (:mod:`explorer.ui.jobs`)
 with its own evaluator: a progress bar, Cancel, and the curves drawn as they come while the
-rest of the page stays usable. Finished scans go into a cache every session shares
+rest of the page stays usable. The scan runs on the calibration part of the validation data
+(:mod:`explorer.decisions`): the plans suggested from it are reported on the held-out part.
+Finished scans go into a cache every session shares
 (:mod:`explorer.ui.scan_cache`); a cancelled one never does. The last finished scan of each
 model is kept in ``st.session_state["sensitivity"][model id]`` for the sections below the
 charts.
@@ -19,6 +21,7 @@ from explorer.evaluator import Evaluator
 from explorer.plan import GRANULARITIES, Plan
 from explorer.sensitivity import DEFAULT_GRID, Sensitivity, prunable_units, sensitivity
 from explorer.ui import jobs, scan_cache, sensitivity_charts, state, suggest_view, texts
+from explorer.ui.decision_split import judge_of, note
 from explorer.ui.format import percent
 from explorer.ui.layout import page_setup
 
@@ -47,7 +50,8 @@ if data is None:
     st.stop()
 
 JOB = f"sensitivity::{session.model_id}"
-model_key = f"{session.model_id}@{id(bundle)}"  # an upload may come back under the same name
+judge = judge_of(session)  # the scan runs on its calibration part
+model_key = session.key  # the model's and data's content, never a file name
 scans = scan_cache.shared_scans()
 shown_by_model = st.session_state.setdefault(SHOWN, {})
 
@@ -95,14 +99,14 @@ def _work(key: tuple, evaluator: Evaluator, base: Plan, grid: tuple[float, ...])
         result = sensitivity(evaluator, granularity, criterion, grid, base,
                              cancel=report.cancelled, partial=partial)
         seconds = time.perf_counter() - start
-        scans.put(key, result, seconds, (evaluator.bundle, evaluator.data))
+        scans.put(key, result, seconds, (evaluator.bundle, data, evaluator.data))
         return key, result, seconds
 
     return run
 
 
 def _start(key: tuple, base: Plan, grid: tuple[float, ...]) -> None:
-    evaluator = Evaluator(bundle, data, state.shared_scores(session.model_id, bundle, data))
+    evaluator = Evaluator(bundle, judge.split.calibration, judge.scores)  # the job's own
     jobs.start(JOB, "Sensitivity scan", _work(key, evaluator, base, grid))
 
 
@@ -134,15 +138,17 @@ def _draw(result: Sensitivity, seconds: float, source: str) -> None:
     """The charts of one scan (finished, cached or partial) and what it left out."""
     if result.cancelled:
         st.warning(_cancelled_note(result))
-    dense = session.dense()
-    base = None if result.base.removes_nothing else session.evaluator.evaluate(result.base)
+    dense, held_out = judge.dense()
+    base = None if result.base.removes_nothing else judge.calibration.evaluate(result.base)
     evaluations = sum(len(u.fractions) for u in result.units)
     where = "from the cache (computed earlier in" if source == "cached" else "in"
     closing = ")" if source == "cached" else ""
     st.caption(f"{result.granularity} by {result.criterion}, other layers "
                f"{'dense' if base is None else 'as in the plan'}; {evaluations} evaluations "
-               f"{where} {seconds:.1f} s{closing} on {dense.samples} validation images; "
-               f"dense accuracy {percent(dense.accuracy)}.")
+               f"{where} {seconds:.1f} s{closing} on {dense.samples} calibration images; "
+               f"dense accuracy {percent(dense.accuracy)} on them, "
+               f"{percent(held_out.accuracy)} on the {held_out.samples} held-out images.")
+    note(judge)
     if source == "cached":
         st.info("**Cached**: this scan was computed before (in this or another session). "
                 "Press **Recompute** to run it again.")
@@ -178,7 +184,7 @@ def _suggest(result: Sensitivity) -> None:
 
 def _live(report: jobs.Report) -> None:
     st.plotly_chart(sensitivity_charts.unit_lines(report.partial, "accuracy",
-                                                  session.dense().accuracy),
+                                                  judge.dense().calibration.accuracy),
                     key="sens_live")
 
 
@@ -210,7 +216,7 @@ with left:
         st.error(f"No layer of {bundle.name} can lose {granularity}.")
     grid = STEPS[step]
     base = _base(plan, DENSE_BASE if problem else choice, granularity, criterion)
-    key = (model_key, id(data), granularity, criterion, grid, base.to_json())
+    key = (model_key, granularity, criterion, grid, base.to_json())
     st.caption(f"{len(units)} units x {len(grid)} fractions = {len(units) * len(grid)} "
                "evaluations" + (f"; {len(skipped)} layers skipped" if skipped else ""))
     running = (job := jobs.get(JOB)) is not None and job.running

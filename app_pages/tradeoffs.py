@@ -1,15 +1,21 @@
-"""Trade-offs: every plan evaluated so far against the baselines; the Pareto front; pin, compare."""
+"""Trade-offs: every plan evaluated so far against the baselines; the Pareto front; pin, compare.
+
+The front is chosen on the calibration part of the validation data and reported on the
+held-out part (:mod:`explorer.decisions`); the chart shows either part's accuracy.
+"""
 
 import streamlit as st
 
 from explorer.breakage import compare_plans
+from explorer.decisions import SplitEvaluator
 from explorer.errors import ExplorerError
-from explorer.evaluator import Evaluator
+from explorer.metrics import Metrics
 from explorer.plan import GRANULARITIES, Plan
-from explorer.tradeoff import BaselineCurves, baseline_curves, pareto_front
+from explorer.tradeoff import BaselineCurves, baseline_curves, decision_front
 from explorer.ui import pins, state, texts, tradeoff_charts
 from explorer.ui.charts import describe
-from explorer.ui.format import compressed_bytes, count, nbytes, percent
+from explorer.ui.decision_split import judge_of, note
+from explorer.ui.format import compressed_bytes, count, nbytes, percent, with_interval
 from explorer.ui.layout import page_setup
 
 
@@ -17,9 +23,8 @@ from explorer.ui.layout import page_setup
                    max_entries=16)
 def shared_baselines(model_key: str, granularity: str, _session) -> BaselineCurves:
     """The baseline curves of one model, shared by every session (they depend on nothing
-    a user chooses but the granularity)."""
-    scores = state.shared_scores(_session.model_id, _session.bundle, _session.data)
-    return baseline_curves(Evaluator(_session.bundle, _session.data, scores), granularity)
+    a user chooses but the granularity), measured on both parts of its data."""
+    return baseline_curves(SplitEvaluator(_session.bundle, _session.data), granularity)
 
 
 session = page_setup("Trade-offs", texts.TRADEOFFS)
@@ -29,7 +34,7 @@ if session.data is None:
 
 model_id, plan = session.model_id, session.plan
 try:
-    current, dense = session.evaluate(plan), session.dense()
+    session.evaluate(plan)
     for pinned_plan in pins.pinned(model_id).values():
         session.evaluate(pinned_plan)
 except ExplorerError as exc:
@@ -41,37 +46,53 @@ def label(p: Plan) -> str:
     return pins.name_of(model_id, p) or describe(p)
 
 
+judge = judge_of(session)
 history = session.history()
-points = [tradeoff_charts.PlanPoint(label(p), m, pinned=pins.name_of(model_id, p) is not None,
-                                    current=p == plan) for p, m in history]
-fronts = {axis: pareto_front([(cost(m), m.accuracy) for _, m in history])
-          for axis, (_, cost) in tradeoff_charts.AXES.items()}
+judged = [judge.evaluate(p) for p, _ in history]
+points = [tradeoff_charts.PlanPoint(label(p), j, pinned=pins.name_of(model_id, p) is not None,
+                                    current=p == plan) for (p, _), j in zip(history, judged,
+                                                                            strict=True)]
+fronts = {axis: decision_front(judged, cost) for axis, (_, cost) in tradeoff_charts.AXES.items()}
 
 granularity = st.radio("Baselines at granularity", GRANULARITIES, horizontal=True,
                        index=GRANULARITIES.index(plan.granularity), key="to_granularity",
                        help="uniform, global magnitude and random plans fitted to compression "
                             "ratios 2, 4, 8, 16 and 32 (Blalock et al. 2020)")
-baselines = shared_baselines(f"{model_id}:{id(session.bundle)}", granularity, session)
+baselines = shared_baselines(session.key, granularity, session)
 for name, missed in baselines.unreachable.items():
     st.caption(f"{name} cannot reach compression "
                + ", ".join(f"{r:g}x" for r in missed) + f": {next(iter(missed.values()))}")
-st.plotly_chart(tradeoff_charts.workspace(points, fronts, baselines, dense), key="workspace")
+part = st.radio("Accuracy on", list(tradeoff_charts.PARTS), horizontal=True, key="to_part",
+                format_func=tradeoff_charts.PARTS.get,
+                help="held-out: the images no choice saw (the numbers to trust); calibration: "
+                     "the images the Pareto front is chosen on")
+st.plotly_chart(tradeoff_charts.workspace(points, fronts, baselines, judge.dense(), part),
+                key="workspace")
+note(judge)
 st.caption(f"{len(history)} plans evaluated in this session (every slider position on the "
            "Prune page is one). Up and to the left is better; the orange line joins the plans "
-           "no other plan beats on both accuracy and cost.")
+           "no other plan beats on both calibration accuracy and cost. On held-out images a "
+           "plan of the front can fall below another plan: the noise its choice fitted.")
 
 
-def _row(name: str, m) -> dict:
-    return {"plan": name, "accuracy": percent(m.accuracy), "FLOPs": count(m.flops["effective"]),
+def _row(name: str, m: Metrics, **accuracy: str) -> dict:
+    return {"plan": name, **accuracy, "FLOPs": count(m.flops["effective"]),
             "speed-up": f"{m.speedup:.2f}x", "size": nbytes(compressed_bytes(m)),
             "compression": f"{m.compression_ratio:.2f}x"}
+
+
+def _front_row(i: int) -> dict:
+    calibration, held_out = judged[i]
+    return _row(points[i].label, held_out, **{
+        "held-out accuracy [95%]": with_interval(held_out),
+        "calibration accuracy": percent(calibration.accuracy)})
 
 
 st.subheader("The Pareto front")
 axis = st.radio("Cost", list(tradeoff_charts.AXES), horizontal=True, key="to_axis",
                 format_func=lambda a: tradeoff_charts.AXES[a][0])
 front = sorted(fronts[axis], key=lambda i: tradeoff_charts.AXES[axis][1](history[i][1]))
-st.dataframe([_row(points[i].label, history[i][1]) for i in front], hide_index=True)
+st.dataframe([_front_row(i) for i in front], hide_index=True)
 if front:
     labels = {points[i].label: i for i in front}
     # keyed by the front itself: a remembered choice never points at another plan
@@ -89,7 +110,9 @@ right.button("Pin the current plan", key="to_pin", width="stretch",
                                        st.session_state["plan"]))
 pinned = pins.pinned(model_id)
 if pinned:
-    st.dataframe([_row(n, session.evaluate(p)) for n, p in pinned.items()], hide_index=True)
+    st.dataframe([_row(n, m, **{f"accuracy (all {m.samples} images)": percent(m.accuracy)})
+                  for n, m in ((n, session.evaluate(p)) for n, p in pinned.items())],
+                 hide_index=True)
     which = st.selectbox("Pinned plan", list(pinned), key="to_pinned_pick")
     c1, c2 = st.columns(2)
     c1.button("Load into the sliders", key="to_pinned_load", width="stretch",

@@ -160,8 +160,23 @@ def _grid_arg(text: str) -> list[float]:
         ) from None
 
 
+def _split_lines(judge, plan, what: str) -> list[str]:
+    """Which images choose and which report, and ``plan``'s accuracy on each part."""
+    if judge.split is None:
+        return []
+    judged = judge.evaluate(plan)
+    return [judge.split.describe(),
+            f"{what} accuracy: calibration {judged.calibration.accuracy:.2%}, held-out "
+            f"{judged.held_out.accuracy:.2%}"]
+
+
+def _with_interval(m) -> str:
+    lo, hi = m.accuracy_ci
+    return f"{m.accuracy:.2%} [{lo:.1%}-{hi:.1%}]"
+
+
 def cmd_sensitivity(args: argparse.Namespace) -> int:
-    from explorer.evaluator import Evaluator
+    from explorer.decisions import SplitEvaluator
     from explorer.sensitivity import DEFAULT_GRID, sensitivity
 
     bundle, data = _load_bundle(args.model, args.data)
@@ -174,12 +189,15 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     else:
         criterion = "magnitude" if granularity == "weights" else "l1"
     grid = _grid_arg(args.grid) if args.grid else DEFAULT_GRID
-    result = sensitivity(Evaluator(bundle, data), granularity, criterion, grid, base=plan)
+    judge = SplitEvaluator(bundle, data)  # scanned on the calibration part
+    result = sensitivity(judge.calibration, granularity, criterion, grid, base=plan)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps({**result.to_dict(), **judge.report(result.base)}, indent=2))
         return 0
     print(f"model {bundle.name}: sensitivity of {granularity} by {criterion}, "
           "each unit pruned alone")
+    for line in _split_lines(judge, result.base, "base" if plan else "dense"):
+        print(line)
     for unit in result.units:
         print(f"\n{' + '.join(unit.layers)}")
         print(f"  {'removed':>8} {'accuracy':>9} {'loss':>9} {'FLOPs/sample':>14}")
@@ -271,7 +289,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_suggest(args: argparse.Namespace) -> int:
-    from explorer.evaluator import Evaluator
+    from explorer.decisions import SplitEvaluator
+    from explorer.plan import Plan
     from explorer.save import check_writable
     from explorer.sensitivity import DEFAULT_GRID, sensitivity
     from explorer.suggest import suggest
@@ -283,9 +302,9 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     bundle, data = _load_bundle(args.model, args.data)
     criterion = args.criterion or default_criterion(args.granularity)
     grid = _grid_arg(args.grid) if args.grid else DEFAULT_GRID
-    evaluator = Evaluator(bundle, data)
-    scan = sensitivity(evaluator, args.granularity, criterion, grid)
-    result = suggest(scan, evaluator, target)
+    judge = SplitEvaluator(bundle, data)  # chosen on the calibration part, reported held-out
+    scan = sensitivity(judge.calibration, args.granularity, criterion, grid)
+    result = suggest(scan, judge, target)
     if args.out:
         try:
             Path(args.out).write_text(result.plan.to_json())
@@ -295,16 +314,19 @@ def cmd_suggest(args: argparse.Namespace) -> int:
         print(json.dumps({"model": bundle.name, "grid": list(scan.grid), **result.to_dict()},
                          indent=2))
         return 0
-    print(f"model {bundle.name}: {target.describe()}, {args.granularity} by {criterion} "
-          f"(dense accuracy {result.dense.accuracy:.2%})")
-    print(f"  {'plan':<28} {'accuracy':>9} {'speed-up':>9} {'compression':>12}")
+    print(f"model {bundle.name}: {target.describe()}, {args.granularity} by {criterion}")
+    for line in _split_lines(judge, Plan(), "dense"):
+        print(line)
+    print(f"  {'plan':<28} {'chosen on':>9} {'held-out [95% interval]':>24} {'speed-up':>9} "
+          f"{'compression':>12}")
     for row in result.rows:
         label = row.name if row.fraction is None else f"{row.name} ({row.fraction:.2%})"
         if row.metrics is None:
             print(f"  {label:<28} {row.error}")
             continue
-        m = row.metrics
-        print(f"  {label:<28} {m.accuracy:>9.2%} {m.speedup:>8.2f}x {m.compression_ratio:>11.2f}x")
+        chosen, m = row.metrics
+        print(f"  {label:<28} {chosen.accuracy:>9.2%} {_with_interval(m):>24} "
+              f"{m.speedup:>8.2f}x {m.compression_ratio:>11.2f}x")
     print("suggested fractions removed: " + ", ".join(
         f"{name} {f:.2%}" for name, f in result.plan.sparsity.items()))
     if args.out:

@@ -2,10 +2,18 @@
 
 The digits images (1,797 8x8 greyscale images of 10 classes) ship inside scikit-learn, so
 the demo works offline. Pixel values 0..16 are scaled to [0, 1] and shaped (N, 1, 8, 8).
+
+A decision made on data (a suggested plan, a Pareto front) is judged optimistically on the
+images it was chosen on. :func:`split_for_decisions` cuts a validation set into a
+*calibration* part, where choices are made, and a *held-out* part, where they are reported:
+stratified by label, and by a rule that depends on nothing but the labels, the fraction and
+the seed (no random generator whose stream could change between library versions), so the
+same file gives the same split on every run and platform.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -16,16 +24,22 @@ from explorer.errors import DataError
 
 DIGITS_VALIDATION_SIZE = 360
 DIGITS_SPLIT_SEED = 0
+DECISION_FRACTION = 0.5  # of each class, for the calibration part
 
 
 @dataclass(frozen=True)
 class ValidationSet:
-    """Inputs ``x`` (N, *input_shape) float32 and integer labels ``y`` (N,) in [0, classes)."""
+    """Inputs ``x`` (N, *input_shape) float32 and integer labels ``y`` (N,) in [0, classes).
+
+    ``indices`` (N,) int64: for a part of another set (:meth:`subset`), the positions of
+    these samples in it; None for a set as loaded.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
     num_classes: int
     name: str = "validation"
+    indices: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.x.shape[0] != self.y.shape[0]:
@@ -38,6 +52,102 @@ class ValidationSet:
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    def subset(self, indices: torch.Tensor, name: str) -> ValidationSet:
+        """The samples at ``indices`` (in that order), remembering where they came from."""
+        indices = torch.as_tensor(indices, dtype=torch.int64)
+        return ValidationSet(self.x[indices], self.y[indices], self.num_classes, name, indices)
+
+
+@dataclass(frozen=True)
+class DecisionSplit:
+    """A validation set cut in two (see :func:`split_for_decisions`): choose on
+    ``calibration``, report on ``held_out``; each part's ``indices`` are positions in the
+    source set (``source`` names it, ``samples`` is its size)."""
+
+    source: str
+    samples: int
+    calibration: ValidationSet
+    held_out: ValidationSet
+    fraction: float
+    seed: int | None
+
+    def rule(self) -> str:
+        """Which images of each class are calibration images, in words."""
+        if self.seed is not None:
+            return f"{self.fraction:.0%} of each class, picked by seed {self.seed}"
+        if self.fraction == 0.5:
+            return "the 1st, 3rd, 5th, ... image of each class, in file order"
+        return f"{self.fraction:.0%} of each class, spread evenly in file order"
+
+    def describe(self) -> str:
+        """One line for a page: which images choose and which report."""
+        return (f"Chosen on {len(self.calibration)} calibration images of the {self.samples} "
+                f"{self.source} images ({self.rule()}); reported on the other "
+                f"{len(self.held_out)}, held out from every choice.")
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "samples": self.samples, "fraction": self.fraction,
+                "seed": self.seed, "rule": self.rule(),
+                "calibration_indices": self.calibration.indices.tolist(),
+                "held_out_indices": self.held_out.indices.tolist()}
+
+
+def split_for_decisions(
+    data: ValidationSet, fraction: float = DECISION_FRACTION, seed: int | None = None
+) -> DecisionSplit:
+    """``data`` cut into a calibration part (about ``fraction`` of each class) and the rest.
+
+    Within each class the images are taken in file order (``seed`` None) or in an order
+    fixed by ``seed`` (a 64-bit hash of seed and position); of a class of n images, the
+    calibration part gets k = round(n * fraction), at least one and at most n - 1 when
+    n >= 2, spread evenly over that order (for 0.5: the 1st, 3rd, 5th, ...). Both parts keep
+    file order. Deterministic: the same labels, fraction and seed give the same split on
+    every run and platform.
+
+    Raises:
+        DataError: ``fraction`` is not strictly between 0 and 1, or one part would be empty
+            (every class has a single image).
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+            or not 0.0 < fraction < 1.0:
+        raise DataError(f"The calibration fraction must be between 0 and 1; got {fraction!r}.")
+    y = data.y.numpy()
+    order = np.arange(len(y)) if seed is None else np.lexsort((np.arange(len(y)),
+                                                             _hashes(seed, len(y))))
+    chosen = np.zeros(len(y), dtype=bool)
+    for label in np.unique(y):
+        members = order[y[order] == label]
+        chosen[members[_spread(len(members), fraction)]] = True
+    calibration, held_out = np.flatnonzero(chosen), np.flatnonzero(~chosen)
+    if not len(calibration) or not len(held_out):
+        raise DataError(f"{data.name}: {len(data)} image(s) cannot be split into a "
+                        "calibration and a held-out part; a decision needs two images of at "
+                        "least one class.")
+    return DecisionSplit(data.name, len(data),
+                         data.subset(torch.from_numpy(calibration), f"{data.name} calibration"),
+                         data.subset(torch.from_numpy(held_out), f"{data.name} held-out"),
+                         float(fraction), seed)
+
+
+def _spread(n: int, fraction: float) -> np.ndarray:
+    """Which of n items (a boolean mask) the calibration part takes: k of them, evenly,
+    the first one included (position i is taken when floor((i k + n - k) / n) steps up)."""
+    k = math.floor(n * fraction + 0.5)
+    if n >= 2:
+        k = min(max(k, 1), n - 1)
+    i = np.arange(n + 1)
+    steps = (i * k + n - k) // n
+    return steps[1:] > steps[:-1]
+
+
+def _hashes(seed: int, n: int) -> np.ndarray:
+    """splitmix64 of (seed, position) for positions 0..n-1: a platform-independent order."""
+    z = np.arange(n, dtype=np.uint64) + np.array([seed % 2**64], dtype=np.uint64) * \
+        np.array([0x9E3779B97F4A7C15], dtype=np.uint64)
+    z = (z ^ (z >> np.uint64(30))) * np.array([0xBF58476D1CE4E5B9], dtype=np.uint64)
+    z = (z ^ (z >> np.uint64(27))) * np.array([0x94D049BB133111EB], dtype=np.uint64)
+    return z ^ (z >> np.uint64(31))
 
 
 @lru_cache(maxsize=1)

@@ -8,6 +8,10 @@ Weights and Connections for Efficient Neural Networks", and Li et al. 2017, "Pru
 Filters for Efficient ConvNets"). Layers whose neurons cannot be removed are skipped, each
 with the reason.
 
+A scan is a decision aid: the app and the CLI run it on the calibration part of the
+validation data (:mod:`explorer.decisions`), so the plans it suggests can be reported on
+images it never saw. ``samples`` records how many images it ran on.
+
 Each unit's grid is swept in order, so the incremental :class:`~explorer.evaluator.Evaluator`
 reuses the network before the unit and its cached scores serve every fraction.
 
@@ -66,7 +70,8 @@ class Sensitivity:
     """The scan of every unit of one model (see the module docstring).
 
     ``skipped`` maps each layer that cannot be pruned at ``granularity`` to the reason;
-    ``cancelled`` is True when the scan stopped early (its curves are then partial).
+    ``cancelled`` is True when the scan stopped early (its curves are then partial);
+    ``samples`` is the number of validation images it ran on (0 without data).
     """
 
     model: str
@@ -77,6 +82,7 @@ class Sensitivity:
     units: tuple[UnitCurve, ...]
     skipped: dict[str, str]
     cancelled: bool = False
+    samples: int = 0
 
     def unit(self, name: str) -> UnitCurve:
         return next(u for u in self.units if u.unit == name)
@@ -89,6 +95,7 @@ class Sensitivity:
             "grid": list(self.grid),
             "base": self.base.to_dict(),
             "cancelled": self.cancelled,
+            "samples": self.samples,
             "units": [u.to_dict() for u in self.units],
             "skipped": dict(self.skipped),
         }
@@ -159,6 +166,7 @@ def sensitivity(
             units=tuple(units_so_far),
             skipped=skipped,
             cancelled=cancelled,
+            samples=0 if evaluator.data is None else len(evaluator.data),
         )
 
     for unit, members in units.items():

@@ -29,6 +29,12 @@ result still meets the target exactly as :meth:`Evaluator.evaluate
 paper compares against (Blalock et al. 2020) — the same fraction in every layer, and one
 global threshold by magnitude (L1 norm for neurons) — are fitted to the same target, so a
 page can show suggested vs uniform vs global side by side.
+
+Everything above happens on the *calibration* part of the validation data (the scan, the
+greedy allocation, the target fit for ``accuracy_drop``, the baselines' fit); every row is
+then also measured on the *held-out* part, which no choice saw, and that is the accuracy to
+report (:mod:`explorer.decisions`). Cost targets do not depend on data: they are met exactly
+on both parts.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from explorer.data import DecisionSplit
+from explorer.decisions import SplitEvaluator, SplitMetrics, split_report
 from explorer.errors import DataError, ExplorerError, PlanError
 from explorer.evaluator import Evaluator
 from explorer.metrics import Metrics
@@ -59,7 +67,8 @@ SUGGESTED, UNIFORM, GLOBAL = "suggested", "uniform", "global magnitude"
 
 @dataclass(frozen=True)
 class Row:
-    """One plan of the comparison: its name, plan and metrics, or why there is none.
+    """One plan of the comparison: its name, plan and metrics on both parts, or why there
+    is none.
 
     ``fraction`` is a baseline's one knob (the fraction in every layer, or the global
     amount); None for the suggested plan, whose fractions differ per layer.
@@ -67,16 +76,18 @@ class Row:
 
     name: str
     plan: Plan | None
-    metrics: Metrics | None
+    metrics: SplitMetrics | None
     fraction: float | None = None
     error: str | None = None
 
     def to_dict(self) -> dict:
+        parts = {"calibration": None, "held_out": None} if self.metrics is None \
+            else self.metrics.to_dict()
         return {
             "name": self.name,
             "plan": None if self.plan is None else self.plan.to_dict(),
             "fraction": self.fraction,
-            "metrics": None if self.metrics is None else self.metrics.to_dict(),
+            **parts,
             "error": self.error,
         }
 
@@ -85,18 +96,19 @@ class Row:
 class Suggestion:
     """A plan suggested for ``target`` with its metrics, and the baselines fitted to it.
 
-    ``dense`` are the unpruned model's metrics on the same data; ``baselines`` are rows for
-    the uniform and the global-magnitude plan (a row's ``error`` says when the target is
-    out of that baseline's reach).
+    ``metrics`` and ``dense`` (the unpruned model) are measured on both parts of ``split``;
+    ``baselines`` are rows for the uniform and the global-magnitude plan (a row's ``error``
+    says when the target is out of that baseline's reach).
     """
 
     target: Target
     granularity: str
     criterion: str
     plan: Plan
-    metrics: Metrics
-    dense: Metrics
+    metrics: SplitMetrics
+    dense: SplitMetrics
     baselines: tuple[Row, ...]
+    split: DecisionSplit
 
     @property
     def rows(self) -> tuple[Row, ...]:
@@ -109,6 +121,7 @@ class Suggestion:
             "granularity": self.granularity,
             "criterion": self.criterion,
             "plan": self.plan.to_dict(),
+            **split_report(self.split, self.metrics, self.dense),
             "dense": self.dense.to_dict(),
             "rows": [row.to_dict() for row in self.rows],
         }
@@ -125,22 +138,24 @@ class Estimate:
 
 
 def suggest(
-    sens: Sensitivity, evaluator: Evaluator, target: Target, baselines: bool = True
+    sens: Sensitivity, judge: SplitEvaluator, target: Target, baselines: bool = True
 ) -> Suggestion:
     """Per-layer fractions meeting ``target``, chosen from the curves of ``sens``.
 
     Args:
-        sens: a complete sensitivity scan of ``evaluator``'s model from the dense model
-            (its granularity and criterion are the plan's).
-        evaluator: evaluates plans on the model and validation set the scan used.
-        target: what the plan must meet.
+        sens: a complete sensitivity scan of ``judge``'s model from the dense model, run on
+            its calibration part (its granularity and criterion are the plan's).
+        judge: chooses on its calibration part, reports every row on its held-out part.
+        target: what the plan must meet (on the calibration part, for ``accuracy_drop``).
         baselines: also fit the uniform and global baselines to ``target``.
 
     Raises:
-        PlanError: the scan is partial, of another model or from a pruned base, or the
-            target is out of reach of the scan's grid (the message says how far it gets).
+        PlanError: the scan is partial, of another model or other data, or from a pruned
+            base, or the target is out of reach of the scan's grid (the message says how
+            far it gets).
         DataError: the scan has no accuracies (a model without validation data).
     """
+    evaluator = judge.calibration
     _check(sens, evaluator)
     dense = dense_metrics(evaluator)
     estimates = _estimates(sens, evaluator, dense, target)
@@ -151,9 +166,9 @@ def suggest(
     else:
         fractions = _walk_cost(evaluator, target, estimates, path, plan_of)
     plan = plan_of(fractions)
-    rows = _baselines(evaluator, sens, target) if baselines else ()
-    return Suggestion(target, sens.granularity, sens.criterion, plan,
-                      evaluator.evaluate(plan), dense, rows)
+    rows = _baselines(judge, sens, target) if baselines else ()
+    return Suggestion(target, sens.granularity, sens.criterion, plan, judge.evaluate(plan),
+                      judge.dense(), rows, judge.split)
 
 
 def greedy_path(estimates: list[Estimate]) -> list[tuple[int, int]]:
@@ -197,9 +212,13 @@ def _check(sens: Sensitivity, evaluator: Evaluator) -> None:
     if not sens.base.removes_nothing:
         raise PlanError("Suggestions start from the dense model: run the sensitivity scan "
                         "without a base plan.")
-    if any(a is None for u in sens.units for a in u.accuracy):
+    if any(a is None for u in sens.units for a in u.accuracy) or evaluator.data is None:
         raise DataError(f"'{sens.model}' has no validation data: a suggestion weighs the "
                         "accuracy each layer loses, which needs it.")
+    if sens.samples != len(evaluator.data):
+        raise PlanError(f"The sensitivity scan ran on {sens.samples} images, not on the "
+                        f"{len(evaluator.data)} calibration images the suggestion is chosen "
+                        "on: run the scan on the calibration part.")
 
 
 def _estimates(
@@ -296,10 +315,11 @@ def _walk_accuracy(evaluator, target, dense, estimates, path, plan_of) -> list[f
     return fractions
 
 
-def _baselines(evaluator: Evaluator, sens: Sensitivity, target: Target) -> tuple[Row, ...]:
+def _baselines(judge: SplitEvaluator, sens: Sensitivity, target: Target) -> tuple[Row, ...]:
     """The uniform plan (by the scan's criterion) and the global plan by magnitude (L1 for
-    neurons), each fitted to ``target``; a row holds the error where it is out of reach."""
-    bundle, granularity = evaluator.bundle, sens.granularity
+    neurons), each fitted to ``target`` on the calibration part and measured on both; a row
+    holds the error where it is out of reach."""
+    bundle, granularity = judge.bundle, sens.granularity
     families = {
         UNIFORM: lambda f: uniform_plan(bundle, granularity, sens.criterion, f),
         GLOBAL: lambda f: global_plan(granularity, default_criterion(granularity), f),
@@ -307,10 +327,10 @@ def _baselines(evaluator: Evaluator, sens: Sensitivity, target: Target) -> tuple
     rows = []
     for name, family in families.items():
         try:
-            fraction, plan, metrics = fit(evaluator, family, target)
+            fraction, plan, _ = fit(judge.calibration, family, target)
         except ExplorerError as exc:
             rows.append(Row(name, None, None, error=str(exc)))
         else:
-            rows.append(Row(name, plan, metrics, fraction))
+            rows.append(Row(name, plan, judge.evaluate(plan), fraction))
     return tuple(rows)
 

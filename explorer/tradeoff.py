@@ -10,9 +10,13 @@ ratio (with :func:`explorer.targets.fit`, a size target):
 * ``random``: the same fraction in every layer, chosen at random — the control.
 
 :func:`pareto_front` marks the plans no other plan beats on both axes (lower cost, higher
-accuracy); :func:`history_front` applies it to a list of evaluated (plan, metrics) pairs,
-with cost = effective FLOPs or nonzero parameters, so a page can highlight the front of
-everything the user tried.
+accuracy); :func:`decision_front` applies it to plans measured on both parts of the
+validation data (:mod:`explorer.decisions`): the front is *chosen* on the calibration part,
+and its held-out accuracies are what a page reports, since a plan that made the front by
+fitting the noise of some images looks best on exactly those images. The baselines are
+fitted to a cost alone (no data) and measured on both parts, so they sit beside either.
+:func:`history_front` does it with cost = effective FLOPs or nonzero parameters, so a page
+can highlight the front of everything the user tried.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from explorer.bundle import ModelBundle
+from explorer.decisions import SplitEvaluator, SplitMetrics
 from explorer.errors import ExplorerError, PlanError
-from explorer.evaluator import Evaluator
 from explorer.metrics import Metrics
 from explorer.plan import GRANULARITIES, Plan
 from explorer.targets import Target, default_criterion, fit, global_plan, uniform_plan
@@ -34,11 +39,12 @@ Progress = Callable[[int, int], None]
 
 
 class CurvePoint(NamedTuple):
-    """A baseline plan fitted to compression ``ratio`` (its metrics reach at least it)."""
+    """A baseline plan fitted to compression ``ratio`` (its metrics, on both parts of the
+    validation data, reach at least it)."""
 
     ratio: float
     plan: Plan
-    metrics: Metrics
+    metrics: SplitMetrics
 
 
 class BaselineCurves(dict[str, list[CurvePoint]]):
@@ -55,13 +61,13 @@ class BaselineCurves(dict[str, list[CurvePoint]]):
         return (BaselineCurves, (dict(self), self.unreachable))
 
 
-def baseline_families(evaluator: Evaluator, granularity: str) -> dict[str, Callable[[float], Plan]]:
+def baseline_families(bundle: ModelBundle, granularity: str) -> dict[str, Callable[[float], Plan]]:
     """Each baseline's plan as a function of its one fraction (see the module docstring)."""
     if granularity not in GRANULARITIES:
         raise PlanError(
             f"granularity must be one of {', '.join(GRANULARITIES)}; got {granularity!r}."
         )
-    bundle, criterion = evaluator.bundle, default_criterion(granularity)
+    criterion = default_criterion(granularity)
     return {
         "uniform": lambda f: uniform_plan(bundle, granularity, criterion, f),
         "global magnitude": lambda f: global_plan(granularity, criterion, f),
@@ -70,7 +76,7 @@ def baseline_families(evaluator: Evaluator, granularity: str) -> dict[str, Calla
 
 
 def baseline_curves(
-    evaluator: Evaluator,
+    judge: SplitEvaluator,
     granularity: str,
     ratios: Sequence[float] = BLALOCK_RATIOS,
     progress: Progress | None = None,
@@ -79,13 +85,14 @@ def baseline_curves(
 
     A ratio a baseline cannot reach (e.g. 32 at neuron granularity where the output layer's
     neurons must stay) is recorded in :attr:`BaselineCurves.unreachable`, not raised.
-    Each fitted plan is the least pruning that reaches the ratio.
+    Each fitted plan is the least pruning that reaches the ratio; it is measured on both
+    parts of ``judge``'s data.
 
     Raises:
         PlanError: a bad granularity, or a ratio not greater than 1.
     """
     targets = [Target("size", r) for r in ratios]  # raises on a bad ratio before any work
-    families = baseline_families(evaluator, granularity)
+    families = baseline_families(judge.bundle, granularity)
     points: dict[str, list[CurvePoint]] = {}
     unreachable: dict[str, dict[float, str]] = {}
     done, total = 0, len(families) * len(targets)
@@ -93,11 +100,11 @@ def baseline_curves(
         points[name] = []
         for target in targets:
             try:
-                _, plan, metrics = fit(evaluator, family, target)
+                _, plan, _ = fit(judge.calibration, family, target)
             except ExplorerError as exc:
                 unreachable.setdefault(name, {})[target.value] = str(exc)
             else:
-                points[name].append(CurvePoint(target.value, plan, metrics))
+                points[name].append(CurvePoint(target.value, plan, judge.evaluate(plan)))
             done += 1
             if progress is not None:
                 progress(done, total)
@@ -135,6 +142,12 @@ def cost(metrics: Metrics, axis: str) -> float:
     raise PlanError(f"axis must be one of {', '.join(AXES)}; got {axis!r}.")
 
 
-def history_front(history: Sequence[tuple[Plan, Metrics]], axis: str) -> list[int]:
+def decision_front(judged: Sequence[SplitMetrics], cost: Callable[[Metrics], float]) -> list[int]:
+    """Indices of the plans on the Pareto front of accuracy vs ``cost``, chosen on the
+    calibration part (report their held-out accuracy beside it)."""
+    return pareto_front([(cost(m.calibration), m.calibration.accuracy) for m in judged])
+
+
+def history_front(history: Sequence[tuple[Plan, SplitMetrics]], axis: str) -> list[int]:
     """Indices of the evaluated plans on the Pareto front of accuracy vs ``axis``."""
-    return pareto_front([(cost(m, axis), m.accuracy) for _, m in history])
+    return decision_front([m for _, m in history], lambda m: cost(m, axis))

@@ -26,3 +26,9 @@ def compressed_bytes(metrics: Metrics) -> int:
     if "structured" in sizes:
         return sizes["structured"]
     return min(sizes["dense"], sizes["bitmask"], sizes["csr"])
+
+
+def with_interval(metrics: Metrics) -> str:
+    """Accuracy with its 95% Wilson interval: ``95.51% [91.4-97.7]``."""
+    lo, hi = metrics.accuracy_ci
+    return f"{percent(metrics.accuracy)} [{lo * 100:.1f}-{hi * 100:.1f}]"

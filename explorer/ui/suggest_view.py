@@ -4,6 +4,9 @@ The suggested plan (from the sensitivity curves) is shown beside the two baselin
 to the same target — the same fraction in every layer, and one global magnitude threshold
 — so the user sees what the curves bought. Any row goes to the Prune page's sliders with
 one click.
+
+Each row shows two accuracies: on the calibration images the plan was chosen on, and on the
+held-out images no choice saw (the one to trust; :mod:`explorer.decisions`).
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from explorer.decisions import SplitEvaluator
 from explorer.errors import ExplorerError
+from explorer.metrics import Metrics
 from explorer.sensitivity import Sensitivity
 from explorer.suggest import Suggestion, suggest
 from explorer.targets import Target
 from explorer.ui import state
 from explorer.ui.charts import DENSE, KEPT, PRUNED, _compact
-from explorer.ui.format import compressed_bytes, count, nbytes, percent
+from explorer.ui.decision_split import judge_of, note
+from explorer.ui.format import compressed_bytes, count, nbytes, percent, with_interval
 from explorer.ui.state import Session
 
 PRUNE_PAGE = "app_pages/prune.py"
@@ -25,17 +31,20 @@ KINDS = {
     "flops": ("FLOPs reduction (x)", 4.0, 1.01, "effective FLOPs at most dense / this"),
     "size": ("Compression ratio (x)", 8.0, 1.01, "parameters / nonzero parameters at least"),
     "accuracy_drop": ("Largest accuracy drop (points)", 1.0, 0.0,
-                      "validation accuracy at most this many points below the dense model"),
+                      "calibration accuracy at most this many points below the dense "
+                      "model's"),
 }
 SUGGESTIONS_KEY = "suggestions"
 
 
 def section(session: Session, sens: Sensitivity) -> None:
     """Target controls, the suggestion with its baselines, per-layer fractions, apply."""
+    judge = judge_of(session)
     st.subheader("Suggest a plan")
     st.caption(f"From the {sens.granularity} / {sens.criterion} curves above: the layers that "
                "cost least for what they save are pruned first; the result is checked on the "
-               "real plan, so it meets the target as the Prune page measures it.")
+               "real plan, so it meets a FLOPs or size target exactly, and an accuracy target "
+               "on the calibration images it was chosen on.")
     left, mid, right = st.columns([2, 2, 1], vertical_alignment="bottom")
     kind = left.selectbox("Target", list(KINDS), format_func=lambda k: KINDS[k][0],
                           key="sg_kind")
@@ -44,13 +53,14 @@ def section(session: Session, sens: Sensitivity) -> None:
                              help=help_text)
     asked = right.button("Suggest", type="primary", key="sg_run", width="stretch")
     target_value = value / 100 if kind == "accuracy_drop" else value
-    key = (session.model_id, sens.granularity, sens.criterion, sens.grid, kind, target_value)
+    key = (session.model_id, id(judge), sens.granularity, sens.criterion, sens.grid, kind,
+           target_value)
     store = st.session_state.setdefault(SUGGESTIONS_KEY, {})
     if asked and key not in store:
         try:
             target = Target(kind, target_value)
             with st.spinner("Fitting the suggestion and the baselines..."):
-                store[key] = suggest(sens, session.evaluator, target)
+                store[key] = suggest(sens, judge, target)
         except ExplorerError as exc:
             store[key] = str(exc)
     found = store.get(key)
@@ -59,10 +69,11 @@ def section(session: Session, sens: Sensitivity) -> None:
     if isinstance(found, str):
         st.error(f"No suggestion: {found}")
         return
-    _show(session, found)
+    _show(judge, found)
 
 
-def _show(session: Session, result: Suggestion) -> None:
+def _show(judge: SplitEvaluator, result: Suggestion) -> None:
+    note(judge)
     dense = result.dense
     st.dataframe([_row(row, dense) for row in result.rows], hide_index=True, key="sg_table")
     st.plotly_chart(per_layer_fractions(result), key="sg_layers")
@@ -76,16 +87,23 @@ def _show(session: Session, result: Suggestion) -> None:
             st.switch_page(PRUNE_PAGE)
 
 
+COLUMNS = ("plan", "held-out accuracy [95%]", "held-out drop", "calibration accuracy",
+           "calibration drop", "FLOPs", "speed-up", "compression", "size", "note")
+
+
 def _row(row, dense) -> dict:
-    m = row.metrics
-    if m is None:
-        return {"plan": row.name, "accuracy": "—", "drop": "—", "FLOPs": "—",
-                "speed-up": "—", "compression": "—", "size": "—", "note": row.error}
-    return {"plan": row.name, "accuracy": percent(m.accuracy),
-            "drop": f"{(dense.accuracy - m.accuracy) * 100:.2f} pts",
-            "FLOPs": count(m.flops["effective"]), "speed-up": f"{m.speedup:.2f}x",
-            "compression": f"{m.compression_ratio:.2f}x", "size": nbytes(compressed_bytes(m)),
-            "note": "" if row.fraction is None else f"fraction {row.fraction:.2%}"}
+    if row.metrics is None:
+        return {**dict.fromkeys(COLUMNS, "—"), "plan": row.name, "note": row.error}
+    calibration, m = row.metrics
+    return dict(zip(COLUMNS, (
+        row.name, with_interval(m), _drop(dense.held_out, m), percent(calibration.accuracy),
+        _drop(dense.calibration, calibration), count(m.flops["effective"]),
+        f"{m.speedup:.2f}x", f"{m.compression_ratio:.2f}x", nbytes(compressed_bytes(m)),
+        "" if row.fraction is None else f"fraction {row.fraction:.2%}"), strict=True))
+
+
+def _drop(dense: Metrics, m: Metrics) -> str:
+    return f"{(dense.accuracy - m.accuracy) * 100:.2f} pts"
 
 
 def per_layer_fractions(result: Suggestion) -> go.Figure:
@@ -95,7 +113,7 @@ def per_layer_fractions(result: Suggestion) -> go.Figure:
     for i, row in enumerate(result.rows):
         if row.metrics is None:
             continue
-        layers = row.metrics.layers
+        layers = row.metrics.held_out.layers
         fig.add_bar(x=[la.name for la in layers], y=[la.sparsity * 100 for la in layers],
                     name=row.name, marker_color=colors.get(i, DENSE),
                     hovertemplate=row.name + ": %{x} %{y:.1f}% removed<extra></extra>")

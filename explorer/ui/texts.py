@@ -136,6 +136,10 @@ that some layers tolerate most of their filters going while others break at once
   A line that falls early marks a sensitive unit: prune it little or not at all.
 - **Heatmap**: the accuracy drop in points, unit by fraction. Read it row by row for where
   each unit starts to break. Drops smaller than the accuracy's 95% interval are noise.
+- **Chosen on one half, judged on the other**: the scan and the suggested plans are made on
+  the **calibration** images (about half of each class); a suggestion's accuracy is then
+  also measured on the **held-out** images no choice saw. A plan picked as best on some
+  images looks better on them than it is; the held-out number is the one to trust.
 
 Units interact: sensitivities found alone do not simply add up when several units are
 pruned together, so check the combined plan on the Prune page. The scan runs in the
@@ -173,7 +177,9 @@ size** (right; the smallest storage: the shrunk model for neuron plans, values +
 CSR for weight plans). Both cost axes are logarithmic.
 
 - The **Pareto front** (orange) joins the plans that no other plan beats on both accuracy
-  and cost: the only ones worth keeping.
+  and cost: the only ones worth keeping. It is chosen on the **calibration** images and
+  reported on the **held-out** images no choice saw (switch the chart between them); on
+  held-out images a front plan may fall below another plan: the noise its choice fitted.
 - The **baselines** every pruning paper should compare against (Blalock et al. 2020, "What
   is the State of Neural Network Pruning?"): the **same fraction in every layer**
   (uniform), **one global magnitude threshold**, and **random** removal, each fitted to

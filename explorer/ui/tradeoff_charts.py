@@ -1,4 +1,9 @@
-"""Figures of the Trade-offs page: evaluated plans against the baselines, and two plans compared."""
+"""Figures of the Trade-offs page: evaluated plans against the baselines, and two plans compared.
+
+Plans carry their metrics on both parts of the validation data
+(:class:`~explorer.decisions.SplitMetrics`); the workspace draws one part's accuracy, while
+the Pareto front is always the one chosen on the calibration part.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from explorer.decisions import SplitMetrics
 from explorer.metrics import Metrics
 from explorer.tradeoff import CurvePoint
 from explorer.ui.charts import DENSE, KEPT, PRUNED, _compact
@@ -25,14 +31,17 @@ AXES: dict[str, tuple[str, Callable[[Metrics], float]]] = {
     "flops": ("FLOPs per sample", lambda m: m.flops["effective"]),
     "size": ("size (bytes)", compressed_bytes),
 }
+# part of the validation data -> how the page names it
+PARTS = {"held_out": "held-out images", "calibration": "calibration images"}
 
 
 @dataclass(frozen=True)
 class PlanPoint:
-    """One evaluated plan as drawn: its label (the pin's name or a description) and metrics."""
+    """One evaluated plan as drawn: its label (the pin's name or a description) and metrics
+    on both parts of the data."""
 
     label: str
-    metrics: Metrics
+    metrics: SplitMetrics
     pinned: bool = False
     current: bool = False
 
@@ -41,17 +50,18 @@ def workspace(
     points: Sequence[PlanPoint],
     fronts: dict[str, Sequence[int]],
     baselines: dict[str, Sequence[CurvePoint]],
-    dense: Metrics,
+    dense: SplitMetrics,
+    part: str = "held_out",
 ) -> go.Figure:
-    """Accuracy vs FLOPs (left) and vs size (right): every evaluated plan, the Pareto front of
-    each axis (indices into ``points``), the baseline curves (fitted points per name) and
-    the dense model."""
+    """Accuracy on ``part`` vs FLOPs (left) and vs size (right): every evaluated plan, the
+    Pareto front of each axis (indices into ``points``, chosen on the calibration part), the
+    baseline curves (fitted points per name) and the dense model."""
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=(
         "Accuracy vs FLOPs per sample", "Accuracy vs size (bytes)"))
     for col, (axis, (_, cost)) in enumerate(AXES.items(), start=1):
         first = col == 1
-        xs = [cost(p.metrics) for p in points]
-        ys = [p.metrics.accuracy * 100 for p in points]
+        xs = [cost(p.metrics.calibration) for p in points]
+        ys = [getattr(p.metrics, part).accuracy * 100 for p in points]
         fig.add_scatter(x=xs, y=ys, mode="markers", name="evaluated plans", showlegend=first,
                         marker={"color": KEPT, "size": 7, "opacity": 0.5},
                         text=[p.label for p in points], legendgroup="plans",
@@ -67,8 +77,8 @@ def workspace(
                                       "<extra></extra>", row=1, col=col)
         for name, curve in baselines.items():
             style = BASELINE_STYLE.get(name, {"color": DENSE, "dash": "dot"})
-            fig.add_scatter(x=[cost(p.metrics) for p in curve],
-                            y=[p.metrics.accuracy * 100 for p in curve],
+            fig.add_scatter(x=[cost(p.metrics.calibration) for p in curve],
+                            y=[getattr(p.metrics, part).accuracy * 100 for p in curve],
                             mode="lines+markers+text", name=name, showlegend=first,
                             legendgroup=name, line={"color": style["color"],
                                                     "dash": style["dash"]},
@@ -84,12 +94,13 @@ def workspace(
                         marker={"color": PRUNED, "size": 13, "symbol": "star"},
                         hovertemplate="%{text}<br>%{x:,.0f}<br>acc %{y:.2f}%<extra></extra>",
                         row=1, col=col)
-        fig.add_scatter(x=[cost(dense)], y=[dense.accuracy * 100], mode="markers",
+        fig.add_scatter(x=[cost(dense.calibration)],
+                        y=[getattr(dense, part).accuracy * 100], mode="markers",
                         name="dense model", showlegend=first, legendgroup="dense",
                         marker={"color": "black", "size": 10, "symbol": "diamond"},
                         row=1, col=col)
     fig.update_xaxes(type="log")
-    fig.update_yaxes(title_text="accuracy (%)", row=1, col=1)
+    fig.update_yaxes(title_text=f"accuracy (%), {PARTS[part]}", row=1, col=1)
     return _compact(fig, 420)
 
 

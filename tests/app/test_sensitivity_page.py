@@ -1,7 +1,9 @@
 """The Sensitivity page in AppTest: a background scan whose charts equal the engine's scan.
 
 Expected curves come from :func:`explorer.sensitivity.sensitivity` run here on a fresh
-evaluator, the dense reference from a fresh evaluation; the page runs its scan as a job in
+evaluator of the calibration part of the digits validation split (the page scans there, so
+the suggestions below are reported on the held-out part), the dense reference from a fresh
+evaluation; the page runs its scan as a job in
 another thread, which the tests wait for (``Job.wait``) before rerunning the page.
 """
 
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from explorer.data import split_for_decisions
 from explorer.errors import PlanError
 from explorer.evaluator import Evaluator
 from explorer.plan import Plan
@@ -21,6 +24,10 @@ from explorer.ui import jobs
 from explorer.ui.state import NO_DATA_NOTE
 
 COARSE = tuple(round(i / 10, 2) for i in range(10))  # the page's "10%" step
+
+
+def calibration(digits):
+    return split_for_decisions(digits).calibration
 
 
 def job_of(at: AppTest, model: str) -> jobs.Job | None:
@@ -53,8 +60,8 @@ def test_weight_scan_equals_the_engine(open_page, charts, mlp, digits):
     assert at.button(key="sens_recompute").disabled  # nothing cached yet
     scan(at, "digits-mlp")
 
-    engine = sensitivity(Evaluator(mlp, digits), "weights", "magnitude", COARSE)
-    dense = Evaluator(mlp, digits).evaluate(Plan())
+    engine = sensitivity(Evaluator(mlp, calibration(digits)), "weights", "magnitude", COARSE)
+    dense = Evaluator(mlp, calibration(digits)).evaluate(Plan())
     drawn = lines(at, charts)
     assert list(drawn) == mlp.layer_names == [u.unit for u in engine.units]
     for curve in engine.units:
@@ -68,6 +75,12 @@ def test_weight_scan_equals_the_engine(open_page, charts, mlp, digits):
     want = np.array([[(dense.accuracy - a) * 100 for a in u.accuracy] for u in engine.units])
     np.testing.assert_allclose(np.array(heat["z"], dtype=float), want, rtol=0, atol=1e-9)
     assert np.array(heat["z"]).shape == (3, len(COARSE))
+
+    captions = " ".join(c.value for c in at.caption)
+    assert "on 182 calibration images" in captions
+    assert "Chosen on 182 calibration images of the 360 digits-val images" in captions
+    held_out = Evaluator(mlp, split_for_decisions(digits).held_out).evaluate(Plan())
+    assert f"{held_out.accuracy * 100:.2f}% on the 178 held-out images" in captions
 
     at.radio(key="sens_measure").set_value("loss").run()
     drawn = lines(at, charts)
@@ -114,7 +127,7 @@ def test_neuron_units_are_coupled_groups_with_skipped_layers(open_page, charts, 
     drawn = lines(at, charts)
     labels = [g if m == [g] else f"{g} [{' + '.join(m)}]" for g, m in groups.items()]
     assert list(drawn) == labels and any("+" in label for label in labels)
-    engine = sensitivity(Evaluator(resnet, digits), "neurons", "l1", COARSE)
+    engine = sensitivity(Evaluator(resnet, calibration(digits)), "neurons", "l1", COARSE)
     for label, curve in zip(labels, engine.units, strict=True):
         assert list(drawn[label]["y"]) == [a * 100 for a in curve.accuracy]
     skipped = [la.name for la in resnet.layers if not la.neuron_prunable]
@@ -126,12 +139,13 @@ def test_current_plan_as_base(open_page, charts, mlp, digits):
     plan = Plan(sparsity={"fc1": 0.6, "fc3": 0.3})
     at = open_page("sensitivity", "digits-mlp", plan)
     scan(at, "digits-mlp", sens_base="the current plan")
-    engine = sensitivity(Evaluator(mlp, digits), "weights", "magnitude", COARSE, base=plan)
+    engine = sensitivity(Evaluator(mlp, calibration(digits)), "weights", "magnitude", COARSE,
+                         base=plan)
     drawn = lines(at, charts)
     for curve in engine.units:
         assert list(drawn[curve.unit]["y"]) == [a * 100 for a in curve.accuracy]
-    base = Evaluator(mlp, digits).evaluate(plan).accuracy
-    dense = Evaluator(mlp, digits).evaluate(Plan()).accuracy
+    base = Evaluator(mlp, calibration(digits)).evaluate(plan).accuracy
+    dense = Evaluator(mlp, calibration(digits)).evaluate(Plan()).accuracy
     shapes = charts.of(at)["sens_lines"]["layout"]["shapes"]
     assert sorted(s["y0"] for s in shapes) == sorted([dense * 100, base * 100])
     heat = charts.of(at)["sens_heatmap"]["data"][0]  # drop against the base plan
@@ -185,7 +199,7 @@ def test_cancel_keeps_a_flagged_partial_result(open_page, charts, cnn, digits,
     whole = sum(len(u.fractions) == len(DEFAULT_GRID) for u in result.units)
     assert any(f"Cancelled after {whole} of {len(cnn.layers)} units" in w.value
                for w in at.warning)
-    engine = sensitivity(Evaluator(cnn, digits), "weights", "magnitude",
+    engine = sensitivity(Evaluator(cnn, calibration(digits)), "weights", "magnitude",
                          DEFAULT_GRID[:len(result.units[0].fractions)])
     drawn = lines(at, charts)  # the partial curves are the engine's numbers
     assert list(drawn["features.0"]["y"]) == [a * 100 for a in engine.units[0].accuracy]

@@ -1,11 +1,16 @@
 """The Trade-offs page in AppTest: points, Pareto front and baselines equal the engine's;
-pinning, loading and comparing two plans."""
+pinning, loading and comparing two plans.
+
+The front is chosen on the calibration part of the digits validation split and reported on
+the held-out part; expected values come from fresh evaluators on each part.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from explorer.data import split_for_decisions
 from explorer.evaluator import Evaluator, full_forward_logits
 from explorer.plan import Plan
 from explorer.tradeoff import BLALOCK_RATIOS
@@ -36,39 +41,67 @@ def _dominated(point, others) -> bool:
     return any(c <= point[0] and a >= point[1] and (c, a) != point for c, a in others)
 
 
+def parts(cnn, digits) -> dict[str, Evaluator]:
+    split = split_for_decisions(digits)
+    return {"held_out": Evaluator(cnn, split.held_out),
+            "calibration": Evaluator(cnn, split.calibration)}
+
+
 def test_points_and_pareto_front_are_the_engines(visited, charts, cnn, digits):
-    figure = charts.of(visited)["workspace"]
-    evaluator = Evaluator(cnn, digits)
-    expected = {round(evaluator.evaluate(p).flops["effective"]):
-                evaluator.evaluate(p).accuracy * 100 for p in PLANS}
-    plans = charts.traces(figure, "evaluated plans")[0]  # the FLOPs panel comes first
-    shown = dict(zip(np.round(plans["x"]).astype(int).tolist(), plans["y"], strict=True))
-    assert shown.keys() == expected.keys()
-    for flops, accuracy in expected.items():
-        assert shown[flops] == pytest.approx(accuracy)
-    # The front: exactly the plotted points no other plotted point beats on both axes.
+    evaluators = parts(cnn, digits)
+    flops = {p: evaluators["calibration"].evaluate(p).flops["effective"] for p in PLANS}
+    chosen = [(flops[p], evaluators["calibration"].evaluate(p).accuracy) for p in PLANS]
+    front_plans = [p for p, point in zip(PLANS, chosen, strict=True)
+                   if not _dominated(point, chosen)]
+    assert visited.radio(key="to_part").value == "held_out"  # the reported numbers first
+    for part, evaluator in evaluators.items():
+        visited.radio(key="to_part").set_value(part).run()
+        figure = charts.of(visited)["workspace"]
+        expected = {round(flops[p]): evaluator.evaluate(p).accuracy * 100 for p in PLANS}
+        plans = charts.traces(figure, "evaluated plans")[0]  # the FLOPs panel comes first
+        shown = dict(zip(np.round(plans["x"]).astype(int).tolist(), plans["y"], strict=True))
+        assert shown.keys() == expected.keys()
+        for cost, accuracy in expected.items():
+            assert shown[cost] == pytest.approx(accuracy), (part, cost)
+        # The front is the one chosen on calibration, drawn at this part's accuracy.
+        front = charts.traces(figure, "Pareto front")[0]
+        by_cost = sorted(front_plans, key=flops.get)
+        assert np.round(front["x"]).astype(int).tolist() == [round(flops[p]) for p in by_cost]
+        assert list(front["y"]) == pytest.approx(
+            [evaluator.evaluate(p).accuracy * 100 for p in by_cost])
+    # On calibration: exactly the plotted points no other plotted point beats on both axes.
     points = list(zip(plans["x"], plans["y"], strict=True))
-    front = charts.traces(figure, "Pareto front")[0]
     on_front = set(zip(front["x"], front["y"], strict=True))
     assert on_front == {p for p in points if not _dominated(p, points)}
     assert len(on_front) < len(points)  # the global 95% plan is beaten, for one
+    table = visited.dataframe[0].value  # the front's table: both numbers per plan
+    held_out = evaluators["held_out"]
+    assert sorted(table["calibration accuracy"]) == sorted(
+        f"{evaluators['calibration'].evaluate(p).accuracy * 100:.2f}%" for p in front_plans)
+    assert sorted(a.split()[0] for a in table["held-out accuracy [95%]"]) == sorted(
+        f"{held_out.evaluate(p).accuracy * 100:.2f}%" for p in front_plans)
+    captions = " ".join(c.value for c in visited.caption)
+    assert "Chosen on 182 calibration images of the 360 digits-val images" in captions
 
 
 def test_baselines_reach_each_compression_ratio(visited, charts, cnn, digits):
-    figure = charts.of(visited)["workspace"]
-    evaluator = Evaluator(cnn, digits)
+    figure = charts.of(visited)["workspace"]  # held-out accuracy
+    costs = Evaluator(cnn, None)  # compression is arithmetic: no data needed
     for name in ("uniform", "global magnitude", "random"):
         trace = charts.traces(figure, name)[0]
         assert list(trace["text"]) == [f"{r}x" for r in BLALOCK_RATIOS]
         assert np.all(np.diff(trace["x"]) < 0)  # more compression, fewer FLOPs
-    # The global-magnitude point at 4x is the global plan whose compression first reaches 4x.
+    # The global-magnitude point at 4x is the global plan whose compression first reaches 4x
+    # (found here by bisection over four-decimal amounts), at its held-out accuracy.
     trace = charts.traces(figure, "global magnitude")[0]
     index = list(trace["text"]).index("4x")
-    amounts = [a / 1000 for a in range(600, 800)]
-    first = next(a for a in amounts
-                 if evaluator.evaluate(Plan(scope="global", amount=a)).compression_ratio >= 4)
-    reached = evaluator.evaluate(Plan(scope="global", amount=first))
-    assert trace["y"][index] == pytest.approx(reached.accuracy * 100, abs=0.3)
+    lo, hi = 0, 9_990  # amount / 10,000: lo does not reach 4x, hi does
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        reaches = costs.evaluate(Plan(scope="global", amount=mid / 10_000)).compression_ratio >= 4
+        lo, hi = (lo, mid) if reaches else (mid, hi)
+    reached = parts(cnn, digits)["held_out"].evaluate(Plan(scope="global", amount=hi / 10_000))
+    assert trace["y"][index] == pytest.approx(reached.accuracy * 100)
 
 
 def test_pin_compare_and_load(visited, charts, cnn, digits):
@@ -117,7 +150,7 @@ def test_architecture_only_model_explains_instead_of_failing(open_page):
 
 def test_a_plan_on_the_front_loads_into_the_sliders(visited, cnn, digits):
     at = visited
-    evaluator = Evaluator(cnn, digits)
+    evaluator = parts(cnn, digits)["calibration"]  # where the front is chosen
     flops = {p: evaluator.evaluate(p).flops["effective"] for p in PLANS}
     accuracy = {p: evaluator.evaluate(p).accuracy for p in PLANS}
     front = [p for p in PLANS if not any(

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from explorer.data import split_for_decisions
 from explorer.errors import PlanError
 from explorer.evaluator import Evaluator
 from explorer.plan import Plan
@@ -58,7 +59,7 @@ def test_equals_fresh_evaluations(request, digits, model, granularity, criterion
             assert curve.accuracy[i] == want.accuracy, (curve.unit, fraction)
             assert curve.loss[i] == want.loss, (curve.unit, fraction)
             assert curve.flops_effective[i] == want.flops["effective"]
-    assert not result.cancelled
+    assert not result.cancelled and result.samples == len(digits)
 
 
 def test_fraction_zero_is_dense_and_skipped_layers_have_reasons(resnet, digits):
@@ -154,17 +155,25 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_json_one_entry_per_unit(cnn, digits):
+    """The CLI scans the calibration part and reports the dense model on both parts."""
     out = run_cli("sensitivity", "--model", "digits-cnn", "--grid", "0,0.5", "--json")
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
+    split = split_for_decisions(digits)
+    for part, data in (("calibration", split.calibration), ("held_out", split.held_out)):
+        block, dense = got.pop(part), Evaluator(cnn, data).evaluate(Plan())
+        assert block["indices"] == data.indices.tolist() and block["samples"] == len(data)
+        assert block["accuracy"] == block["dense_accuracy"] == dense.accuracy
+        assert block["accuracy_ci"] == list(dense.accuracy_ci)
+    assert got.pop("split")["rule"] == split.rule()
     assert (got["granularity"], got["criterion"], got["grid"]) == (
         "weights",
         "magnitude",
         [0.0, 0.5],
     )
     assert [u["unit"] for u in got["units"]] == cnn.layer_names
-    want = sensitivity(Evaluator(cnn, digits), "weights", "magnitude", (0.0, 0.5)).to_dict()
-    assert got == json.loads(json.dumps(want))
+    want = sensitivity(Evaluator(cnn, split.calibration), "weights", "magnitude", (0.0, 0.5))
+    assert got == json.loads(json.dumps(want.to_dict())) and got["samples"] == 182
 
 
 def test_cli_takes_granularity_and_criterion_from_the_plan(tmp_path):

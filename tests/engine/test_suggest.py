@@ -4,6 +4,10 @@ The reference recomputes what a plan achieves without the evaluator or its cost 
 nonzero parameters counted on the masked tensors, FLOPs from the weight densities (weights)
 or from ``FlopCounterMode`` on the physically shrunk model (neurons), accuracy from a plain
 forward pass of the original module with the masked parameters swapped in.
+
+Suggestions are chosen on the calibration part of the digits validation split and reported
+on the held-out part: targets are checked on the calibration images (accuracy) or on both
+(costs), and each row's held-out metrics against a fresh evaluator and the reference there.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from explorer.decisions import SplitEvaluator
 from explorer.errors import DataError, PlanError
 from explorer.evaluator import Evaluator, full_forward_logits
 from explorer.masks import ScoreCache, masks_for
@@ -28,9 +33,10 @@ GRID = tuple(round(i / 10, 1) for i in range(10))  # coarse: 0, 0.1, ..., 0.9
 FIXTURES = {"digits-mlp": "mlp", "digits-cnn": "cnn", "digits-resnet": "resnet"}
 
 
-def reference(bundle, data, plan: Plan) -> dict:
-    """Speed-up, compression ratio and accuracy of ``plan``, recomputed independently."""
-    masks = masks_for(bundle, plan, ScoreCache(bundle, data))
+def reference(bundle, data, plan: Plan, scored_on=None) -> dict:
+    """Speed-up, compression ratio and accuracy of ``plan`` on ``data``, recomputed
+    independently (masks from scores on ``scored_on``, default ``data``)."""
+    masks = masks_for(bundle, plan, ScoreCache(bundle, scored_on or data))
     params = {n: p.detach() for n, p in bundle.params().items()}
     pruned = {**params, **masks.apply(params)}
     total = sum(p.numel() for p in pruned.values())
@@ -65,16 +71,17 @@ def meets(bundle, data, plan: Plan, target: Target) -> bool:
 
 @pytest.fixture(scope="module")
 def scans(request, digits):
-    """(evaluator, coarse sensitivity scan) per (model, granularity), computed once."""
+    """(split evaluator, coarse sensitivity scan on its calibration part) per (model,
+    granularity), computed once."""
     cache = {}
 
     def get(model: str, granularity: str):
         if (model, granularity) not in cache:
             bundle = request.getfixturevalue(FIXTURES[model])
-            evaluator = Evaluator(bundle, digits)
+            judge = SplitEvaluator(bundle, digits)
             criterion = "magnitude" if granularity == "weights" else "l1"
-            cache[model, granularity] = evaluator, sensitivity(
-                evaluator, granularity, criterion, GRID)
+            cache[model, granularity] = judge, sensitivity(
+                judge.calibration, granularity, criterion, GRID)
         return cache[model, granularity]
 
     return get
@@ -187,22 +194,33 @@ def test_accuracy_fit_needs_data(cnn):
 def test_suggestion_and_baselines_meet_the_target(request, scans, digits, model,
                                                   granularity, text):
     bundle = request.getfixturevalue(FIXTURES[model])
-    evaluator, scan = scans(model, granularity)
+    judge, scan = scans(model, granularity)
     target = Target.parse(text)
-    result = suggest(scan, evaluator, target)
-    check_suggestion(bundle, digits, scan, result)
+    result = suggest(scan, judge, target)
+    check_suggestion(bundle, judge, scan, result)
 
 
-def check_suggestion(bundle, digits, scan, result) -> None:
-    """Every row meets the target (by the reference and a fresh evaluator); the plan is a
-    valid per-layer plan with coupled layers equal, refined to no more than it needs."""
+def check_suggestion(bundle, judge, scan, result) -> None:
+    """Every row meets the target on the calibration images it was chosen on (by the
+    reference and a fresh evaluator; a cost target on the held-out images too), and its
+    held-out metrics are a fresh evaluator's and the reference's there; the plan is a valid
+    per-layer plan with coupled layers equal, refined to no more than it needs."""
     target, granularity = result.target, scan.granularity
+    calibration, held_out = judge.split.calibration, judge.split.held_out
+    assert result.split is judge.split
     assert [row.name for row in result.rows] == ["suggested", "uniform", "global magnitude"]
+    dense_held_out = Evaluator(bundle, held_out).evaluate(Plan())
+    assert result.dense == (Evaluator(bundle, calibration).evaluate(Plan()), dense_held_out)
     for row in result.rows:
         assert row.error is None, row.error
-        assert meets(bundle, digits, row.plan, target), (row.name, row.plan.to_json())
-        fresh = Evaluator(bundle, digits).evaluate(row.plan)
-        assert row.metrics == fresh and target.meets(fresh, result.dense)
+        assert meets(bundle, calibration, row.plan, target), (row.name, row.plan.to_json())
+        fresh = Evaluator(bundle, calibration).evaluate(row.plan)
+        assert row.metrics.calibration == fresh and target.meets(fresh, result.dense.calibration)
+        reported = Evaluator(bundle, held_out, ScoreCache(bundle, calibration)).evaluate(row.plan)
+        assert row.metrics.held_out == reported and reported.samples == len(held_out)
+        assert reported.accuracy == reference(bundle, held_out, row.plan, calibration)["accuracy"]
+        if not target.needs_accuracy:
+            assert meets(bundle, held_out, row.plan, target)
     plan = result.plan
     assert (plan.granularity, plan.criterion, plan.scope) == (granularity, scan.criterion, "layer")
     plan.check(bundle)
@@ -210,18 +228,19 @@ def check_suggestion(bundle, digits, scan, result) -> None:
         assert len({plan.fraction(la.name) for la in bundle.group(group)}) == 1, group
     if granularity == "weights" and not target.needs_accuracy:
         # the last move is refined: no more pruning than the target needs
-        assert target.achieved(result.metrics) < target.value * 1.01
+        assert target.achieved(result.metrics.held_out) < target.value * 1.01
     uniform = result.rows[1]
     assert set(uniform.plan.sparsity.values()) == {uniform.fraction}
     assert result.rows[2].plan.scope == "global"
 
 
-def test_suggestion_meets_and_beats_uniform_at_4x_fewer_flops(cnn, digits, scans):
-    evaluator, scan = scans("digits-cnn", "weights")
-    result = suggest(scan, evaluator, Target("flops", 4))
-    check_suggestion(cnn, digits, scan, result)
+def test_suggestion_meets_and_beats_uniform_at_4x_fewer_flops(cnn, scans):
+    judge, scan = scans("digits-cnn", "weights")
+    result = suggest(scan, judge, Target("flops", 4))
+    check_suggestion(cnn, judge, scan, result)
     suggested, uniform, _ = result.rows
-    assert suggested.metrics.accuracy > uniform.metrics.accuracy
+    assert suggested.metrics.calibration.accuracy > uniform.metrics.calibration.accuracy
+    assert suggested.metrics.held_out.accuracy > uniform.metrics.held_out.accuracy
 
 
 def test_greedy_path_takes_the_cheapest_damage_per_saving():
@@ -235,10 +254,10 @@ def test_greedy_path_takes_the_cheapest_damage_per_saving():
 
 
 def test_suggestion_out_of_the_grids_reach(mlp, digits):
-    evaluator = Evaluator(mlp, digits)
-    scan = sensitivity(evaluator, "weights", "magnitude", (0.0, 0.25, 0.5))
+    judge = SplitEvaluator(mlp, digits)
+    scan = sensitivity(judge.calibration, "weights", "magnitude", (0.0, 0.25, 0.5))
     with pytest.raises(PlanError, match="out of reach of the sensitivity grid"):
-        suggest(scan, evaluator, Target("size", 4))
+        suggest(scan, judge, Target("size", 4))
 
 
 @pytest.mark.parametrize(("change", "error", "phrase"), [
@@ -246,26 +265,33 @@ def test_suggestion_out_of_the_grids_reach(mlp, digits):
     ({"model": "digits-mlp"}, PlanError, "not of 'digits-cnn'"),
     ({"base": Plan(sparsity={"features.0": 0.5})}, PlanError, "dense model"),
     ({"units": ()}, PlanError, "no weights"),
+    ({"samples": 360}, PlanError, "run the scan on the calibration part"),
 ])
 def test_unusable_scans_raise(scans, change, error, phrase):
-    evaluator, scan = scans("digits-cnn", "weights")
+    judge, scan = scans("digits-cnn", "weights")
     with pytest.raises(error, match=phrase):
-        suggest(replace(scan, **change), evaluator, Target("flops", 2))
+        suggest(replace(scan, **change), judge, Target("flops", 2))
 
 
 def test_scan_without_data_raises_data_error(cnn):
-    evaluator = Evaluator(cnn, None)
-    scan = sensitivity(evaluator, "weights", "magnitude", (0.0, 0.5))
+    judge = SplitEvaluator(cnn, None)
+    scan = sensitivity(judge.calibration, "weights", "magnitude", (0.0, 0.5))
     with pytest.raises(DataError, match="validation data"):
-        suggest(scan, evaluator, Target("flops", 2))
+        suggest(scan, judge, Target("flops", 2))
 
 
 def test_to_dict_is_json(scans):
     import json
 
-    evaluator, scan = scans("digits-mlp", "weights")
-    result = suggest(scan, evaluator, Target("flops", 2))
+    judge, scan = scans("digits-mlp", "weights")
+    result = suggest(scan, judge, Target("flops", 2))
     data = json.loads(json.dumps(result.to_dict()))
     assert data["target"] == {"kind": "flops", "value": 2.0}
     assert Plan.from_dict(data["rows"][0]["plan"]) == result.plan
     assert [r["name"] for r in data["rows"]] == ["suggested", "uniform", "global magnitude"]
+    for part in ("calibration", "held_out"):
+        block, metrics = data[part], getattr(result.metrics, part)
+        assert block["indices"] == getattr(judge.split, part).indices.tolist()
+        assert (block["samples"], block["accuracy"]) == (metrics.samples, metrics.accuracy)
+        assert block["accuracy_ci"] == list(metrics.accuracy_ci)
+        assert data["rows"][0][part]["accuracy"] == metrics.accuracy

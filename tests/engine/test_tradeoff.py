@@ -1,4 +1,8 @@
-"""Pareto fronts against a brute-force check; baseline curves against counted nonzeros."""
+"""Pareto fronts against a brute-force check; baseline curves against counted nonzeros.
+
+Fronts over evaluated plans are chosen on the calibration part of the validation data; the
+baselines are measured on both parts (checked against fresh evaluators).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from explorer.decisions import SplitEvaluator
 from explorer.errors import PlanError
 from explorer.evaluator import Evaluator
 from explorer.masks import ScoreCache, masks_for
@@ -46,14 +51,15 @@ def test_pareto_front_keeps_duplicates_and_drops_costlier_ties():
 
 
 def test_history_front_on_evaluated_plans(mlp, digits):
-    evaluator = Evaluator(mlp, digits)
+    judge = SplitEvaluator(mlp, digits)
     plans = [Plan(), Plan(scope="global", amount=0.5), Plan(scope="global", amount=0.9),
              Plan(sparsity={"fc1": 0.9, "fc2": 0.9}), Plan(criterion="random",
                                                            sparsity={"fc1": 0.5}),
              Plan(granularity="neurons", criterion="l1", sparsity={"fc1": 0.5})]
-    history = [(p, evaluator.evaluate(p)) for p in plans]
-    flops = [(m.flops["effective"], m.accuracy) for _, m in history]
-    size = [(m.nonzero_params, m.accuracy) for _, m in history]
+    history = [(p, judge.evaluate(p)) for p in plans]
+    calibration = Evaluator(mlp, judge.split.calibration)  # chosen on these images only
+    flops = [(m.flops["effective"], m.accuracy) for m in map(calibration.evaluate, plans)]
+    size = [(m.nonzero_params, m.accuracy) for m in map(calibration.evaluate, plans)]
     assert set(history_front(history, "flops")) == brute_front(flops)
     assert set(history_front(history, "size")) == brute_front(size)
     assert len(history_front(history, "size")) >= 2  # not a trivial one-point front
@@ -77,17 +83,20 @@ def counted_ratio(bundle, data, plan: Plan) -> float:
 def test_baseline_curves_reach_each_ratio(request, digits, model, granularity, ratios):
     bundle = request.getfixturevalue(model)
     calls = []
-    curves = baseline_curves(Evaluator(bundle, digits), granularity, ratios,
+    judge = SplitEvaluator(bundle, digits)
+    curves = baseline_curves(judge, granularity, ratios,
                              progress=lambda done, total: calls.append((done, total)))
+    held_out = Evaluator(bundle, judge.split.held_out)
     assert list(curves) == ["uniform", "global magnitude", "random"]
     assert calls == [(i, 3 * len(ratios)) for i in range(1, 3 * len(ratios) + 1)]
     for name, points in curves.items():
         reached = [p.ratio for p in points]
         missed = sorted(curves.unreachable.get(name, {}))
         assert sorted(reached + missed) == sorted(float(r) for r in ratios)
-        for ratio, plan, metrics in points:
+        for ratio, plan, (calibration, reported) in points:
             assert counted_ratio(bundle, digits, plan) >= ratio, (name, ratio)
-            assert metrics.compression_ratio >= ratio and metrics.accuracy is not None
+            assert calibration.compression_ratio >= ratio and calibration.accuracy is not None
+            assert reported == held_out.evaluate(plan)  # what the page reports beside it
             assert plan.granularity == granularity
             if name == "global magnitude":
                 assert plan.scope == "global"
@@ -106,4 +115,4 @@ def test_baseline_curves_reach_each_ratio(request, digits, model, granularity, r
 ])
 def test_bad_arguments_raise_plan_error(mlp, digits, args, phrase):
     with pytest.raises(PlanError, match=phrase):
-        baseline_curves(Evaluator(mlp, digits), *args)
+        baseline_curves(SplitEvaluator(mlp, digits), *args)
