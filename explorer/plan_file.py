@@ -136,11 +136,13 @@ def parse_plan_bytes(data: bytes | str) -> object:
 
 
 def _utf8(data: bytes) -> str:
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    # JSON never holds a raw NUL byte; UTF-16 text of ASCII is every other byte NUL
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data:
         raise PlanError("The plan file is not UTF-8 text (it looks like UTF-16); save it as "
                         "UTF-8 and load it again.")
+    data = data.removeprefix(codecs.BOM_UTF8)
     try:
-        return data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PlanError(f"The plan file is not UTF-8 text (byte 0x{data[exc.start]:02x} at "
                         f"position {exc.start:,}); save it as UTF-8 and load it again.") from None
@@ -203,7 +205,7 @@ def _problem(err: dict) -> tuple[str, str]:
     """(the rule broken, with ``{items}`` where a group names its offending items; the item)."""
     loc, kind = err["loc"], err["type"]
     field = str(loc[0]) if loc else "plan"
-    got = short(err.get("input"))
+    got = _shown(err.get("input"))
     if kind == SCOPE_ERROR:
         return err["msg"], ""
     if kind == "extra_forbidden":
@@ -221,3 +223,10 @@ def _problem(err: dict) -> tuple[str, str]:
         return f"layer names in {field} must be non-empty text; got {{items}}", _Raw(got)
     item = _Raw(f"{short(loc[1])}: {got}")
     return f"sparsity of layer(s) {{items}} must be {FRACTION_RULE}", item
+
+
+def _shown(value: object) -> str:
+    """A JSON value as the file wrote it, cut short (``true``/``null``, not Python's names)."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return short(value)

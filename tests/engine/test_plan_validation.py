@@ -34,7 +34,7 @@ MALFORMED = {
     "global plan over no layers": (
         plan_json(scope="global", amount=0.5, layers=[]), "non-empty list of layer names"),
     # types
-    "version true": (b'{"version": true}', "Unsupported plan version True"),
+    "version true": (b'{"version": true}', "Unsupported plan version true"),
     "version 1.0": (b'{"version": 1.0}', "Unsupported plan version 1.0"),
     "version as text": (b'{"version": "1"}', "Unsupported plan version '1'"),
     "no version": (b'{"sparsity": {}}', "version is missing"),
@@ -42,7 +42,7 @@ MALFORMED = {
     "granularity as a number": (plan_json(granularity=3), "granularity must be one of"),
     "scope as a list": (plan_json(scope=["global"]), "scope must be one of"),
     "sparsity as a list": (plan_json(sparsity=[0.5]), "sparsity must be an object"),
-    "sparsity null": (b'{"version": 1, "sparsity": null}', "sparsity must be an object"),
+    "sparsity null": (b'{"version": 1, "sparsity": null}', "fractions removed; got null"),
     "fraction as text": (plan_json(sparsity={"fc1": "0.5"}), "must be a number in [0, 1)"),
     "fraction negative": (plan_json(sparsity={"fc1": -0.1}), "must be a number in [0, 1)"),
     "fraction one": (plan_json(sparsity={"fc1": 1.0}), "must be a number in [0, 1)"),
@@ -73,6 +73,9 @@ MALFORMED = {
     "truncated JSON": (b'{"version": 1, "sparsity": {"fc', "not valid JSON"),
     # encodings
     "UTF-16 with its byte-order mark": ('{"version": 1}'.encode("utf-16"), "looks like UTF-16"),
+    "UTF-16 without one": ('{"version": 1}'.encode("utf-16-le"), "looks like UTF-16"),
+    "Latin-1 after a UTF-8 mark": (b"\xef\xbb\xbf" + '{"\xe9": 1}'.encode("latin-1"),
+                                   "(byte 0xe9 at position 2)"),
     "Latin-1": ('{"version": 1, "sparsity": {"caf\xe9": 0.5}}'.encode("latin-1"),
                 "not UTF-8 text (byte 0xe9"),
     # size
