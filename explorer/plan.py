@@ -148,7 +148,9 @@ class Plan:
         if unknown:
             raise PlanError(
                 f"The plan names layer(s) {name_some(unknown)} that {short(bundle.name)} does "
-                f"not have as prunable layers. Its prunable layers are: {name_some(known)}."
+                f"not have as prunable layers. Its prunable layers are: {name_some(known)}"
+                + (" (the Model page and `pruning-explorer layers` list them all)."
+                   if len(known) > MAX_NAMED_IN_MESSAGE else ".")
             )
         if self.granularity == "neurons" and self.scope == "layer":
             for name, frac in self.sparsity.items():
