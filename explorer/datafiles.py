@@ -37,7 +37,7 @@ import torch
 
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
-from explorer.errors import DataError, name_some
+from explorer.errors import DataError, name_some, short
 from explorer.files import corrupt, quiet_torch, sniff, temp_file, torch_load
 from explorer.limits import (
     MAX_DATA_ARCHIVE_MEMBERS,
@@ -151,7 +151,7 @@ def check_sample_shape(bundle: ModelBundle, shape: DataShape) -> None:
             hint = f" Reshape x to (N, {', '.join(map(str, bundle.input_shape))})."
         raise DataError(
             f"{shape.name} does not fit {bundle.name}: the model expects {bundle.input_shape} "
-            f"per sample, the data has {sample}.{hint}"
+            f"per sample, the data has {short(sample)}.{hint}"
         )
 
 
@@ -239,7 +239,7 @@ def _shape_of(x: _NpyHeader | torch.Tensor, y: _NpyHeader | torch.Tensor, name: 
         )
     if len(y_shape) != 1:
         raise DataError(
-            f"{name}: y has shape {y_shape}; expected (N,) integer class labels "
+            f"{name}: y has shape {short(y_shape)}; expected (N,) integer class labels "
             "(for one-hot labels use y.argmax(1))."
         )
     if x_shape[0] != y_shape[0]:
@@ -249,11 +249,12 @@ def _shape_of(x: _NpyHeader | torch.Tensor, y: _NpyHeader | torch.Tensor, name: 
         )
     if x_shape[0] == 0:
         raise DataError(f"{name}: the data set is empty; it needs at least one sample.")
-    shape = DataShape(int(x_shape[0]), tuple(int(s) for s in x_shape[1:]), str(x.dtype), name)
+    dtype = str(x.dtype).removeprefix("torch.")
+    shape = DataShape(int(x_shape[0]), tuple(int(s) for s in x_shape[1:]), dtype, name)
     if shape.nbytes > MAX_DATA_TENSOR_BYTES:
         fit = MAX_DATA_TENSOR_BYTES // shape.sample_bytes
         raise DataError(
-            f"{name}: x and y claim {shape.samples:,} samples of {shape.sample_shape}, "
+            f"{name}: x and y claim {shape.samples:,} samples of {short(shape.sample_shape)}, "
             f"{bytes_text(shape.nbytes)} once loaded (x as float32, y as int64); validation "
             f"data may take at most {bytes_text(MAX_DATA_TENSOR_BYTES)} here. Pass a subset "
             f"(at most {fit:,} samples of this size)."

@@ -32,7 +32,7 @@ import torch
 
 from explorer.bundle import ModelBundle
 from explorer.datafiles import DataShape, bytes_text, check_sample_shape
-from explorer.errors import DataError, ExplorerError
+from explorer.errors import DataError, ExplorerError, short
 from explorer.evaluator import DEFAULT_MEMORY_BUDGET
 from explorer.limits import SERVER_MEMORY_BYTES, SESSION_MEMORY_BYTES
 
@@ -134,7 +134,7 @@ def check_memory(bundle: ModelBundle, shape: DataShape) -> MemoryEstimate:
         "Not even one image fits: the model is too large to evaluate here."
     )
     raise DataError(
-        f"{shape.name}: {shape.samples:,} images of {shape.sample_shape} would take about "
+        f"{shape.name}: {shape.samples:,} images of {short(shape.sample_shape)} would take about "
         f"{bytes_text(need.total)} with '{bundle.name}' (data {bytes_text(need.data)}, "
         f"activations {bytes_text(need.activations)}), over the "
         f"{bytes_text(SESSION_MEMORY_BYTES)} one session may use. {advice}"

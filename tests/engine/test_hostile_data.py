@@ -117,6 +117,14 @@ def test_non_numeric_dtypes_are_refused_from_the_header(tmp_path, descr, match):
     refused(path, match)
 
 
+def test_a_shape_of_thousands_of_dimensions_is_quoted_briefly(tmp_path):
+    path = write_zip(tmp_path / "dims.npz", [
+        stored(npy_header((2, 1)) + bytes(8), "x.npy"),
+        stored(npy_header((2,) + (1,) * 2000, "|i1") + bytes(2), "y.npy"),
+    ])
+    refused(path, r"y has shape \(2, 1, 1, \.\.\.\); expected \(N,\)")
+
+
 def test_big_endian_and_fortran_order_load_exactly(tmp_path, digits):
     x = np.asfortranarray(digits.x.numpy().reshape(-1, 64).astype(">f4"))
     path = tmp_path / "odd_order.npz"
