@@ -16,6 +16,7 @@ from explorer.ui.format import percent
 pytestmark = pytest.mark.browser
 
 SCAN_MS = 120_000
+NOTE = "Chosen on 182 calibration images of the 360 digits-val images"
 # Every plotly figure on the page: its traces' names, x values and text labels.
 TRACES = """() => [...document.querySelectorAll('.js-plotly-plot')].map(gd => gd.data.map(t => ({
     name: t.name, x: t.x ? Array.from(t.x) : [], text: t.text ? Array.from(t.text) : [],
@@ -38,6 +39,8 @@ def test_scan_suggest_and_apply_to_the_sliders(open_app, mlp, digits):
         suggest.click()  # default target: 4x fewer FLOPs
     apply = app.page.get_by_role("button", name="Apply suggested to the sliders")
     expect(apply).to_be_visible()
+    # chosen on one part of the images, reported on the other: the page says which
+    expect(app.page.get_by_text(NOTE).first).to_be_visible()
     app.screenshot("suggest")
     assert app.exceptions() == []
 
@@ -65,6 +68,7 @@ def test_tradeoffs_show_the_plans_tried_pin_and_compare(open_app):
     for name in ("uniform", "global magnitude", "random"):
         assert traces(app, name)[0]["text"] == ["2x", "4x", "8x", "16x", "32x"]
     assert traces(app, "Pareto front")[0]["x"]
+    expect(app.page.get_by_text(NOTE).first).to_be_visible()
 
     app.page.get_by_label("Name for the current plan").fill("my pick")
     with app.rerun():
