@@ -3,9 +3,12 @@
 The evaluator (:mod:`explorer.evaluator`) runs the whole validation set through the model's
 graph as one batch and holds the value of every graph node until the run ends; it also keeps
 the dense run's and the last run's node values, for resuming, while both fit its
-``memory_budget``. So one session's memory grows with the number of images N as
+``memory_budget``. A session also holds a :class:`~explorer.decisions.SplitEvaluator`: a
+copy of the data cut into calibration and held-out parts, with one evaluator each (half the
+budget each). So one session's memory grows with the number of images N as
 
-    N * (x as float32 + label as int64 + node values per image) + the kept states
+    N * (2 copies of x as float32 and labels as int64 + node values per image)
+      + the kept states (each of the two evaluator sets: up to its budget)
       + the model's parameters with their scores, sort orders and masked copies
       + a working margin (operator scratch, the evaluator's own caches)
 
@@ -36,6 +39,8 @@ from explorer.errors import DataError, ExplorerError, short
 from explorer.evaluator import DEFAULT_MEMORY_BUDGET
 from explorer.limits import SERVER_MEMORY_BYTES, SESSION_MEMORY_BYTES
 
+DATA_COPIES = 2  # the set as loaded, and its calibration and held-out parts
+EVALUATOR_SETS = 2  # the session's evaluator, and the split's two (half the budget each)
 MODEL_COPIES = 6  # parameters, scores (same size), sort orders (int64: 2x), masked copies (2x)
 WORKING_BYTES = 64 << 20  # measured ~42 MiB beyond node values on digits-cnn at any N
 
@@ -96,10 +101,10 @@ def _estimate(
     bundle: ModelBundle, shape: DataShape, n: int, per_image: int, fixed: int
 ) -> MemoryEstimate:
     run = n * per_image
-    kept = min(2 * run, DEFAULT_MEMORY_BUDGET)  # dense and last states, within the budget
+    kept = EVALUATOR_SETS * min(2 * run, DEFAULT_MEMORY_BUDGET)  # dense and last states
     params = sum(p.untyped_storage().nbytes() for p in bundle.model.state_dict().values())
     model = MODEL_COPIES * params + fixed + WORKING_BYTES
-    return MemoryEstimate(n, n * shape.sample_bytes, run + kept, model)
+    return MemoryEstimate(n, DATA_COPIES * n * shape.sample_bytes, run + kept, model)
 
 
 def images_that_fit(

@@ -66,7 +66,7 @@ def test_estimate_grows_with_the_data(mlp, cnn, resnet):
     for bundle in (mlp, cnn, resnet):
         small, large = (estimate(bundle, DataShape(n, DIGITS, "float32")) for n in (100, 200))
         assert small.total < large.total
-        assert large.data == 2 * small.data == 200 * (64 * 4 + 8)
+        assert large.data == 2 * small.data == 2 * 200 * (64 * 4 + 8)  # set + its split
 
 
 # ----------------------------------------------------------------- one session's ceiling
