@@ -24,9 +24,9 @@ BARS_KEY = "act_neurons"
 
 session = page_setup("Activations", texts.ACTIVATIONS)
 bundle = session.bundle
-# Bundle and data are not hashable, so they travel as _bundle / _data; their identities join
-# the model id in the key so that a re-uploaded file of the same name is measured afresh.
-model_key = f"{session.model_id}@{id(bundle)}:{id(session.data)}"
+# Bundle and data are not hashable, so they travel as _bundle / _data; the session's key (a
+# digest of the model's and the data's content) names them for the shared cache.
+model_key = session.key
 
 
 @st.cache_data(show_spinner="Running the validation set through the model...", max_entries=8)

@@ -20,8 +20,7 @@ RESULTS_KEPT = 32
 
 session = page_setup("Compare criteria", texts.COMPARE)
 bundle = session.bundle
-# An uploaded file may come back under the same name: the bundle's identity joins the key.
-model_key = f"{session.model_id}@{id(bundle)}"
+model_key = session.key  # the model's and data's content, never a file name
 if session.data is None:
     st.info(f"{bundle.name} has no validation data, so there is no accuracy to compare. "
             "Upload a trained model with its data on the Model page.")

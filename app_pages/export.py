@@ -50,8 +50,7 @@ NOT_MADE = {
 
 session = page_setup("Export", texts.EXPORT)
 bundle, plan = session.bundle, session.plan
-# An uploaded file may come back under the same name: the bundle's identity joins the key.
-model_key = f"{session.model_id}@{id(bundle)}"
+model_key = session.key  # the model's and data's content, never a file name
 
 
 def _exports() -> ExportFiles:

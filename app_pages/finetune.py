@@ -47,7 +47,7 @@ def _training_data():
 
 def _start(epochs: int, lr: float, steps: int | None, schedule: str) -> None:
     train, val = _training_data(), session.data
-    scores = state.shared_scores(session.model_id, bundle, val)  # thread-safe, shared
+    scores = state.shared_scores(session.key, bundle, val)  # thread-safe, shared
 
     def work(report: jobs.Reporter) -> Retrained:  # no Streamlit, no shared evaluator here
         records = []

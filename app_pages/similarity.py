@@ -35,8 +35,7 @@ KINDS = {"weights": "weights (cosine)", "activations": "activations (correlation
 
 session = page_setup("Similarity", texts.SIMILARITY)
 bundle, data = session.bundle, session.data
-# Uploads live in one session and may share a file name: the objects' ids tell them apart.
-cache_key = f"{session.model_id}#{id(bundle)}#{id(data)}"
+cache_key = session.key  # the model's and data's content, never a file name
 
 
 @st.cache_data(show_spinner="Comparing every pair of neurons...", max_entries=64)

@@ -15,9 +15,9 @@ session = page_setup("Weights", texts.WEIGHTS)
 bundle, plan, cache = session.bundle, session.plan, session.evaluator.scores
 unit = "neurons" if plan.granularity == "neurons" else "weights"
 on_magnitude = weight_charts.thresholds_on_magnitude(plan)
-# The bundle is not hashable, so it travels as _bundle; its identity joins the model id in
-# the cache key so that a re-uploaded file of the same name gets fresh histograms.
-model_key = f"{session.model_id}@{id(bundle)}"
+# The bundle is not hashable, so it travels as _bundle; the session's key (a digest of the
+# model's content) names it for the shared cache.
+model_key = session.key
 
 
 @st.cache_data(show_spinner=False, max_entries=512)

@@ -1,9 +1,10 @@
 """The neuron drill-down the Similarity and Activations pages share: what excites a neuron.
 
-``key`` arguments name the model and data the way each page's caches do (the model id and
-the objects' identities: uploads may share a file name). Captum runs only when the user
-asks ("Explain with captum"), once per (model, layer, neuron): the result is cached and
-the neurons explained so far stay shown for the rest of the session.
+``key`` arguments are the session's key (:attr:`explorer.ui.state.Session.key`, a digest
+of the model's and the data's content), as every cache shared between sessions is keyed.
+Captum runs only when the user asks ("Explain with captum"), once per (model, layer,
+neuron): the result is cached and the neurons explained so far stay shown for the rest of
+the session.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ def page_setup(title: str, explanation: str) -> Session:
     notice = st.session_state.pop("notice", None)
     if notice:
         st.warning(notice)
+    pending = state.pending_upload_note()
+    if pending:
+        st.warning(pending, icon=":material/upload_file:")
     return session
 
 
@@ -32,7 +35,9 @@ def _label(model_id: str) -> str:
 
 
 def _on_pick() -> None:
-    state.choose_model(st.session_state["model_picker"])
+    picked = st.session_state.get("model_picker")
+    if picked in state.model_choices():
+        state.choose_model(picked)
 
 
 def _on_plan_file() -> None:
@@ -50,9 +55,10 @@ def _on_plan_file() -> None:
 
 def _sidebar(session: Session) -> None:
     with st.sidebar:
-        choices = state.model_choices()
-        st.session_state["model_picker"] = session.model_id
-        st.selectbox("Model", choices, key="model_picker", format_func=_label,
+        labels = {model_id: _label(model_id) for model_id in state.model_choices()}
+        if st.session_state.get("model_picker") != session.model_id:
+            st.session_state["model_picker"] = session.model_id
+        st.selectbox("Model", list(labels), key="model_picker", format_func=labels.__getitem__,
                      on_change=_on_pick, help="Upload your own on the Model page.")
         plan = session.plan
         st.caption(plan_summary(plan))

@@ -15,8 +15,9 @@ SCANS_KEPT = 64
 class Scans:
     """Finished scans for every session, bounded; jobs write from their threads, so a lock.
 
-    Each entry holds the bundle and data it was computed on: the key names them by ``id``,
-    which must not be reused by another object while the entry lives.
+    Keys start with the session's key (:attr:`explorer.ui.state.Session.key`, a digest of
+    the model's and the data's content), so a scan is served only for the same content,
+    whoever asks. ``refs`` (what it was computed on) stay with the entry for inspection.
     """
 
     def __init__(self) -> None:

@@ -1,14 +1,20 @@
 """One session's state, shared by every page: model, data, plan, history, undo.
 
 The loaded model, its score cache and the demo data are ``st.cache_resource`` objects
-shared by all browser sessions and never written. Each session owns its evaluator (which
-remembers its last plan), its plan, the plans it evaluated and its undo stack. The plan is
-mirrored into the URL so a reload or a shared link reproduces the view.
+shared by all browser sessions and never written. Every cache shared between sessions is
+keyed by :attr:`Session.key`, a digest of the model's and the data's *content*: two users'
+uploads of the same file name are different models, and an object's ``id()`` is reused
+after it is collected, so neither a name nor an identity may key what another session reads.
+Each session owns its evaluator (which remembers its last plan), its plan, the plans it
+evaluated and its undo stack. The plan is the one source of truth: sliders, the URL and the
+sidebar are drawn from it on every run. It is mirrored into the URL so a reload or a shared
+link reproduces the view; an upload's link keeps its plan and asks for the file again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass
 
 import streamlit as st
@@ -30,13 +36,14 @@ from explorer.memory import UPLOADS, check_memory
 from explorer.metrics import Metrics
 from explorer.models import load_demo
 from explorer.plan import Plan
-from explorer.ui.urls import plan_from_query, plan_to_query
+from explorer.retrain import weights_digest
+from explorer.ui.urls import UPLOAD_PREFIX, plan_from_query, plan_to_query, upload_name
 from explorer.zoo import ZOO
 
 DEFAULT_MODEL = "digits-cnn"
-UPLOAD_PREFIX = "upload:"
 SLIDER_PREFIX = "sparsity::"
 HISTORY_LIMIT = 500
+PENDING_KEY = "pending_upload"  # a link's upload not loaded yet: {"name": ..., "plan": ...}
 
 
 @st.cache_resource(show_spinner="Loading the demo model...")
@@ -50,8 +57,13 @@ def shared_digits() -> ValidationSet:
 
 
 @st.cache_resource(show_spinner=False)
-def shared_scores(model_id: str, _bundle: ModelBundle, _data: ValidationSet | None) -> ScoreCache:
-    """One score cache per model (and its validation data) for every session."""
+def shared_digits_digest() -> str:
+    return data_digest(shared_digits())
+
+
+@st.cache_resource(show_spinner=False)
+def shared_scores(key: str, _bundle: ModelBundle, _data: ValidationSet | None) -> ScoreCache:
+    """One score cache per model and data content (:attr:`Session.key`) for every session."""
     return ScoreCache(_bundle, _data)
 
 
@@ -72,13 +84,15 @@ class Session:
     """What a page works with: the model, its data, this session's evaluator and plan.
 
     ``data`` is None for an architecture-only model: pages that need data say so
-    (:data:`NO_DATA_NOTE`) and metrics carry no accuracy or loss.
+    (:data:`NO_DATA_NOTE`) and metrics carry no accuracy or loss. ``key`` names the model's
+    and the data's content: every cache shared between sessions is keyed by it.
     """
 
     model_id: str
     bundle: ModelBundle
     data: ValidationSet | None
     evaluator: Evaluator
+    key: str
 
     @property
     def plan(self) -> Plan:
@@ -105,19 +119,57 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def data_digest(data: ValidationSet | None) -> str:
+    """A digest of the data's content: x and y (dtype, shape, bytes) and the class count."""
+    if data is None:
+        return "no-data"
+    h = hashlib.sha256(f"{data.num_classes};".encode())
+    for tensor in (data.x, data.y):
+        array = tensor.detach().contiguous().cpu().numpy()
+        h.update(f"{array.dtype}{array.shape};".encode())
+        h.update(array)
+    return h.hexdigest()[:16]
+
+
 def _init_from_url() -> None:
-    """On a session's first run, take model and plan from the URL (bad values: a warning)."""
+    """On a session's first run, take model and plan from the URL (bad values: a warning).
+
+    An upload's link cannot bring its file: the session starts on the default model and
+    keeps the link's plan until the file is uploaded again (:data:`PENDING_KEY`).
+    """
     if "plan" in st.session_state:
         return
     params = st.query_params.to_dict()
     model = params.get("model", DEFAULT_MODEL)
     st.session_state["model"] = model if model in ZOO else DEFAULT_MODEL
-    try:
-        st.session_state["plan"] = plan_from_query(params)
-    except ExplorerError as exc:
-        st.session_state["plan"] = Plan()
-        st.session_state["notice"] = f"The plan in the link was ignored: {exc}"
     st.session_state["undo"] = []
+    if model not in ZOO and upload_name(model) is None:
+        st.session_state["notice"] = (f"The link's model {model[:80]!r} is not a demo model; "
+                                      f"showing {DEFAULT_MODEL}.")
+    try:
+        plan = plan_from_query(params)
+    except ExplorerError as exc:
+        plan = Plan()
+        st.session_state["notice"] = f"The plan in the link was ignored: {exc}"
+    name = upload_name(model)
+    if name is None:
+        st.session_state["plan"] = plan
+        return
+    st.session_state["plan"] = Plan()
+    st.session_state[PENDING_KEY] = {"name": name, "plan": plan}
+
+
+def pending_upload_note() -> str | None:
+    """What a session opened from an upload's link must be told (None if nothing)."""
+    pending = st.session_state.get(PENDING_KEY)
+    if pending is None:
+        return None
+    plan = pending["plan"]
+    what = "its plan" if not plan.removes_nothing else "it"
+    return (f"This link is for an uploaded model, **{pending['name']}**, and uploaded files "
+            "are not kept between sessions: upload it again on the Model page (Upload your "
+            f"own model) and {what} from the link is applied. Until then you see "
+            f"{DEFAULT_MODEL}; changing the plan or the model here drops the link's plan.")
 
 
 def model_choices() -> list[str]:
@@ -125,13 +177,22 @@ def model_choices() -> list[str]:
     return [*ZOO, *uploads]
 
 
-def _bundle_and_data(model_id: str) -> tuple[ModelBundle, ValidationSet | None]:
+def _registered_key(entry: dict) -> str:
+    """An upload's key (its file's digest); a model made here: its name and weights."""
+    if "key" not in entry:
+        bundle = entry["bundle"]
+        entry["key"] = (f"made:{digest(bundle.name.encode())}:{weights_digest(bundle.model)}"
+                        f":{data_digest(entry['data'])}")
+    return entry["key"]
+
+
+def _bundle_and_data(model_id: str) -> tuple[ModelBundle, ValidationSet | None, str]:
     if model_id.startswith(UPLOAD_PREFIX):
         upload = st.session_state["uploads"][model_id]
-        return upload["bundle"], upload["data"]
-    if ZOO[model_id].architecture_only:
-        return shared_demo(model_id), None
-    return shared_demo(model_id), shared_digits()
+        return upload["bundle"], upload["data"], _registered_key(upload)
+    if ZOO[model_id].architecture_only:  # shipped weights are fixed: the name is the content
+        return shared_demo(model_id), None, f"demo:{model_id}:no-data"
+    return shared_demo(model_id), shared_digits(), f"demo:{model_id}:{shared_digits_digest()}"
 
 
 def current_session() -> Session:
@@ -140,39 +201,50 @@ def current_session() -> Session:
     model_id = st.session_state["model"]
     if model_id not in model_choices():
         model_id = st.session_state["model"] = DEFAULT_MODEL
-    bundle, data = _bundle_and_data(model_id)
+    bundle, data, key = _bundle_and_data(model_id)
     evaluators = st.session_state.setdefault("evaluators", {})
     if model_id not in evaluators:
-        evaluators[model_id] = Evaluator(bundle, data, shared_scores(model_id, bundle, data))
+        evaluators[model_id] = Evaluator(bundle, data, shared_scores(key, bundle, data))
     try:
         st.session_state["plan"].check(bundle)
     except ExplorerError as exc:
         st.session_state["plan"] = Plan()
         st.session_state["notice"] = f"The plan did not fit {bundle.name} and was reset: {exc}"
-    session = Session(model_id, bundle, data, evaluators[model_id])
+    session = Session(model_id, bundle, data, evaluators[model_id], key)
     sync_url(session)
     return session
 
 
 def sync_url(session: Session) -> None:
-    """Mirror model and plan into the query string (only when they changed)."""
-    wanted = {"model": session.model_id if session.model_id in ZOO else DEFAULT_MODEL,
-              **plan_to_query(session.plan)}
-    if session.model_id.startswith(UPLOAD_PREFIX):
-        wanted = {"model": session.model_id.removeprefix(UPLOAD_PREFIX)}
+    """Mirror model and plan into the query string (only when they changed).
+
+    An upload is named ``model=upload:<file name>`` with its plan, so a reload can ask for
+    the file and keep the plan. While a link's upload is pending, its link stays as it was.
+    """
+    if PENDING_KEY in st.session_state:
+        return
+    model = session.model_id
+    if model.startswith(UPLOAD_PREFIX):
+        model = UPLOAD_PREFIX + st.session_state["uploads"][model].get(
+            "name", model.removeprefix(UPLOAD_PREFIX))
+    wanted = {"model": model, **plan_to_query(session.plan)}
     if st.query_params.to_dict() != wanted:
         st.query_params.from_dict(wanted)
 
 
 def set_plan(plan: Plan, *, undoable: bool = True) -> None:
-    """Make ``plan`` current; the previous one goes on the undo stack; sliders follow."""
+    """Make ``plan`` current; the previous one goes on the undo stack.
+
+    Widgets are not touched here: a slider change may still be queued behind this one, and
+    deleting its key would lose it. The Prune page draws its sliders from the plan.
+    """
     current = st.session_state.get("plan")
     if current is not None and current == plan:
         return
     if undoable and current is not None:
         st.session_state.setdefault("undo", []).append(current)
     st.session_state["plan"] = plan
-    forget_sliders()
+    st.session_state.pop(PENDING_KEY, None)
 
 
 def undo() -> None:
@@ -186,12 +258,6 @@ def reset() -> None:
     set_plan(Plan(granularity=current.granularity, criterion=current.criterion))
 
 
-def forget_sliders() -> None:
-    """Drop slider values so they are drawn again from the plan."""
-    for key in [k for k in st.session_state if str(k).startswith(SLIDER_PREFIX)]:
-        del st.session_state[key]
-
-
 def choose_model(model_id: str) -> None:
     """Switch model: the plan (whose layer names belong to the old model) starts afresh."""
     if model_id == st.session_state.get("model"):
@@ -199,20 +265,30 @@ def choose_model(model_id: str) -> None:
     st.session_state["model"] = model_id
     st.session_state["plan"] = Plan()
     st.session_state["undo"] = []
-    forget_sliders()
+    st.session_state.pop(PENDING_KEY, None)
+
+
+def _upload_id(name: str, key: str) -> str:
+    """The picker id of an upload: its file name; ``name (2)``... for other bytes."""
+    uploads = st.session_state.get("uploads", {})
+    candidates = (UPLOAD_PREFIX + name + (f" ({n})" if n > 1 else "") for n in itertools.count(1))
+    return next(c for c in candidates if c not in uploads or uploads[c].get("key") == key)
 
 
 def add_upload(model_file, data_file) -> str:
     """Load an uploaded model (and data); on failure raise, leaving the current model loaded.
 
-    Returns the new model's id. ``model_file`` / ``data_file`` are Streamlit UploadedFiles.
+    Returns the new model's id. ``model_file`` / ``data_file`` are Streamlit UploadedFiles
+    (anything with ``.name`` and ``.getvalue()``). If this session was opened from an
+    upload's link, the link's plan is applied when this is that file and the plan fits.
     """
     # Data headers first, then the model, then the memory check (this session's and the
     # server's), and only then the data's values.
     raw_data = data_file.getvalue() if data_file is not None else None
     peeked = peek_data_bytes(raw_data, data_file.name) if raw_data is not None else None
     raw = model_file.getvalue()
-    bundle = shared_upload(digest(raw), raw, model_file.name,
+    model_digest = digest(raw)
+    bundle = shared_upload(model_digest, raw, model_file.name,
                            peeked.sample_shape if peeked else None)
     if peeked is None:
         require_digits_input(bundle)
@@ -225,21 +301,34 @@ def add_upload(model_file, data_file) -> str:
     except ExplorerError:
         held.release()
         raise
-    model_id = f"{UPLOAD_PREFIX}{model_file.name}"
+    key = f"upload:{model_digest}:{data_digest(data)}"
+    model_id = _upload_id(model_file.name, key)
     st.session_state.setdefault("uploads", {})[model_id] = {
-        "bundle": bundle, "data": data,
+        "bundle": bundle, "data": data, "key": key, "name": model_file.name,
         "memory": held}  # the reservation returns its bytes when this entry is dropped
     st.session_state.get("evaluators", {}).pop(model_id, None)
+    pending = st.session_state.pop(PENDING_KEY, None)
     choose_model(model_id)
+    if pending is not None and pending["name"] == model_file.name:
+        _apply_link_plan(pending["plan"], bundle)
     return model_id
+
+
+def _apply_link_plan(plan: Plan, bundle: ModelBundle) -> None:
+    try:
+        plan.check(bundle)
+    except ExplorerError as exc:
+        st.session_state["notice"] = f"The link's plan did not fit and was not applied: {exc}"
+        return
+    st.session_state["plan"] = plan
 
 
 def add_model(model_id: str, bundle: ModelBundle, data: ValidationSet | None) -> str:
     """Register a model made in this session (a fine-tuned one) like an upload, and select it.
 
-    The sidebar picker, every page and the Export page then work with it. ``model_id`` must
-    name these weights uniquely (score caches are shared between sessions by id: include a
-    digest of the weights); it gets the upload prefix. Returns the id.
+    The sidebar picker, every page and the Export page then work with it. Its shared caches
+    are keyed by its name and a digest of its weights and data. ``model_id`` gets the upload
+    prefix. Returns the id.
     """
     if not model_id.startswith(UPLOAD_PREFIX):
         model_id = UPLOAD_PREFIX + model_id

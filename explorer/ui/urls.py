@@ -2,7 +2,9 @@
 
 Query parameters (readable on purpose): ``model=digits-cnn&g=weights&c=magnitude&scope=layer
 &s=features.0:50,classifier.1:90`` (percent removed per layer), or ``scope=global&amount=80``;
-``merge=1`` for a neuron plan by redundancy that merges instead of dropping.
+``merge=1`` for a neuron plan by redundancy that merges instead of dropping. An uploaded
+model is ``model=upload:<file name>``: a link cannot carry the file, so a new session asks
+for it again and keeps the plan.
 Pure functions: no Streamlit here, so they are tested directly.
 """
 
@@ -12,6 +14,8 @@ from collections.abc import Mapping
 
 from explorer.errors import PlanError, short
 from explorer.plan import Plan
+
+UPLOAD_PREFIX = "upload:"
 
 
 def _percent(value: float) -> str:
@@ -61,6 +65,12 @@ def plan_from_query(params: Mapping[str, str]) -> Plan:
         layers=tuple(layers.split(",")) if layers else None,
         merge=merge == "1",
     )
+
+
+def upload_name(model: str) -> str | None:
+    """The file name in ``model=upload:<file name>``, or None for any other model value."""
+    name = model.removeprefix(UPLOAD_PREFIX)
+    return name if name != model and name else None
 
 
 def _number(text: str) -> float:
