@@ -1,4 +1,9 @@
-"""Prune: sliders per layer (or one global fraction), live metrics and the trade-off so far."""
+"""Prune: sliders per layer (or one global fraction), live metrics and the trade-off so far.
+
+The plan in session state is the one truth: a slider's change sets its layer in the plan,
+and every run draws every slider from the plan (writing a widget's value only where it
+differs, so a key press still in flight in the browser is not overwritten).
+"""
 
 from dataclasses import replace
 
@@ -50,57 +55,69 @@ def _linked(name: str, plan: Plan) -> list[str]:
 
 
 def _on_layer(name: str) -> None:
-    value = st.session_state[state.SLIDER_PREFIX + name] / 100
+    # Read defensively: a change queued behind a model switch names a slider that is gone.
+    value = st.session_state.get(state.SLIDER_PREFIX + name)
+    if value is None or name not in bundle.layer_names:
+        return
     plan = session.plan
     for member in _linked(name, plan):
-        plan = plan.with_sparsity(member, value)
+        plan = plan.with_sparsity(member, value / 100)
     state.set_plan(plan)
 
 
 def _on_all() -> None:
-    value = st.session_state[ALL_KEY] / 100
+    value = st.session_state.get(ALL_KEY)
+    if value is None:
+        return
     plan = session.plan
     state.set_plan(replace(plan, scope="layer",
-                           sparsity={la.name: value for la in _prunable(plan)}))
+                           sparsity={la.name: value / 100 for la in _prunable(plan)}))
 
 
 def _on_global() -> None:
-    plan = session.plan
-    state.set_plan(replace(plan, scope="global", amount=st.session_state[GLOBAL_KEY] / 100))
+    value = st.session_state.get(GLOBAL_KEY)
+    if value is not None:
+        state.set_plan(replace(session.plan, scope="global", amount=value / 100))
 
 
-def _seed(key: str, value: float) -> None:
-    if key not in st.session_state:
-        st.session_state[key] = round(value * 100)
+def _show(key: str, value) -> None:
+    """Draw widget ``key`` at the plan's ``value``: written only where it differs, so a
+    slider the user is moving keeps its own (newer) position in the browser."""
+    if st.session_state.get(key) != value:
+        st.session_state[key] = value
+
+
+def _percent(fraction: float) -> int:
+    return min(round(fraction * 100), 99)  # the sliders' range; a plan allows up to < 100%
 
 
 def _controls(plan: Plan) -> None:
-    st.session_state["pr_granularity"] = plan.granularity
-    st.session_state["pr_criterion"] = plan.criterion
-    st.session_state["pr_scope"] = plan.scope
+    _show("pr_granularity", plan.granularity)
+    _show("pr_criterion", plan.criterion)
+    _show("pr_scope", plan.scope)
     st.radio("Granularity", GRANULARITIES, key="pr_granularity", on_change=_on_kind,
              horizontal=True, help="weights: unstructured sparsity; neurons: smaller layers")
     st.selectbox("Criterion", _criteria(plan.granularity), key="pr_criterion",
                  on_change=_on_kind, help="how importance is scored; lowest go first")
     if plan.criterion == "redundancy":
-        st.session_state["pr_merge"] = plan.merge
+        _show("pr_merge", plan.merge)
         st.checkbox("Merge into the twin", key="pr_merge", on_change=_on_kind,
                     help="add a removed neuron's outgoing weights to its most similar kept "
                          "neuron's, instead of dropping them")
     st.radio("Scope", ("layer", "global"), key="pr_scope", on_change=_on_kind,
              horizontal=True, help="a fraction per layer, or one threshold across layers")
     if plan.scope == "global":
-        _seed(GLOBAL_KEY, plan.amount)
+        _show(GLOBAL_KEY, _percent(plan.amount))
         st.slider("Removed overall (%)", 0, 99, key=GLOBAL_KEY, on_change=_on_global)
         return
-    _seed(ALL_KEY, 0.0)
+    st.session_state.setdefault(ALL_KEY, 0)  # a control, not part of the plan
     st.slider("Set every layer to (%)", 0, 99, key=ALL_KEY, on_change=_on_all,
               help="moves all layer sliders at once")
     for layer in bundle.layers:
         key = state.SLIDER_PREFIX + layer.name
         blocked = plan.granularity == "neurons" and not layer.neuron_prunable
         linked = [n for n in _linked(layer.name, plan) if n != layer.name]
-        _seed(key, plan.fraction(layer.name))
+        _show(key, _percent(plan.fraction(layer.name)))
         unit = "neurons" if plan.granularity == "neurons" else "weights"
         note = None
         if blocked:
@@ -159,21 +176,17 @@ def _metrics(plan: Plan) -> None:
         st.plotly_chart(charts.tradeoff(session.history(), plan, dense), key="tradeoff")
 
 
-@st.fragment
-def workspace() -> None:
-    plan = session.plan
-    left, right = st.columns([1, 2], gap="large")
-    with left:
-        _controls(plan)
-        b1, b2 = st.columns(2)
-        b1.button("Undo", on_click=state.undo, disabled=not st.session_state.get("undo"),
-                  width="stretch")
-        b2.button("Reset", on_click=state.reset, width="stretch")
-        st.download_button("Download this plan (JSON)", plan.to_json(), file_name="plan.json",
-                           mime="application/json", width="stretch")
-    with right:
-        _metrics(plan)
-    state.sync_url(session)
-
-
-workspace()
+# Not a fragment: the sidebar's plan summary and download must follow every slider move,
+# and a fragment cannot redraw the sidebar. The sidebar costs little beside the metrics.
+plan = session.plan
+left, right = st.columns([1, 2], gap="large")
+with left:
+    _controls(plan)
+    b1, b2 = st.columns(2)
+    b1.button("Undo", on_click=state.undo, disabled=not st.session_state.get("undo"),
+              width="stretch")
+    b2.button("Reset", on_click=state.reset, width="stretch")
+    st.download_button("Download this plan (JSON)", plan.to_json(), file_name="plan.json",
+                       mime="application/json", width="stretch")
+with right:
+    _metrics(plan)
