@@ -11,7 +11,8 @@ session = page_setup("Pruning Explorer", texts.MODEL)
 bundle = session.bundle
 st.markdown(texts.INTRO)
 
-with st.expander("Upload your own model", expanded=False), st.form("upload", border=False):
+waiting = state.PENDING_KEY in st.session_state  # opened from an upload's link
+with st.expander("Upload your own model", expanded=waiting), st.form("upload", border=False):
     st.markdown(
         "A **TorchScript** file, a **torch.export** program (`.pt2`, exported with a dynamic "
         "batch dimension), or a **safetensors / state_dict** file of a demo architecture; "
