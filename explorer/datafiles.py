@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ import torch
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import DataError, name_some, short
-from explorer.files import corrupt, quiet_torch, sniff, temp_file, torch_load
+from explorer.files import corrupt, quiet_torch, sniff, temp_file, torch_load, zip_directory
 from explorer.limits import (
     MAX_DATA_ARCHIVE_MEMBERS,
     MAX_DATA_FILE_BYTES,
@@ -53,7 +52,6 @@ DATA_FORMATS = (
 X_BYTES, Y_BYTES = 4, 8  # decoded: x as float32, y as int64
 READ_CHUNK = 4 << 20  # bytes read from a member at a time
 FINITE_CHUNK = 1 << 20  # values checked for NaN at a time
-EOCD_SEARCH = 22 + 65535  # a zip's end record and the longest comment it may carry
 NPY_HEADERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
     (2, 0): np.lib.format.read_array_header_2_0,
@@ -199,26 +197,12 @@ def _open(path: Path, name: str) -> tuple[DataShape, Reader]:
 
 
 def _check_zip_directory(path: Path, name: str) -> None:
-    """Refuse a zip archive whose end records (the plain one, and the zip64 one zipfile
-    prefers) list more members, or a larger central directory, than a data file has; read
-    from the last bytes of the file, before any zip reader parses the directory."""
-    if not path.is_file():
-        return
-    with path.open("rb") as f:
-        end = f.seek(0, os.SEEK_END)
-        f.seek(max(0, end - EOCD_SEARCH))
-        tail = f.read()
-    at = len(tail) - 22  # where zipfile looks first: an archive without a comment
-    if at < 0 or not tail.startswith(b"PK\x05\x06", at):
-        at = tail.rfind(b"PK\x05\x06")
-    if at < 0 or at + 22 > len(tail):
+    """Refuse a zip archive listing more members, or a larger central directory, than a
+    data file has (read from its end records, before any zip reader parses it)."""
+    found = zip_directory(path)
+    if found is None:
         return  # not a zip: sniff says what it is
-    members, directory = struct.unpack_from("<HI", tail, at + 10)
-    record = at - 20 - 56  # a zip64 end record just before its locator
-    if record >= 0 and tail.startswith(b"PK\x06\x07", at - 20) and tail.startswith(
-            b"PK\x06\x06", record):
-        members64, directory64 = struct.unpack_from("<QQ", tail, record + 32)
-        members, directory = max(members, members64), max(directory, directory64)
+    members, directory = found
     if members > MAX_DATA_ARCHIVE_MEMBERS or directory > MAX_DATA_ARCHIVE_MEMBERS * 1024:
         raise DataError(
             f"{name}: the archive lists {members:,} members in a directory of "

@@ -9,8 +9,10 @@ the exception type, :class:`ModelError` or :class:`DataError`, so each loader ke
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import re
+import struct
 import tempfile
 import warnings
 import zipfile
@@ -20,6 +22,9 @@ from pathlib import Path
 
 import torch
 
+from explorer.limits import MAX_ARCHIVE_MEMBERS
+
+EOCD_SEARCH = 22 + 65535  # a zip's end record and the longest comment it may carry
 SAVE_HINT = (
     "save the weights with torch.save(model.state_dict(), path) or "
     "safetensors.torch.save_file(model.state_dict(), path), or the whole model as "
@@ -39,6 +44,13 @@ def sniff(path: Path, name: str, error: type[Exception]) -> str:
     with path.open("rb") as f:
         head = f.read(16)
     if head.startswith(b"PK\x03\x04"):
+        found = zip_directory(path)
+        if found and (found[0] > MAX_ARCHIVE_MEMBERS or found[1] > MAX_ARCHIVE_MEMBERS * 1024):
+            raise error(
+                f"{name}: the archive lists {found[0]:,} members in a directory of "
+                f"{found[1]:,} bytes, more than a model or data file has "
+                f"({MAX_ARCHIVE_MEMBERS:,}); the file is refused."
+            )
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
@@ -64,6 +76,28 @@ def sniff(path: Path, name: str, error: type[Exception]) -> str:
             )
         return "safetensors"
     return "unknown"
+
+
+def zip_directory(path: Path) -> tuple[int, int] | None:
+    """(members, central directory bytes) as a zip archive's end records say (the plain one,
+    and the zip64 one zipfile prefers), read from the file's last bytes before any zip reader
+    parses the directory (parsing a huge one takes memory); None for a file that is no zip."""
+    with path.open("rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        f.seek(max(0, end - EOCD_SEARCH))
+        tail = f.read()
+    at = len(tail) - 22  # where zipfile looks first: an archive without a comment
+    if at < 0 or not tail.startswith(b"PK\x05\x06", at):
+        at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return None
+    members, directory = struct.unpack_from("<HI", tail, at + 10)
+    record = at - 20 - 56  # a zip64 end record just before its locator
+    if record >= 0 and tail.startswith(b"PK\x06\x07", at - 20) and tail.startswith(
+            b"PK\x06\x06", record):
+        members64, directory64 = struct.unpack_from("<QQ", tail, record + 32)
+        members, directory = max(members, members64), max(directory, directory64)
+    return members, directory
 
 
 def torch_load(path: Path, name: str, error: type[Exception], mmap: bool = False) -> object:

@@ -126,7 +126,6 @@ def _load_model(
 def _load_state_dict(obj: object, name: str, arch: str | None, fmt: str) -> ModelBundle:
     """Build the zoo architecture ``arch`` (or the matching one) and load ``obj`` into it."""
     state_dict = _as_state_dict(obj, name)
-    _check_finite(state_dict, name)
     if arch is None:
         arch = match_architecture(state_dict, name)
     entry = zoo_entry(arch)
@@ -136,6 +135,7 @@ def _load_state_dict(obj: object, name: str, arch: str | None, fmt: str) -> Mode
         raise ModelError(
             f"{name}: the weights do not fit the '{arch}' architecture: {_describe_diff(diff)}."
         )
+    _check_finite(state_dict, name)  # after the shapes: no claimed-huge tensor is scanned
     model.load_state_dict(state_dict)
     model.eval()
     card = {"file": name, "format": fmt, "architecture": arch}

@@ -29,6 +29,7 @@ MAX_DATA_PICKLE_BYTES = 1 * MiB
 # a few per tensor): Python's zipfile turns each entry into an object of ~500 bytes, so a
 # 200 MB archive of empty entries would take gigabytes just to be opened.
 MAX_DATA_ARCHIVE_MEMBERS = 1_000
+MAX_ARCHIVE_MEMBERS = 50_000  # any archive (a TorchScript file holds a member per code file)
 # What one session's model and data may take in memory, estimated before loading: the data
 # plus the activations the evaluator keeps for every image at every prunable layer's input.
 SESSION_MEMORY_BYTES = 3 * GiB

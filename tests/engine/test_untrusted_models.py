@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hostile_files import peak_growth, stored, write_zip
 from torch import nn
 
 from explorer.bundle import export_program
@@ -255,3 +256,21 @@ def test_cli_refuses_a_hostile_program_in_one_line(clean_pt2, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pickle" in err and "Traceback" not in err
     assert not marker.exists()
+
+
+def test_state_dict_claiming_a_huge_weight_is_refused_without_allocating(tmp_path, mlp):
+    weights = {k: v.clone() for k, v in mlp.model.state_dict().items()}
+    key = next(k for k in weights if k.endswith("weight"))
+    weights[key] = torch.zeros(1).expand(10**5, 10**5)  # claims 40 GB, stores 4 bytes
+    path = tmp_path / "huge.pt"
+    torch.save(weights, path)
+    with peak_growth() as growth, pytest.raises(ModelError, match="mis-shaped"):
+        load_model(path)
+    assert growth.mib < 200
+
+
+def test_archive_listing_too_many_members_is_refused_before_it_is_parsed(tmp_path):
+    path = write_zip(tmp_path / "many.pt2", [stored(b"", "archive/version")], listed=65_000)
+    with peak_growth() as growth, pytest.raises(ModelError, match="65,000 members"):
+        load_model(path)
+    assert growth.mib < 200
