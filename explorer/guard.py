@@ -1,18 +1,23 @@
 """The guarded step: an untrusted model's first load and run, in a confined child process.
 
 A TorchScript file runs its own code while loading, and any model's first run may allocate
-without bound or loop. :func:`run_guarded` hands the file's bytes to ``python -m
-explorer.guard`` on its standard input. The child is started with limits on memory, CPU time
-and file size, confines itself (:func:`explorer.sandbox.confine`: no file writes, no programs,
-no network) before it reads a byte, converts the model into a plain ``torch.export`` program
-(dynamic batch, checked against the original on random inputs), and writes that program back
-on its standard output as a ``.pt2`` archive. The parent reads at most a bounded number of
-bytes within a deadline, and then treats the archive like any other upload: vetted member by
-member (:mod:`explorer.vetting`), never unpickled. A child that fails, times out, runs out of
-memory or writes garbage becomes one :class:`~explorer.errors.ModelError`.
+without bound or loop. So :func:`run_guarded` never loads one in this process. It hands the
+file's bytes to a small server process (``python -m explorer.guard``, started once and kept:
+it has imported torch, so each load saves the seconds that import takes), which forks one
+child per file. The child limits its memory, CPU time and file sizes, confines itself
+(:func:`explorer.sandbox.confine`: no file writes outside a private scratch folder, no
+programs, no network) before it reads a byte of the file, converts the model into a plain
+``torch.export`` program (dynamic batch, checked against the original on random inputs) and
+writes that program back as a ``.pt2`` archive. The server reads at most a bounded number of
+bytes within a deadline and kills a child that overruns. This process then treats the archive
+like any other upload: vetted member by member (:mod:`explorer.vetting`), never unpickled.
+A child that fails, times out, runs out of memory or writes garbage becomes one
+:class:`~explorer.errors.ModelError`.
 
-Protocol: stdin = one JSON line ``{"kind", "name", "input_shape"}`` then the file's bytes;
-stdout = one JSON line ``{"ok": true, "input_shape": [...]}`` then the archive, or
+Protocol, both directions length-prefixed (8 bytes, big-endian): a request is one JSON line
+``{"kind", "name", "input_shape", "seconds", "memory_bytes"}`` then the file's bytes; a reply
+is the child's exit status (4 bytes, signed, or :data:`TIMED_OUT`, :data:`TOO_LONG`) then what
+the child wrote: one JSON line ``{"ok": true, "input_shape": [...]}`` and the archive, or
 ``{"ok": false, "message": "..."}``.
 """
 
@@ -22,6 +27,8 @@ import contextlib
 import io
 import json
 import os
+import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,7 +45,13 @@ from explorer.limits import (
 
 MAX_REPLY_BYTES = 2 * MAX_MODEL_FILE_BYTES + (1 << 20)
 MAX_MESSAGE_CHARS = 600
+SERVER_START_SECONDS = 120  # importing torch on a busy two-core machine
+TIMED_OUT, TOO_LONG, SERVER_LOST = -1000, -1001, -1002
+MAX_FD = 65536
 KEPT_ENV = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+_lock = threading.Lock()
+_server: subprocess.Popen | None = None
 
 
 def run_guarded(
@@ -50,127 +63,197 @@ def run_guarded(
     memory_bytes: int = GUARDED_LOAD_MEMORY_BYTES,
 ) -> tuple[bytes, tuple[int, ...]]:
     """Convert the model file ``data`` (``kind`` 'torchscript' or 'export') in a confined
-    child; returns the plain program's ``.pt2`` bytes and one sample's input shape."""
-    header = json.dumps({"kind": kind, "name": name,
-                         "input_shape": list(input_shape) if input_shape else None})
+    child; returns the plain program's ``.pt2`` bytes and one sample's input shape.
+
+    Loads are served one at a time (the machine has few cores; a load takes seconds)."""
+    request = json.dumps({"kind": kind, "name": name, "seconds": seconds,
+                          "memory_bytes": memory_bytes,
+                          "input_shape": list(input_shape) if input_shape else None})
+    payload = request.encode() + b"\n" + data
+    with _lock:
+        status, reply = _ask(payload, seconds)
+    return _parse_reply(reply, status, name, seconds, memory_bytes)
+
+
+def _ask(payload: bytes, seconds: float) -> tuple[int, bytes]:
+    """Send one request to the server (started if needed) and wait for its reply."""
+    global _server
+    if _server is None or _server.poll() is not None:
+        _server = _start_server()
+    server = _server
+    try:
+        server.stdin.write(len(payload).to_bytes(8, "big") + payload)
+        server.stdin.flush()
+        deadline = time.monotonic() + seconds + SERVER_START_SECONDS
+        size = int.from_bytes(_read_exact(server.stdout.fileno(), 8, deadline), "big")
+        status = int.from_bytes(_read_exact(server.stdout.fileno(), 4, deadline), "big",
+                                signed=True)
+        if size > MAX_REPLY_BYTES:
+            raise OSError("reply too long")
+        return status, _read_exact(server.stdout.fileno(), size, deadline)
+    except (OSError, EOFError, ValueError, TimeoutError) as exc:  # died or hung: start afresh
+        _stop(server)
+        _server = None
+        return (TIMED_OUT if isinstance(exc, TimeoutError) else SERVER_LOST), b""
+
+
+def _start_server() -> subprocess.Popen:
     env = {k: os.environ[k] for k in KEPT_ENV if k in os.environ}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    with tempfile.TemporaryDirectory(prefix="pruning-explorer-guard-") as scratch:
-        env.update(TMPDIR=scratch, HOME=scratch)
-        return _run(header.encode() + b"\n" + data, env, name, seconds, memory_bytes)
-
-
-def _run(
-    payload: bytes, env: dict[str, str], name: str, seconds: float, memory_bytes: int
-) -> tuple[bytes, tuple[int, ...]]:
-    from explorer.sandbox import limit_resources
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "explorer.guard"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        cwd="/", env=env, start_new_session=True,
-        preexec_fn=lambda: limit_resources(memory_bytes, int(seconds) + 1),
+    return subprocess.Popen(
+        [sys.executable, "-m", "explorer.guard"], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd="/", env=env,
+        start_new_session=True,
     )
-    reply = bytearray()
-    reader = threading.Thread(target=_read_capped, args=(proc, reply), daemon=True)
-    reader.start()
-    writer = threading.Thread(target=_feed, args=(proc, payload), daemon=True)
-    writer.start()
-    started = time.monotonic()
-    try:
-        proc.wait(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        _kill(proc)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+
+
+def _read_exact(fd: int, size: int, deadline: float, cap: int | None = None) -> bytes:
+    """``size`` bytes from ``fd`` (or, with ``cap``, everything up to EOF, at most ``cap``);
+    TimeoutError past ``deadline``, EOFError when the writer ends early."""
+    out = bytearray()
+    while len(out) < (size if cap is None else cap + 1):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise TimeoutError
+        chunk = os.read(fd, min(1 << 20, (size if cap is None else cap + 1) - len(out)))
+        if not chunk:
+            if cap is None:
+                raise EOFError
+            break
+        out.extend(chunk)
+    return bytes(out)
+
+
+def _parse_reply(
+    reply: bytes, status_code: int, name: str, seconds: float, memory_bytes: int
+) -> tuple[bytes, tuple[int, ...]]:
+    if status_code == TIMED_OUT:
         raise ModelError(
             f"{name}: loading and running the model did not finish within {seconds:.0f} s "
             "(in the guarded process untrusted models run in); it was stopped. A model "
             "that loops or is far too large for this machine cannot be explored here."
-        ) from None
-    finally:
-        reader.join(timeout=5)
-    return _parse_reply(bytes(reply), proc.returncode, name, time.monotonic() - started,
-                        memory_bytes)
-
-
-def _feed(proc: subprocess.Popen, payload: bytes) -> None:
-    with contextlib.suppress(OSError):  # the child may end before it reads everything
-        proc.stdin.write(payload)
-        proc.stdin.close()
-
-
-def _read_capped(proc: subprocess.Popen, reply: bytearray) -> None:
-    while chunk := proc.stdout.read(1 << 20):
-        reply.extend(chunk)
-        if len(reply) > MAX_REPLY_BYTES:
-            _kill(proc)
-            return
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _parse_reply(
-    reply: bytes, returncode: int, name: str, seconds: float, memory_bytes: int
-) -> tuple[bytes, tuple[int, ...]]:
+        )
     line, _, archive = reply.partition(b"\n")
     try:
-        status = json.loads(line) if line else None
+        status = json.loads(line) if line else {}
     except ValueError:
-        status = None
-    if isinstance(status, dict) and status.get("ok") is False:
+        status = {}
+    status = status if isinstance(status, dict) else {}
+    if status.get("ok") is False:
         message = str(status.get("message", ""))[:MAX_MESSAGE_CHARS]
         raise ModelError(message or f"{name}: the model could not be loaded.")
-    shape = status.get("input_shape") if isinstance(status, dict) else None
-    if (returncode == 0 and status.get("ok") is True and isinstance(shape, list)
+    shape = status.get("input_shape")
+    if (status_code == 0 and status.get("ok") is True and isinstance(shape, list)
             and all(isinstance(d, int) and d > 0 for d in shape) and archive):
         return archive, tuple(shape)
-    if returncode in (-signal.SIGKILL, -signal.SIGXCPU) or returncode == -signal.SIGSEGV:
+    if status_code in (-signal.SIGKILL, -signal.SIGXCPU, -signal.SIGSEGV, -signal.SIGABRT):
         why = "used more CPU time or memory than allowed"
-    elif len(reply) > MAX_REPLY_BYTES:
+    elif status_code == TOO_LONG:
         why = "produced far more output than a model can"
+    elif status_code == SERVER_LOST:
+        why = "ended unexpectedly (it is started afresh for the next file)"
     else:
-        why = f"stopped unexpectedly (exit status {returncode})"
+        why = f"stopped unexpectedly (exit status {status_code})"
     raise ModelError(
         f"{name}: loading and running the model in the guarded process failed: it {why} "
-        f"(limits: {memory_bytes / 2**30:.0f} GiB of memory, {GUARDED_LOAD_SECONDS} s). "
+        f"(limits: {memory_bytes / 2**30:.0f} GiB of memory, {seconds:.0f} s). "
         "The file is not loaded."
     )
 
 
-def _child() -> int:
-    """The child's side: confine, read the request, convert, reply."""
-    from explorer.sandbox import confine
+# --------------------------------------------------------------------------- the server side
 
-    confine(os.environ.get("TMPDIR"))  # before a byte of the untrusted file is read
-    out = sys.stdout.buffer
-    sys.stdout = sys.stderr  # anything the model prints stays off the reply channel
-    request = json.loads(sys.stdin.buffer.readline())
-    data = sys.stdin.buffer.read(MAX_MODEL_FILE_BYTES + 1)
+
+def _serve() -> int:
+    """The server: warm imports, then one forked child per request, until stdin closes."""
+    import torch  # noqa: F401  (what every child needs, imported once)
+
+    import explorer.io  # noqa: F401
+
+    requests = sys.stdin.buffer
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stray prints never reach the replies
+    while header := requests.read(8):
+        payload = requests.read(int.from_bytes(header, "big"))
+        status, reply = _fork_child(payload)
+        replies.write(len(reply).to_bytes(8, "big") + status.to_bytes(4, "big", signed=True))
+        replies.write(reply)
+        replies.flush()
+    return 0
+
+
+def _fork_child(payload: bytes) -> tuple[int, bytes]:
+    line, _, data = payload.partition(b"\n")
+    request = json.loads(line)
+    seconds, memory_bytes = float(request["seconds"]), int(request["memory_bytes"])
+    scratch = tempfile.mkdtemp(prefix="pruning-explorer-guard-")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_end)
+        _child(request, data, write_end, scratch, seconds, memory_bytes)
+    os.close(write_end)
+    status = None
+    try:
+        reply = _read_exact(read_end, 0, time.monotonic() + seconds, cap=MAX_REPLY_BYTES)
+        if len(reply) > MAX_REPLY_BYTES:
+            status, reply = TOO_LONG, b""
+    except TimeoutError:
+        status, reply = TIMED_OUT, b""
+    finally:
+        os.close(read_end)
+        if status is not None:
+            os.kill(pid, signal.SIGKILL)
+        _, wait_status = os.waitpid(pid, 0)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return (os.waitstatus_to_exitcode(wait_status) if status is None else status), reply
+
+
+def _child(request: dict, data: bytes, out_fd: int, scratch: str, seconds: float,
+           memory_bytes: int) -> None:
+    """Limit, confine, convert, reply on ``out_fd``, exit."""
+    try:
+        from explorer.sandbox import confine, limit_resources
+
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # no way to the other requests or the replies but ``out_fd``
+            os.dup2(null, fd)
+        os.closerange(3, out_fd)
+        os.closerange(out_fd + 1, MAX_FD)
+        limit_resources(memory_bytes, int(seconds) + 1)
+        os.environ["TMPDIR"] = tempfile.tempdir = scratch
+        confine(scratch)  # before the untrusted bytes are parsed
+        reply = _convert_reply(request, data)
+        with os.fdopen(out_fd, "wb") as out:
+            out.write(reply)
+    finally:
+        os._exit(0)
+
+
+def _convert_reply(request: dict, data: bytes) -> bytes:
     name = str(request["name"])
     try:
         archive, shape = convert(request["kind"], data, name, request["input_shape"])
     except ModelError as exc:
-        out.write(json.dumps({"ok": False, "message": str(exc)}).encode() + b"\n")
-        return 0
+        message = str(exc)
     except MemoryError:
-        out.write(json.dumps({"ok": False, "message": (
-            f"{name}: the model needs more memory than the "
-            f"{GUARDED_LOAD_MEMORY_BYTES / 2**30:.0f} GiB allowed for a first run; "
-            "it is not loaded.")}).encode() + b"\n")
-        return 0
+        message = (f"{name}: the model needs more memory than the "
+                   f"{int(request['memory_bytes']) / 2**30:.0f} GiB allowed for a first run; "
+                   "it is not loaded.")
     except Exception as exc:  # whatever the model's code raised
         text = str(exc).strip().splitlines()
         gist = text[0][:300] if text else type(exc).__name__
-        out.write(json.dumps({"ok": False, "message": (
-            f"{name}: the model could not be loaded ({gist}).")}).encode() + b"\n")
-        return 0
-    out.write(json.dumps({"ok": True, "input_shape": list(shape)}).encode() + b"\n")
-    out.write(archive)
-    out.flush()
-    return 0
+        message = f"{name}: the model could not be loaded ({gist})."
+    else:
+        return json.dumps({"ok": True, "input_shape": list(shape)}).encode() + b"\n" + archive
+    return json.dumps({"ok": False, "message": message}).encode() + b"\n"
 
 
 def convert(
@@ -196,4 +279,4 @@ def convert(
 
 
 if __name__ == "__main__":
-    sys.exit(_child())
+    sys.exit(_serve())
