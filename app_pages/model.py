@@ -19,6 +19,7 @@ with st.expander("Upload your own model", expanded=waiting), st.form("upload", b
         "validation data as `.npz` (arrays `x`, `y`) or `.pt` (tensors `x`, `y`). Without "
         "data, a digits model is evaluated on the digits validation split."
     )
+    st.caption(texts.UPLOAD_SAFETY)
     model_file = st.file_uploader("Model file", key="upload_model")
     data_file = st.file_uploader("Validation data (optional)", key="upload_data")
     if st.form_submit_button("Load") and model_file is not None:

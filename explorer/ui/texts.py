@@ -1,5 +1,13 @@
 """The explanations each page carries: the app teaches, not only displays."""
 
+from explorer.limits import (
+    GUARDED_LOAD_MEMORY_BYTES,
+    GUARDED_LOAD_SECONDS,
+    MAX_DATA_TENSOR_BYTES,
+    MAX_MODEL_FILE_BYTES,
+    SESSION_MEMORY_BYTES,
+)
+
 INTRO = """
 **Pruning** removes parts of a trained network that matter least, to make it smaller and
 faster while keeping its accuracy. Four questions decide a pruning:
@@ -210,3 +218,18 @@ The result is a **new model** (same architecture, zeros in place): explore it on
 export it, or download its weights (`pruning-explorer evaluate --model FILE` reads them).
 Recipe: Adam, batches of 64, cosine learning-rate decay, a fixed seed and batch order.
 """
+
+UPLOAD_SAFETY = (
+    "**What runs, what is refused.** Every file is untrusted data. Weights (safetensors, "
+    "`torch.save` state_dicts) and data files are read as tensors only: pickled Python "
+    "objects are refused. A `.pt2` program is checked member by member before it is read: "
+    "pickled payloads, compiled libraries (AOTInductor), custom operators and classes, guard "
+    "code and any operation outside standard ATen tensor operations are refused. A "
+    "TorchScript file is a program, so it and every `.pt2` are first loaded and run in a "
+    "separate, locked-down process (no file writes, no network, at most "
+    f"{GUARDED_LOAD_MEMORY_BYTES >> 30} GiB and {GUARDED_LOAD_SECONDS} s), which hands "
+    "back a plain graph of ATen operations that is checked again: only that graph runs here. "
+    f"Files up to {MAX_MODEL_FILE_BYTES >> 20} MB; data up to "
+    f"{MAX_DATA_TENSOR_BYTES >> 30} GiB once decoded, and as many images as fit this "
+    f"session's {SESSION_MEMORY_BYTES >> 30} GiB."
+)
