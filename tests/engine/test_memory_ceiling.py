@@ -45,9 +45,12 @@ def random_set(samples: int) -> ValidationSet:
 def test_per_image_bytes_match_what_a_run_allocates(cnn):
     per_image, _ = node_bytes(cnn)
     x = torch.rand(4000, *DIGITS)
-    with peak_growth() as growth:
-        cnn.program.run(x, keep=True)
-    assert 0.8 * 4000 * per_image < growth.bytes < 1.2 * 4000 * per_image + (16 << 20)
+    grown = []
+    for _ in range(3):  # other threads of the test process can only add to a peak: the least
+        with peak_growth() as growth:
+            cnn.program.run(x, keep=True)
+        grown.append(growth.bytes)
+    assert 0.8 * 4000 * per_image < min(grown) < 1.2 * 4000 * per_image + (16 << 20), grown
 
 
 @pytest.mark.parametrize("samples", [1000, 3000, 6000])  # 6000: too many to keep states
