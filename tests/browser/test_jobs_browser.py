@@ -57,11 +57,15 @@ def test_closing_the_tab_stops_its_fine_tune(open_app, server_process):
     app.page.close()
     closed = time.monotonic()
     deadline = closed + ORPHANED_JOB_SECONDS + 30
-    while (rate := cpu_rate(pid, 1)) >= IDLE:
+    # The log line is written when the job is cancelled; the CPU rate alone can dip below
+    # IDLE for a second on a machine busy with other work, before the job has stopped.
+    while SESSION_ENDED not in LOG.read_text():
         assert time.monotonic() < deadline, \
-            f"the job still runs {deadline - closed:.0f} s after its tab closed ({rate:.2f})"
+            f"the job still runs {deadline - closed:.0f} s after its tab closed"
+        time.sleep(0.2)
     stopped = time.monotonic() - closed
     assert stopped >= ORPHANED_JOB_SECONDS - 1, f"stopped after {stopped:.1f} s: the grace " \
         "period for a reconnect was not kept"
-    assert "cancelled after" in LOG.read_text() and SESSION_ENDED in LOG.read_text()
+    assert "cancelled after" in LOG.read_text()
+    time.sleep(2)  # the current batch ends
     assert cpu_rate(pid, 3) < IDLE  # and it stays stopped

@@ -1,8 +1,9 @@
 """Soak: eight browser sessions hammer the Prune page's sliders while a fine-tune runs.
 
 One server; one session runs a long fine-tune; eight others, each on its own demo model and
-its own two sliders, get key presses round-robin without waiting for the reruns they cause
-(a user holding an arrow key) for ``PE_SOAK_SECONDS`` (default 120). Meanwhile the server's
+its own two sliders, get key presses round-robin, ``PE_SOAK_PAUSE`` seconds apart (default
+0.25: each session moves every 2 s; 0: a held arrow key in every tab), without waiting for
+the reruns they cause, for ``PE_SOAK_SECONDS`` (default 120). Meanwhile the server's
 resident memory (``/proc/<pid>/status`` VmRSS) is sampled. At the end, once every session has
 caught up (how long that takes is reported: the server works through a backlog of reruns),
 each session's sliders must equal the plan in its URL and its Accuracy, Loss and FLOPs
@@ -42,6 +43,9 @@ pytestmark = [
 ]
 
 SECONDS = float(os.environ.get("PE_SOAK_SECONDS", "120"))
+# Seconds between two key presses (over all sessions): 0.25 is each of the eight sessions
+# moving a slider every 2 s, as a person does; 0 hammers (a held arrow key in every tab).
+PAUSE = float(os.environ.get("PE_SOAK_PAUSE", "0.25"))
 SESSIONS = 8
 DEMOS = ("digits-mlp", "digits-cnn", "digits-resnet")
 KEYS = ("ArrowRight",) * 4 + ("ArrowLeft",) * 2 + ("PageUp", "PageDown")
@@ -171,6 +175,7 @@ def test_eight_sessions_hammer_sliders_while_a_fine_tune_runs(open_app, server_p
                     moves[i] += 1
                 except PlaywrightError:  # the thumb was being redrawn for too long
                     stalls[i] += 1
+                time.sleep(PAUSE)
         training = cancel.count() > 0
         caught_up, wrong = settle(apps), {}
         for i, app in enumerate(apps):
@@ -184,7 +189,8 @@ def test_eight_sessions_hammer_sliders_while_a_fine_tune_runs(open_app, server_p
         trainer_errors = trainer.exceptions()
 
     figures = {
-        "seconds": SECONDS, "sessions": SESSIONS, "moves": moves, "stalls": stalls,
+        "seconds": SECONDS, "pause_s": PAUSE, "sessions": SESSIONS, "moves": moves,
+        "stalls": stalls,
         "runs_started": [app.started for app in apps],
         "runs_finished": [app.finished for app in apps],
         "plans": [app.plan().to_json() for app in apps],
