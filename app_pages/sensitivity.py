@@ -99,7 +99,7 @@ def _work(key: tuple, evaluator: Evaluator, base: Plan, grid: tuple[float, ...])
         result = sensitivity(evaluator, granularity, criterion, grid, base,
                              cancel=report.cancelled, partial=partial)
         seconds = time.perf_counter() - start
-        scans.put(key, result, seconds, (evaluator.bundle, data, evaluator.data))
+        scans.put(key, result, seconds)
         return key, result, seconds
 
     return run

@@ -17,7 +17,8 @@ class Scans:
 
     Keys start with the session's key (:attr:`explorer.ui.state.Session.key`, a digest of
     the model's and the data's content), so a scan is served only for the same content,
-    whoever asks. ``refs`` (what it was computed on) stay with the entry for inspection.
+    whoever asks. An entry holds the scan only, never the model or data it was computed on
+    (they stay collectable, and an upload's memory goes back when its session ends).
     """
 
     def __init__(self) -> None:
@@ -27,13 +28,13 @@ class Scans:
     def get(self, key: tuple) -> tuple[Sensitivity, float] | None:
         with self._lock:
             entry = self._items.get(key)
-        return None if entry is None else entry[:2]
+        return entry
 
-    def put(self, key: tuple, result: Sensitivity, seconds: float, refs: tuple) -> None:
+    def put(self, key: tuple, result: Sensitivity, seconds: float) -> None:
         if result.cancelled:  # a partial scan is never served as a finished one
             return
         with self._lock:
-            self._items[key] = (result, seconds, refs)
+            self._items[key] = (result, seconds)
             self._items.move_to_end(key)
             while len(self._items) > SCANS_KEPT:
                 self._items.popitem(last=False)
