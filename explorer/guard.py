@@ -229,17 +229,24 @@ def _child(request: dict, data: bytes, out_fd: int, scratch: str, seconds: float
         os.closerange(out_fd + 1, MAX_FD)
         limit_resources(memory_bytes, int(seconds) + 1)
         os.environ["TMPDIR"] = tempfile.tempdir = scratch
-        confine(scratch)  # before the untrusted bytes are parsed
-        reply = _convert_reply(request, data)
+        confined = confine(scratch) > 0  # before the untrusted bytes are parsed
+        reply = _convert_reply(request, data, confined)
         with os.fdopen(out_fd, "wb") as out:
             out.write(reply)
     finally:
         os._exit(0)
 
 
-def _convert_reply(request: dict, data: bytes) -> bytes:
+def _convert_reply(request: dict, data: bytes, confined: bool) -> bytes:
     name = str(request["name"])
     try:
+        if request["kind"] == "torchscript" and not confined:
+            raise ModelError(
+                f"{name} is TorchScript, a program that runs while it loads, and this machine "
+                "cannot confine it (Linux Landlock is not available), so it is not loaded. "
+                "Save the model as a torch.export program (.pt2) instead: those are checked "
+                "operation by operation and never run code of their own."
+            )
         archive, shape = convert(request["kind"], data, name, request["input_shape"])
     except ModelError as exc:
         message = str(exc)

@@ -9,8 +9,9 @@ directory), executing programs and opening TCP connections, for the rest of the 
 life. Resource limits (:func:`limit_resources`, set before the child starts) bound
 its memory, CPU time and file sizes; the parent adds a wall-clock deadline.
 
-Where Landlock is missing (an older kernel, another OS), :func:`confine` reports it and the
-file-size limit still bounds what the child can write.
+Where Landlock is missing (an older kernel, another OS), :func:`confine` returns 0 and
+restricts nothing; the guard then refuses TorchScript (a program) and still runs ``.pt2``
+programs, whose operations are allow-listed.
 """
 
 from __future__ import annotations
