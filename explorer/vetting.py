@@ -38,6 +38,7 @@ from explorer.errors import ModelError
 from explorer.limits import MAX_MODEL_FILE_BYTES, MAX_NAMED_IN_MESSAGE
 
 MAX_JSON_BYTES = 64 << 20
+MAX_TENSOR_BYTES = 2 * MAX_MODEL_FILE_BYTES  # weights or constants once copied out
 ALLOWED_STRING_ARGS = frozenset({
     "approximate", "rounding_mode", "indexing", "padding", "reduce", "mode", "norm",
     "pad_mode", "side", "padding_side", "assert_msg",
@@ -312,20 +313,21 @@ def _tensors(
     if member not in archive.namelist():
         return {}
     config = _read_json(archive, member, name)
+    present = set(archive.namelist())
     entries = config.get("config") if isinstance(config, dict) else None
     if not isinstance(entries, dict):
         raise ModelError(f"{name}: {folder}{config_name} is malformed.")
     storages: dict[str, torch.Tensor] = {}
-    out = {}
+    out, total = {}, 0
     for fqn, entry in entries.items():
-        meta = entry.get("tensor_meta") if isinstance(entry, dict) else None
-        path = entry.get("path_name") if isinstance(entry, dict) else None
+        entry = entry if isinstance(entry, dict) else {}
+        meta, path = entry.get("tensor_meta"), entry.get("path_name")
         if entry.get("use_pickle") is not False or not isinstance(meta, dict):
             raise ModelError(
                 f"{name}: '{_short(str(fqn))}' is stored as a pickle, which can run code "
                 f"when loaded; the file is refused. {REFUSED_HINT}."
             )
-        if not isinstance(path, str) or f"{root}{folder}{path}" not in archive.namelist():
+        if not isinstance(path, str) or f"{root}{folder}{path}" not in present:
             raise ModelError(f"{name}: '{_short(str(fqn))}' points to a missing member.")
         dtype = TENSOR_DTYPES.get(meta.get("dtype"))
         if dtype is None or meta.get("layout") != STRIDED:
@@ -339,14 +341,18 @@ def _tensors(
                 raise ModelError(f"{name}: '{_short(str(fqn))}' has a truncated payload.")
             storages[path] = (torch.frombuffer(bytearray(raw), dtype=dtype) if raw
                               else torch.empty(0, dtype=dtype))
-        out[fqn] = _view(storages[path], meta, f"{name}: '{_short(str(fqn))}'")
+        # Many entries may view one payload, and each is copied: the copies are bounded.
+        out[fqn] = _view(storages[path], meta, f"{name}: '{_short(str(fqn))}'",
+                         MAX_TENSOR_BYTES - total)
+        total += out[fqn].numel() * out[fqn].element_size()
         if entry.get("is_param"):
             out[fqn] = torch.nn.Parameter(out[fqn], requires_grad=bool(meta.get("requires_grad")))
     return out
 
 
-def _view(storage: torch.Tensor, meta: dict, what: str) -> torch.Tensor:
-    """The tensor ``meta`` describes on ``storage``: within its bytes, no element twice."""
+def _view(storage: torch.Tensor, meta: dict, what: str, budget: int) -> torch.Tensor:
+    """A copy of the tensor ``meta`` describes on ``storage``: within its bytes, no element
+    twice, at most ``budget`` bytes."""
     try:
         sizes = [int(s["as_int"]) for s in meta["sizes"]]
         strides = [int(s["as_int"]) for s in meta["strides"]]
@@ -363,6 +369,11 @@ def _view(storage: torch.Tensor, meta: dict, what: str) -> torch.Tensor:
         raise ModelError(
             f"{what} claims {numel:,} values but its data holds {storage.numel():,}; "
             "the file is refused."
+        )
+    if numel * storage.element_size() > budget:
+        raise ModelError(
+            f"{what}: the archive's tensors add up to more than {MAX_TENSOR_BYTES:,} bytes "
+            "once read; the file is refused."
         )
     if numel == 0:
         return torch.zeros(sizes, dtype=storage.dtype)

@@ -274,3 +274,13 @@ def test_archive_listing_too_many_members_is_refused_before_it_is_parsed(tmp_pat
     with peak_growth() as growth, pytest.raises(ModelError, match="65,000 members"):
         load_model(path)
     assert growth.mib < 200
+
+
+def test_many_entries_viewing_one_payload_are_bounded(clean_pt2):
+    config = member_json(clean_pt2, WEIGHTS_CONFIG)
+    first = next(iter(config["config"].values()))
+    config["config"].update({f"copy.{i}": first for i in range(6000)})  # 6,000 x 77 kB
+    evil = rewrite(clean_pt2, {WEIGHTS_CONFIG: json.dumps(config).encode()})
+    with peak_growth() as growth, pytest.raises(ModelError, match="add up to more than"):
+        load_model_bytes(evil, "copies.pt2")
+    assert growth.mib < 600
