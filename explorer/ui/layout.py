@@ -56,8 +56,9 @@ def _on_plan_file() -> None:
 def _sidebar(session: Session) -> None:
     with st.sidebar:
         labels = {model_id: _label(model_id) for model_id in state.model_choices()}
-        if st.session_state.get("model_picker") != session.model_id:
-            st.session_state["model_picker"] = session.model_id
+        # Written on every run: after a page switch the key still holds the old page's
+        # widget value, which the new page's picker would not take (it would show choice 0).
+        st.session_state["model_picker"] = session.model_id
         st.selectbox("Model", list(labels), key="model_picker", format_func=labels.__getitem__,
                      on_change=_on_pick, help="Upload your own on the Model page.")
         plan = session.plan
