@@ -54,7 +54,8 @@ PRESS_MS = 5_000  # a thumb being redrawn may take a moment to accept a key
 SETTLE_MS = 600_000  # every session catches up within this after the last key press
 QUIET_MS = 2_000
 REPORT = Path(__file__).resolve().parents[2] / "test-artifacts" / "soak.json"
-FINETUNE = "/finetune?model=digits-mlp&g=weights&c=magnitude&scope=layer&s=fc1:50"
+FINETUNE = ("/finetune?model=digits-resnet&g=weights&c=magnitude&scope=layer"
+            "&s=layer2.conv1:50")  # 200 epochs: minutes even on an idle machine
 
 
 class Memory:
