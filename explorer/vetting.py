@@ -34,8 +34,9 @@ from typing import Any
 
 import torch
 
-from explorer.errors import ModelError
-from explorer.limits import MAX_MODEL_FILE_BYTES, MAX_NAMED_IN_MESSAGE
+from explorer.errors import ModelError, name_some, short
+from explorer.files import first_line
+from explorer.limits import MAX_MODEL_FILE_BYTES
 
 MAX_JSON_BYTES = 64 << 20
 MAX_TENSOR_BYTES = 2 * MAX_MODEL_FILE_BYTES  # weights or constants once copied out
@@ -131,14 +132,14 @@ def vet_torchscript(data: bytes, name: str) -> None:
         rest = parts[1] if len(parts) == 2 else ""
         if not TORCHSCRIPT_MEMBERS.fullmatch(rest):
             raise ModelError(
-                f"{name}: unexpected member '{_short(info.filename)}' in a TorchScript "
+                f"{name}: unexpected member {short(info.filename)} in a TorchScript "
                 "archive; the file is refused."
             )
         if rest.endswith(".pkl"):
             for found in _pickle_globals(archive.read(info), name):
                 if not TORCHSCRIPT_GLOBALS.fullmatch(found):
                     raise ModelError(
-                        f"{name}: its {rest} names the Python object '{_short(found)}', "
+                        f"{name}: its {rest} names the Python object {short(found)}, "
                         "which TorchScript files do not; the file is refused."
                     )
 
@@ -180,7 +181,7 @@ def _members(archive: zipfile.ZipFile, name: str) -> tuple[str, set[str]]:
     unknown = sorted(n for n in rest if not allowed.fullmatch(n))
     if unknown:
         raise ModelError(
-            f"{name}: the archive holds member(s) that are refused ({_some(unknown)}): "
+            f"{name}: the archive holds member(s) that are refused ({name_some(unknown)}): "
             f"compiled libraries, custom objects and pickled payloads can run code. "
             f"{REFUSED_HINT}."
         )
@@ -215,7 +216,7 @@ def _vet_program(model: Any, name: str) -> None:
                       if not isinstance(node, dict) or not allowed_target(node.get("target"))})
     if refused:
         raise ModelError(
-            f"{name}: the graph calls operation(s) outside the allow-list ({_some(refused)}). "
+            f"{name}: the graph calls operation(s) outside the allow-list ({name_some(refused)}). "
             "Only standard ATen tensor operations are run; " + REFUSED_HINT + "."
         )
     for node in graph["nodes"]:
@@ -235,7 +236,7 @@ def _vet_signature(signature: Any, name: str) -> None:
             kind = next(iter(spec), None) if isinstance(spec, dict) else None
             if kind not in kinds:
                 raise ModelError(
-                    f"{name}: the program has a {field[:-6]} of kind '{_short(str(kind))}' "
+                    f"{name}: the program has a {field[:-6]} of kind {short(str(kind))} "
                     "(only tensors, parameters, buffers and constants are read, and the "
                     "model may not write its buffers: export it in eval mode)."
                 )
@@ -267,7 +268,7 @@ def _vet_symbolic(text: object, name: str) -> None:
     numbers and arithmetic. torch parses it with ``sympy.sympify``, which evaluates Python."""
     if not (isinstance(text, str) and len(text) < 4096 and _plain_arithmetic(text)):
         raise ModelError(
-            f"{name}: the program has a symbolic size '{_short(str(text))}' that is not a "
+            f"{name}: the program has a symbolic size {short(str(text))} that is not a "
             "plain arithmetic expression; the file is refused."
         )
 
@@ -324,25 +325,25 @@ def _tensors(
         meta, path = entry.get("tensor_meta"), entry.get("path_name")
         if entry.get("use_pickle") is not False or not isinstance(meta, dict):
             raise ModelError(
-                f"{name}: '{_short(str(fqn))}' is stored as a pickle, which can run code "
+                f"{name}: {short(str(fqn))} is stored as a pickle, which can run code "
                 f"when loaded; the file is refused. {REFUSED_HINT}."
             )
         if not isinstance(path, str) or f"{root}{folder}{path}" not in present:
-            raise ModelError(f"{name}: '{_short(str(fqn))}' points to a missing member.")
+            raise ModelError(f"{name}: {short(str(fqn))} points to a missing member.")
         dtype = TENSOR_DTYPES.get(meta.get("dtype"))
         if dtype is None or meta.get("layout") != STRIDED:
             raise ModelError(
-                f"{name}: '{_short(str(fqn))}' has a dtype or layout that is not read "
+                f"{name}: {short(str(fqn))} has a dtype or layout that is not read "
                 "(dense tensors of standard number types only)."
             )
         if path not in storages:
             raw = archive.read(f"{root}{folder}{path}")
             if len(raw) % torch.empty((), dtype=dtype).element_size():
-                raise ModelError(f"{name}: '{_short(str(fqn))}' has a truncated payload.")
+                raise ModelError(f"{name}: {short(str(fqn))} has a truncated payload.")
             storages[path] = (torch.frombuffer(bytearray(raw), dtype=dtype) if raw
                               else torch.empty(0, dtype=dtype))
         # Many entries may view one payload, and each is copied: the copies are bounded.
-        out[fqn] = _view(storages[path], meta, f"{name}: '{_short(str(fqn))}'",
+        out[fqn] = _view(storages[path], meta, f"{name}: {short(str(fqn))}",
                          MAX_TENSOR_BYTES - total)
         total += out[fqn].numel() * out[fqn].element_size()
         if entry.get("is_param"):
@@ -407,15 +408,4 @@ def _pickle_globals(data: bytes, name: str) -> Iterator[str]:
 
 
 def _gist(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return _short(text[0] if text else type(exc).__name__, 200)
-
-
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _some(items: list[str]) -> str:
-    shown = ", ".join(_short(i) for i in items[:MAX_NAMED_IN_MESSAGE])
-    more = len(items) - MAX_NAMED_IN_MESSAGE
-    return shown + (f" and {more:,} more" if more > 0 else "")
+    return first_line(exc)[:200]
