@@ -37,7 +37,15 @@ import torch
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import DataError, name_some, short
-from explorer.files import corrupt, quiet_torch, sniff, temp_file, torch_load, zip_directory
+from explorer.files import (
+    corrupt,
+    quiet_torch,
+    sniff,
+    temp_file,
+    torch_load,
+    view_reach,
+    zip_directory,
+)
 from explorer.limits import (
     MAX_DATA_ARCHIVE_MEMBERS,
     MAX_DATA_FILE_BYTES,
@@ -444,9 +452,7 @@ def _vet_tensor(value: object, key: str, name: str) -> torch.Tensor:
         )
     _check_dtype(value.dtype, key, name)
     stored = value.untyped_storage().nbytes() // value.element_size()
-    reach = value.storage_offset() + sum((n - 1) * st for n, st in zip(
-        value.shape, value.stride(), strict=True)) + 1 if value.numel() else 0
-    if reach > stored:
+    if view_reach(value.shape, value.stride(), value.storage_offset()) > stored:
         raise DataError(f"{name}: {key} reaches past the values stored for it; {_TORCH_AGAIN}")
     if value.numel() > max(stored - value.storage_offset(), 0):
         raise DataError(

@@ -16,7 +16,7 @@ import struct
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -98,6 +98,15 @@ def zip_directory(path: Path) -> tuple[int, int] | None:
         members64, directory64 = struct.unpack_from("<QQ", tail, record + 32)
         members, directory = max(members, members64), max(directory, directory64)
     return members, directory
+
+
+def view_reach(sizes: Sequence[int], strides: Sequence[int], offset: int) -> int:
+    """How many storage elements a strided view needs (its last element's index + 1; 0 for
+    an empty view): a view reaching past its storage, or with more elements than it reaches
+    (stride 0, overlaps), claims values a file does not hold."""
+    if any(n == 0 for n in sizes):
+        return 0
+    return offset + sum((n - 1) * st for n, st in zip(sizes, strides, strict=True)) + 1
 
 
 def torch_load(path: Path, name: str, error: type[Exception], mmap: bool = False) -> object:

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from explorer.errors import ModelError, name_some, short
-from explorer.files import first_line
+from explorer.files import first_line, view_reach
 from explorer.limits import MAX_MODEL_FILE_BYTES
 
 MAX_JSON_BYTES = 64 << 20
@@ -365,8 +365,8 @@ def _view(storage: torch.Tensor, meta: dict, what: str, budget: int) -> torch.Te
     numel = 1
     for s in sizes:
         numel *= s
-    reach = offset + sum((s - 1) * st for s, st in zip(sizes, strides, strict=True)) + 1
-    if numel and (reach > storage.numel() or numel > storage.numel() - offset):
+    if numel and (view_reach(sizes, strides, offset) > storage.numel()
+                  or numel > storage.numel() - offset):
         raise ModelError(
             f"{what} claims {numel:,} values but its data holds {storage.numel():,}; "
             "the file is refused."
