@@ -9,7 +9,7 @@ import streamlit as st
 from explorer import compare
 from explorer.errors import ExplorerError
 from explorer.graph import Layer
-from explorer.plan import GRANULARITIES
+from explorer.plan import GRANULARITIES, criterion_names
 from explorer.ui import compare_charts, texts
 from explorer.ui.format import percent
 from explorer.ui.layout import page_setup
@@ -86,7 +86,7 @@ with left:
                              persist_state="session",
                              help="for neurons, its coupled group is pruned with it")
     grid = compare.default_fractions(granularity)
-    names = compare.criterion_names(granularity)
+    names = criterion_names(granularity)
     st.caption(f"Criteria: {', '.join(names)}. "
                f"Grid: {', '.join(f'{f:.0%}' for f in grid)} removed.")
 

@@ -9,9 +9,8 @@ from dataclasses import replace
 
 import streamlit as st
 
-from explorer.criteria import REGISTRY
 from explorer.errors import ExplorerError
-from explorer.plan import GRANULARITIES, Plan
+from explorer.plan import GRANULARITIES, Plan, criterion_names
 from explorer.ui import charts, metric_cards, state, texts
 from explorer.ui.format import percent
 from explorer.ui.layout import page_setup
@@ -22,17 +21,13 @@ GLOBAL_KEY = state.SLIDER_PREFIX + "__global__"
 ALL_KEY = state.SLIDER_PREFIX + "__all__"
 
 
-def _criteria(granularity: str) -> list[str]:
-    return [name for g, name in REGISTRY if g == granularity]
-
-
 def _prunable(plan: Plan) -> list:
     return [la for la in bundle.layers if plan.granularity == "weights" or la.neuron_prunable]
 
 
 def _on_kind() -> None:
     granularity = st.session_state["pr_granularity"]
-    criteria = _criteria(granularity)
+    criteria = criterion_names(granularity)
     criterion = st.session_state["pr_criterion"]
     if criterion not in criteria:
         criterion = criteria[0]
@@ -97,7 +92,7 @@ def _controls(plan: Plan) -> None:
     _show("pr_scope", plan.scope)
     st.radio("Granularity", GRANULARITIES, key="pr_granularity", on_change=_on_kind,
              horizontal=True, help="weights: unstructured sparsity; neurons: smaller layers")
-    st.selectbox("Criterion", _criteria(plan.granularity), key="pr_criterion",
+    st.selectbox("Criterion", criterion_names(plan.granularity), key="pr_criterion",
                  on_change=_on_kind, help="how importance is scored; lowest go first")
     if plan.criterion == "redundancy":
         _show("pr_merge", plan.merge)

@@ -16,9 +16,8 @@ from dataclasses import dataclass, replace
 import streamlit as st
 import torch
 
-from explorer.criteria import REGISTRY
 from explorer.evaluator import Evaluator
-from explorer.plan import GRANULARITIES, Plan
+from explorer.plan import GRANULARITIES, Plan, criterion_names
 from explorer.sensitivity import DEFAULT_GRID, Sensitivity, prunable_units, sensitivity
 from explorer.ui import jobs, scan_cache, sensitivity_charts, state, suggest_view, texts
 from explorer.ui.decision_split import judge_of, note
@@ -54,10 +53,6 @@ judge = judge_of(session)  # the scan runs on its calibration part
 model_key = session.key  # the model's and data's content, never a file name
 scans = scan_cache.shared_scans()
 shown_by_model = st.session_state.setdefault(SHOWN, {})
-
-
-def _criteria(granularity: str) -> list[str]:
-    return [name for g, name in REGISTRY if g == granularity]
 
 
 def _plan_base_problem(plan: Plan, granularity: str) -> str | None:
@@ -195,7 +190,7 @@ with left:
         "Granularity", GRANULARITIES, key="sens_granularity", horizontal=True,
         index=GRANULARITIES.index(plan.granularity), persist_state="session",
         help="weights: a unit is a layer; neurons: a unit is a group of coupled layers")
-    criteria = _criteria(granularity)
+    criteria = criterion_names(granularity)
     criterion = st.selectbox(
         "Criterion", criteria, key=f"sens_criterion::{granularity}", persist_state="session",
         index=criteria.index(plan.criterion) if plan.criterion in criteria else 0,

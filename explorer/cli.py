@@ -13,6 +13,7 @@ from pathlib import Path
 
 from explorer.errors import ExplorerError, PlanError, short
 from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS
+from explorer.plan import Plan, default_criterion
 
 
 def _load_bundle(model: str, data_path: str | None):
@@ -55,7 +56,6 @@ def _load_plan(path: str | None):
     """The plan in the file at ``path`` (None: the dense plan); its size is checked before
     it is read, and no more than the limit is ever read."""
     from explorer.limits import MAX_PLAN_FILE_BYTES
-    from explorer.plan import Plan
 
     if path is None:
         return Plan()
@@ -187,7 +187,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     elif plan is not None and plan.granularity == granularity:
         criterion = plan.criterion
     else:
-        criterion = "magnitude" if granularity == "weights" else "l1"
+        criterion = default_criterion(granularity)
     grid = _grid_arg(args.grid) if args.grid else DEFAULT_GRID
     judge = SplitEvaluator(bundle, data)  # scanned on the calibration part
     result = sensitivity(judge.calibration, granularity, criterion, grid, base=plan)
@@ -290,11 +290,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_suggest(args: argparse.Namespace) -> int:
     from explorer.decisions import SplitEvaluator
-    from explorer.plan import Plan
     from explorer.save import check_writable
     from explorer.sensitivity import DEFAULT_GRID, sensitivity
     from explorer.suggest import suggest
-    from explorer.targets import Target, default_criterion
+    from explorer.targets import Target
 
     target = Target.parse(args.target)
     if args.out:

@@ -21,10 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from explorer import criteria
 from explorer.errors import DataError, ExplorerError, PlanError
 from explorer.evaluator import Evaluator
-from explorer.plan import GRANULARITIES, Plan
+from explorer.plan import GRANULARITIES, Plan, criterion_names, default_criterion
 
 TABLE_FRACTIONS = (0.5, 0.8)
 
@@ -54,12 +53,6 @@ class Curves(dict[str, list[Point]]):
 
     def __reduce__(self):  # keep ``errors`` through pickling (st.cache_data, copies)
         return (Curves, (dict(self), self.errors))
-
-
-def criterion_names(granularity: str) -> list[str]:
-    """The criteria registered for ``granularity`` now, in registration order."""
-    _check_granularity(granularity)
-    return [name for g, name in criteria.REGISTRY if g == granularity]
 
 
 def default_fractions(granularity: str) -> list[float]:
@@ -199,7 +192,7 @@ def checked_grid(granularity: str, fractions: Sequence[float] | None) -> list[fl
 
 def base_plan(base: Plan | None, granularity: str) -> Plan:
     if base is None:
-        return Plan(granularity=granularity, criterion=criterion_names(granularity)[0])
+        return Plan(granularity=granularity, criterion=default_criterion(granularity))
     if base.granularity != granularity or base.scope != "layer":
         raise PlanError(
             f"The base plan must be a per-layer {granularity} plan; got a {base.scope}-scope "

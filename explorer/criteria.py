@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from explorer.criteria_data import APoZ, MeanActivation, Taylor, WeightTaylor
 from explorer.errors import PlanError, short
 from explorer.graph import Layer
+from explorer.plan import criterion_names
 
 if TYPE_CHECKING:
     from explorer.bundle import ModelBundle
@@ -157,7 +158,7 @@ def criterion(granularity: str, name: str) -> Criterion:
     try:
         return REGISTRY[(granularity, name)]
     except KeyError:
-        names = [n for g, n in REGISTRY if g == granularity]
+        names = criterion_names(granularity)  # raises for an unknown granularity
         raise PlanError(
             f"No criterion {short(name)} for {granularity}; choose one of: {', '.join(names)}."
         ) from None

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
-from explorer.criteria import criterion
 from explorer.errors import PlanError, name_some, short
 from explorer.limits import MAX_NAMED_IN_MESSAGE, MAX_PLAN_LAYERS
 from explorer.plan_file import (
@@ -46,7 +45,39 @@ from explorer.plan_file import (
 if TYPE_CHECKING:
     from explorer.bundle import ModelBundle
 
-__all__ = ["GRANULARITIES", "PLAN_VERSION", "SCOPES", "Plan"]
+__all__ = [
+    "CRITERIA",
+    "DEFAULT_CRITERION",
+    "GRANULARITIES",
+    "PLAN_VERSION",
+    "SCOPES",
+    "Plan",
+    "criterion_names",
+    "default_criterion",
+]
+
+# The criteria a plan may name, per granularity, in the order pages and sweeps list them
+# (:mod:`explorer.criteria` registers one scorer under each; a test holds the two equal).
+CRITERIA: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "weights": ("magnitude", "taylor", "random"),
+    "neurons": ("l1", "l2", "activation", "apoz", "redundancy", "taylor", "random"),
+})
+# What a plan, the CLI and the pages use when no criterion is named.
+DEFAULT_CRITERION: Mapping[str, str] = MappingProxyType({"weights": "magnitude", "neurons": "l1"})
+
+
+def criterion_names(granularity: str) -> tuple[str, ...]:
+    """The criteria for ``granularity`` (raises :class:`PlanError` for an unknown one)."""
+    if granularity not in CRITERIA:
+        raise PlanError(f"granularity must be one of {', '.join(GRANULARITIES)}; "
+                        f"got {short(granularity)}.")
+    return CRITERIA[granularity]
+
+
+def default_criterion(granularity: str) -> str:
+    """The criterion used for ``granularity`` when none is named."""
+    criterion_names(granularity)
+    return DEFAULT_CRITERION[granularity]
 
 
 def _fraction(value: object, what: str) -> float:
@@ -108,7 +139,10 @@ class Plan:
             )
         if not isinstance(self.criterion, str):
             raise PlanError(f"criterion must be a criterion name; got {short(self.criterion)}.")
-        criterion(self.granularity, self.criterion)  # raises PlanError naming the choices
+        names = CRITERIA[self.granularity]
+        if self.criterion not in names:
+            raise PlanError(f"No criterion {short(self.criterion)} for {self.granularity}; "
+                            f"choose one of: {', '.join(names)}.")
         if self.scope not in SCOPES:
             raise PlanError(f"scope must be one of {', '.join(SCOPES)}; got {short(self.scope)}.")
         if not isinstance(self.merge, bool):
@@ -200,8 +234,11 @@ class Plan:
     @classmethod
     def from_dict(cls, data: object) -> Plan:
         """The plan in parsed plan JSON, checked as strictly as a file
-        (:mod:`explorer.plan_file`)."""
-        return cls(**plan_fields(data))
+        (:mod:`explorer.plan_file`); no criterion means the granularity's default."""
+        fields = plan_fields(data)
+        if fields.get("criterion") is None:
+            fields["criterion"] = DEFAULT_CRITERION.get(fields.get("granularity"), "magnitude")
+        return cls(**fields)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Plan:

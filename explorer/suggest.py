@@ -48,14 +48,13 @@ from explorer.decisions import SplitEvaluator, SplitMetrics, split_report
 from explorer.errors import DataError, ExplorerError, PlanError
 from explorer.evaluator import Evaluator
 from explorer.metrics import Metrics
-from explorer.plan import Plan
+from explorer.plan import Plan, default_criterion
 from explorer.sensitivity import Sensitivity, UnitCurve
 from explorer.targets import (
     STEPS,
     Target,
     bisect,
     cost_metrics,
-    default_criterion,
     dense_metrics,
     fit,
     global_plan,

@@ -144,11 +144,6 @@ class Fitted(NamedTuple):
     metrics: Metrics
 
 
-def default_criterion(granularity: str) -> str:
-    """Magnitude for weights, L1 norm for neurons: the usual baseline criteria."""
-    return "magnitude" if granularity == "weights" else "l1"
-
-
 def uniform_plan(bundle: ModelBundle, granularity: str, criterion: str, fraction: float) -> Plan:
     """The same ``fraction`` removed from every prunable layer (for neurons: every layer
     whose neurons can be removed; coupled layers thereby get equal fractions)."""

@@ -28,8 +28,8 @@ from explorer.bundle import ModelBundle
 from explorer.decisions import SplitEvaluator, SplitMetrics
 from explorer.errors import ExplorerError, PlanError
 from explorer.metrics import Metrics
-from explorer.plan import GRANULARITIES, Plan
-from explorer.targets import Target, default_criterion, fit, global_plan, uniform_plan
+from explorer.plan import GRANULARITIES, Plan, default_criterion
+from explorer.targets import Target, fit, global_plan, uniform_plan
 
 BLALOCK_RATIOS = (2, 4, 8, 16, 32)
 AXES = ("flops", "size")

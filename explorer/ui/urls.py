@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from explorer.errors import PlanError, short
-from explorer.plan import Plan
+from explorer.plan import DEFAULT_CRITERION, Plan
 
 UPLOAD_PREFIX = "upload:"
 
@@ -57,8 +57,7 @@ def plan_from_query(params: Mapping[str, str]) -> Plan:
         raise PlanError(f"URL plan value {stray[0]}= does not belong with scope={short(scope)}.")
     return Plan(
         granularity=params.get("g", "weights"),
-        criterion=params.get("c", "magnitude" if params.get("g", "weights") == "weights"
-                             else "l1"),
+        criterion=params.get("c", DEFAULT_CRITERION.get(params.get("g", "weights"), "")),
         scope=scope,
         sparsity=sparsity,
         amount=_number(params.get("amount", "0")) / 100,

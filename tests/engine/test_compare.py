@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from explorer import compare, criteria
+from explorer import plan as plan_module
 from explorer.errors import PlanError
 from explorer.evaluator import Evaluator
 from explorer.plan import Plan
@@ -126,6 +127,8 @@ class NeedsData:
 
 def test_a_failing_criterion_is_reported_not_raised(cnn, digits, monkeypatch):
     monkeypatch.setitem(criteria.REGISTRY, ("neurons", "needs-data"), NeedsData())
+    monkeypatch.setattr(plan_module, "CRITERIA", {
+        **plan_module.CRITERIA, "neurons": (*plan_module.CRITERIA["neurons"], "needs-data")})
     calls = []
     curves = compare.layer_curves(Evaluator(cnn, digits), "neurons", "features.2", GRID,
                                   progress=lambda *args: calls.append(args))
