@@ -30,7 +30,7 @@ if session.data is None:
 def _label(layer: Layer, granularity: str) -> str:
     if granularity == "weights":
         return f"{layer.name} ({layer.kind}, {math.prod(layer.weight_shape):,} weights)"
-    members = [la.name for la in bundle.group(layer.group)]
+    members = bundle.linked(layer.name, granularity)
     linked = f"; group {layer.group}: {' + '.join(members)}" if len(members) > 1 else ""
     return f"{layer.name} ({layer.kind}, {layer.neurons} neurons{linked})"
 
@@ -75,8 +75,7 @@ with left:
                          "fraction across all layers with one threshold")
     layer = None
     if mode == LAYER:
-        choices = [la for la in bundle.layers
-                   if granularity == "weights" or la.neuron_prunable]
+        choices = [bundle.layer(name) for name in bundle.prunable_layers(granularity)]
         if not choices:
             st.error(f"No layer of {bundle.name} can lose {granularity}.")
             st.stop()

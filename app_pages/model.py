@@ -53,7 +53,7 @@ cols[3].metric("FLOPs per sample", count(dense.flops["dense"]),
 def _removable(layer) -> str:
     if not layer.neuron_prunable:
         return f"no: {layer.neuron_reason}"
-    others = [la.name for la in bundle.group(layer.group) if la.name != layer.name]
+    others = [n for n in bundle.linked(layer.name, "neurons") if n != layer.name]
     return f"yes, together with {', '.join(others)} (coupled)" if others else "yes"
 
 

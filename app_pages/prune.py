@@ -21,10 +21,6 @@ GLOBAL_KEY = state.SLIDER_PREFIX + "__global__"
 ALL_KEY = state.SLIDER_PREFIX + "__all__"
 
 
-def _prunable(plan: Plan) -> list:
-    return [la for la in bundle.layers if plan.granularity == "weights" or la.neuron_prunable]
-
-
 def _on_kind() -> None:
     granularity = st.session_state["pr_granularity"]
     criteria = criterion_names(granularity)
@@ -32,21 +28,12 @@ def _on_kind() -> None:
     if criterion not in criteria:
         criterion = criteria[0]
     old = session.plan
-    keep = {la.name: old.fraction(la.name) for la in bundle.layers
-            if granularity == "weights" or la.neuron_prunable}
+    keep = {name: old.fraction(name) for name in bundle.prunable_layers(granularity)}
     merge = (granularity, criterion) == ("neurons", "redundancy") and bool(
         st.session_state.get("pr_merge", old.merge))
     state.set_plan(Plan(granularity=granularity, criterion=criterion,
                         scope=st.session_state["pr_scope"], sparsity=keep, amount=old.amount,
                         layers=old.layers, merge=merge))
-
-
-def _linked(name: str, plan: Plan) -> list[str]:
-    """The layers one slider moves: the layer, and for neuron plans its coupled group."""
-    group = bundle.layer(name).group
-    if plan.granularity != "neurons" or group is None:
-        return [name]
-    return [la.name for la in bundle.group(group)]
 
 
 def _on_layer(name: str) -> None:
@@ -55,7 +42,7 @@ def _on_layer(name: str) -> None:
     if value is None or name not in bundle.layer_names:
         return
     plan = session.plan
-    for member in _linked(name, plan):
+    for member in bundle.linked(name, plan.granularity):
         plan = plan.with_sparsity(member, value / 100)
     state.set_plan(plan)
 
@@ -65,8 +52,8 @@ def _on_all() -> None:
     if value is None:
         return
     plan = session.plan
-    state.set_plan(replace(plan, scope="layer",
-                           sparsity={la.name: value / 100 for la in _prunable(plan)}))
+    names = bundle.prunable_layers(plan.granularity)
+    state.set_plan(replace(plan, scope="layer", sparsity=dict.fromkeys(names, value / 100)))
 
 
 def _on_global() -> None:
@@ -111,7 +98,7 @@ def _controls(plan: Plan) -> None:
     for layer in bundle.layers:
         key = state.SLIDER_PREFIX + layer.name
         blocked = plan.granularity == "neurons" and not layer.neuron_prunable
-        linked = [n for n in _linked(layer.name, plan) if n != layer.name]
+        linked = [n for n in bundle.linked(layer.name, plan.granularity) if n != layer.name]
         _show(key, _percent(plan.fraction(layer.name)))
         unit = "neurons" if plan.granularity == "neurons" else "weights"
         note = None
@@ -129,7 +116,7 @@ def _controls(plan: Plan) -> None:
 
 def _groups() -> None:
     """What each coupled group contains: the layers and every parameter slice that follows."""
-    coupled = [g for g in bundle.group_names if len(bundle.group(g)) > 1]
+    coupled = [g for g, members in bundle.units("neurons").items() if len(members) > 1]
     if not coupled:
         return
     with st.expander(f"Coupled groups ({len(coupled)})"):

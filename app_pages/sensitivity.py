@@ -18,7 +18,7 @@ import torch
 
 from explorer.evaluator import Evaluator
 from explorer.plan import GRANULARITIES, Plan, criterion_names
-from explorer.sensitivity import DEFAULT_GRID, Sensitivity, prunable_units, sensitivity
+from explorer.sensitivity import DEFAULT_GRID, Sensitivity, sensitivity
 from explorer.ui import jobs, scan_cache, sensitivity_charts, state, suggest_view, texts
 from explorer.ui.decision_split import judge_of, note
 from explorer.ui.format import percent
@@ -75,7 +75,7 @@ def _base(plan: Plan, choice: str, granularity: str, criterion: str) -> Plan:
 def _work(key: tuple, evaluator: Evaluator, base: Plan, grid: tuple[float, ...]) -> jobs.Work:
     """The job: the scan, reporting "unit k of n" and the curves so far; cached when whole."""
     granularity, criterion = base.granularity, base.criterion
-    units, _ = prunable_units(evaluator, granularity)
+    units = evaluator.bundle.units(granularity)
     total = len(units) * len(grid)
 
     def run(report: jobs.Reporter) -> tuple[tuple, Sensitivity, float]:
@@ -119,7 +119,7 @@ def _finish(job: jobs.Job) -> None:
 
 
 def _cancelled_note(result: Sensitivity) -> str:
-    n = len(prunable_units(session.evaluator, result.granularity)[0])
+    n = len(bundle.units(result.granularity))
     whole = [u for u in result.units if len(u.fractions) == len(result.grid)]
     note = f"Cancelled after {len(whole)} of {n} units"
     cut = [u for u in result.units if len(u.fractions) < len(result.grid)]
@@ -206,7 +206,7 @@ with left:
         st.warning(problem)
     elif choice == PLAN_BASE and plan.criterion != criterion:
         st.caption(f"The plan's fractions are kept; its criterion becomes {criterion}.")
-    units, skipped = prunable_units(session.evaluator, granularity)
+    units, skipped = bundle.units(granularity), bundle.unprunable(granularity)
     if not units:
         st.error(f"No layer of {bundle.name} can lose {granularity}.")
     grid = STEPS[step]

@@ -44,6 +44,33 @@ class ModelBundle:
         """Neuron groups in execution order of their first layer."""
         return list(dict.fromkeys(la.group for la in self.layers if la.group is not None))
 
+    def units(self, granularity: str) -> dict[str, tuple[str, ...]]:
+        """What a plan of ``granularity`` scores and cuts as one, each with its layers in
+        execution order: every layer (weights), or every coupled group of layers that can
+        lose neurons, named after its first layer (neurons; a lone layer is a group of one)."""
+        if granularity == "weights":
+            return {name: (name,) for name in self.layer_names}
+        return {g: tuple(la.name for la in self.group(g)) for g in self.group_names}
+
+    def linked(self, layer: str, granularity: str) -> tuple[str, ...]:
+        """The layers that lose what ``layer`` loses: its unit (itself where it has none)."""
+        group = self.layer(layer).group
+        if granularity == "weights" or group is None:
+            return (layer,)
+        return tuple(la.name for la in self.group(group))
+
+    def prunable_layers(self, granularity: str) -> list[str]:
+        """The layers a plan of ``granularity`` may prune, in execution order."""
+        return [la.name for la in self.layers
+                if granularity == "weights" or la.neuron_prunable]
+
+    def unprunable(self, granularity: str) -> dict[str, str]:
+        """Why each layer that a plan of ``granularity`` cannot prune is left out."""
+        if granularity == "weights":
+            return {}
+        return {la.name: f"neurons cannot be removed: {la.neuron_reason}"
+                for la in self.layers if not la.neuron_prunable}
+
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
             if layer.name == name:

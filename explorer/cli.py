@@ -124,7 +124,7 @@ def layer_rows(bundle) -> list[dict]:
     """Each prunable layer with its neuron group, or why its neurons cannot be removed."""
     rows = []
     for layer in bundle.layers:
-        members = [la.name for la in bundle.group(layer.group)] if layer.group else []
+        members = list(bundle.linked(layer.name, "neurons")) if layer.group else []
         rows.append({
             "name": layer.name, "kind": layer.kind, "weight_shape": list(layer.weight_shape),
             "flops": layer.flops, "neurons": layer.neurons,

@@ -71,11 +71,9 @@ def swept_layers(evaluator: Evaluator, granularity: str, layer: str) -> list[str
             f"its prunable layers are: {', '.join(bundle.layer_names)}."
         )
     found = bundle.layer(layer)
-    if granularity == "weights":
-        return [layer]
-    if not found.neuron_prunable or found.group is None:
+    if granularity == "neurons" and (not found.neuron_prunable or found.group is None):
         raise PlanError(f"Neurons of layer '{layer}' cannot be removed: {found.neuron_reason}.")
-    return [la.name for la in bundle.group(found.group)]
+    return list(bundle.linked(layer, granularity))
 
 
 def layer_curves(

@@ -205,7 +205,7 @@ def _units(bundle: ModelBundle, plan: Plan) -> dict[str, int]:
     """What one plan scores and cuts, with its size: layers (weights) or groups (neurons)."""
     if plan.granularity == "weights":
         return {la.name: math.prod(la.weight_shape) for la in bundle.layers}
-    return {g: bundle.group(g)[0].neurons for g in bundle.group_names}
+    return {g: bundle.layer(g).neurons for g in bundle.units(plan.granularity)}
 
 
 def _global_counts(

@@ -101,22 +101,6 @@ class Sensitivity:
         }
 
 
-def prunable_units(
-    evaluator: Evaluator, granularity: str
-) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
-    """(layers per unit, in execution order; reason per layer that is skipped)."""
-    bundle = evaluator.bundle
-    if granularity == "weights":
-        return {name: (name,) for name in bundle.layer_names}, {}
-    units = {g: tuple(la.name for la in bundle.group(g)) for g in bundle.group_names}
-    skipped = {
-        la.name: f"neurons cannot be removed: {la.neuron_reason}"
-        for la in bundle.layers
-        if not la.neuron_prunable
-    }
-    return units, skipped
-
-
 def sensitivity(
     evaluator: Evaluator,
     granularity: str,
@@ -150,7 +134,8 @@ def sensitivity(
     grid = tuple(checked_grid(granularity, grid))
     base = replace(base_plan(base, granularity), criterion=criterion)
     base.check(evaluator.bundle)
-    units, skipped = prunable_units(evaluator, granularity)
+    units = evaluator.bundle.units(granularity)
+    skipped = evaluator.bundle.unprunable(granularity)
     total = len(units) * len(grid)
     done = 0
     curves: list[UnitCurve] = []

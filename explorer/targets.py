@@ -147,8 +147,7 @@ class Fitted(NamedTuple):
 def uniform_plan(bundle: ModelBundle, granularity: str, criterion: str, fraction: float) -> Plan:
     """The same ``fraction`` removed from every prunable layer (for neurons: every layer
     whose neurons can be removed; coupled layers thereby get equal fractions)."""
-    names = [la.name for la in bundle.layers
-             if granularity == "weights" or la.neuron_prunable]
+    names = bundle.prunable_layers(granularity)
     return Plan(granularity=granularity, criterion=criterion,
                 sparsity={name: fraction for name in names})
 
