@@ -211,7 +211,7 @@ with left:
         st.error(f"No layer of {bundle.name} can lose {granularity}.")
     grid = STEPS[step]
     base = _base(plan, DENSE_BASE if problem else choice, granularity, criterion)
-    key = (model_key, granularity, criterion, grid, base.to_json())
+    key = (model_key, granularity, criterion, grid, base.key)
     st.caption(f"{len(units)} units x {len(grid)} fractions = {len(units) * len(grid)} "
                "evaluations" + (f"; {len(skipped)} layers skipped" if skipped else ""))
     running = (job := jobs.get(JOB)) is not None and job.running

@@ -88,7 +88,7 @@ class SplitEvaluator:
 
     def evaluate(self, plan: Plan) -> SplitMetrics:
         """``plan`` measured on both parts (remembered: a front over many plans is cheap)."""
-        key = plan.to_json()
+        key = plan.key
         if key not in self._judged:
             self._judged[key] = SplitMetrics(self.calibration.evaluate(plan),
                                              self.held_out.evaluate(plan))

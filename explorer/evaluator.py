@@ -105,7 +105,7 @@ class Evaluator:
         Plans seen recently (undo, the dense baseline) are answered from memory, without
         disturbing the state the next slider move resumes from.
         """
-        key = plan.to_json()
+        key = plan.key
         if key in self._metrics:
             self._metrics.move_to_end(key)
             return self._metrics[key]

@@ -114,6 +114,10 @@ class Plan:
     amount: float = 0.0
     layers: tuple[str, ...] | None = None
     merge: bool = False
+    # The plan's identity: its JSON form, compact with sorted keys, computed once. Equality,
+    # hashing and every cache keyed by a plan use it (a slider move builds one plan, not
+    # several JSON strings).
+    key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._check_choices()
@@ -129,6 +133,8 @@ class Plan:
             if self.scope == "global" and not self.layers:
                 raise PlanError("A global plan's layers must name at least one layer (None: "
                                 "every prunable layer).")
+        object.__setattr__(self, "key", json.dumps(self.to_dict(), sort_keys=True,
+                                                   separators=(",", ":")))
 
     def _check_choices(self) -> None:
         """Granularity, criterion, scope and merge are among the known choices."""
@@ -155,10 +161,10 @@ class Plan:
             )
 
     def __hash__(self) -> int:
-        return hash(self.to_json())
+        return hash(self.key)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Plan) and self.to_dict() == other.to_dict()
+        return isinstance(other, Plan) and self.key == other.key
 
     def with_sparsity(self, layer: str, fraction: float) -> Plan:
         """A copy with one layer's fraction changed (the other layers keep theirs)."""

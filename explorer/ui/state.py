@@ -103,7 +103,7 @@ class Session:
         plan = plan or self.plan
         metrics = self.evaluator.evaluate(plan)
         history = st.session_state.setdefault("history", {}).setdefault(self.model_id, {})
-        history[plan.to_json()] = (plan, metrics)
+        history[plan.key] = (plan, metrics)
         while len(history) > HISTORY_LIMIT:
             history.pop(next(iter(history)))
         return metrics

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from explorer.errors import PlanError
@@ -76,3 +78,15 @@ def test_removes_nothing_only_for_the_dense_plan():
     assert Plan(scope="global", amount=0.0, sparsity={"fc1": 0.5}).removes_nothing
     assert not Plan(sparsity={"fc1": 0.0, "fc2": 0.01}).removes_nothing
     assert not Plan(scope="global", amount=0.3).removes_nothing
+
+
+def test_a_plans_identity_is_one_canonical_key():
+    a = Plan(sparsity={"features.0": 0.5, "classifier.1": 0.9})
+    b = Plan(sparsity={"classifier.1": 0.9, "features.0": 0.5, "features.2": 0.0})
+    assert a.key == b.key and a == b and hash(a) == hash(b)  # order and zeros do not count
+    assert len({a, b}) == 1
+    assert Plan.from_json(a.to_json()).key == a.key
+    assert a.key == json.dumps(json.loads(a.to_json()), sort_keys=True, separators=(",", ":"))
+    c = a.with_sparsity("features.0", 0.6)
+    assert c != a and c.key != a.key and a.fraction("features.0") == 0.5
+    assert "key" not in a.to_dict() and "key=" not in repr(a)
