@@ -26,7 +26,6 @@ session = page_setup("Activations", texts.ACTIVATIONS)
 bundle = session.bundle
 # Bundle and data are not hashable, so they travel as _bundle / _data; the session's key (a
 # digest of the model's and the data's content) names them for the shared cache.
-model_key = session.key
 
 
 @st.cache_data(show_spinner="Running the validation set through the model...", max_entries=8)
@@ -82,7 +81,7 @@ if session.data is None:
     st.info(f"Activations need validation data. {state.NO_DATA_NOTE}")
     st.stop()
 try:
-    stats = _stats(model_key, bundle, session.data)
+    stats = _stats(session.key, bundle, session.data)
 except ExplorerError as exc:
     st.error(f"The activations cannot be measured: {exc}")
     st.stop()
@@ -131,4 +130,4 @@ if neuron is None:
     st.caption("Click a neuron's bar to see its incoming weights, its activations, the "
                "validation images that excite it most and a captum attribution map.")
 else:
-    drilldown_view.neuron_drilldown(model_key, bundle, session.data, selected, neuron)
+    drilldown_view.neuron_drilldown(session.key, bundle, session.data, selected, neuron)

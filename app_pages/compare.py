@@ -20,7 +20,6 @@ RESULTS_KEPT = 32
 
 session = page_setup("Compare criteria", texts.COMPARE)
 bundle = session.bundle
-model_key = session.key  # the model's and data's content, never a file name
 if session.data is None:
     st.info(f"{bundle.name} has no validation data, so there is no accuracy to compare. "
             "Upload a trained model with its data on the Model page.")
@@ -91,7 +90,7 @@ with left:
 
 results = st.session_state.setdefault(RESULTS, {})
 # the criteria and the grid join the key: a newly registered criterion is not left out
-key = (model_key, granularity, mode, layer, tuple(names), tuple(grid))
+key = (session.key, granularity, mode, layer, tuple(names), tuple(grid))
 with right:
     if key not in results:
         if not st.button("Compute curves", type="primary", key="cmp_compute"):

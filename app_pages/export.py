@@ -50,13 +50,12 @@ NOT_MADE = {
 
 session = page_setup("Export", texts.EXPORT)
 bundle, plan = session.bundle, session.plan
-model_key = session.key  # the model's and data's content, never a file name
 
 
 def _exports() -> ExportFiles:
     """This plan's files, made once per plan and model (not on every rerun)."""
     cache = st.session_state.setdefault(CACHE, {})
-    key = (model_key, plan.key)
+    key = (session.key, plan.key)
     if key not in cache:
         with st.spinner(f"Making the exports of {bundle.name}..."):
             cache[key] = export_files(bundle, plan, session.evaluator)
@@ -171,7 +170,7 @@ def _round_trip(made: ExportFiles, shown: Metrics | str) -> None:
     if isinstance(shown, str) or not files:
         st.info("Nothing to check: the plan's metrics or its model files could not be made.")
         return
-    key = ROUND_TRIP + hashlib.sha256(f"{model_key}\n{plan.key}".encode()).hexdigest()[:16]
+    key = ROUND_TRIP + hashlib.sha256(f"{session.key}\n{plan.key}".encode()).hexdigest()[:16]
     job = jobs.get(key)
     if st.button("Check the round trip", key="ex_round_trip",
                  disabled=job is not None and job.running):

@@ -19,20 +19,22 @@ session = page_setup("Prune", texts.PRUNE)
 bundle = session.bundle
 GLOBAL_KEY = state.SLIDER_PREFIX + "__global__"
 ALL_KEY = state.SLIDER_PREFIX + "__all__"
+GRANULARITY_KEY, CRITERION_KEY, SCOPE_KEY, MERGE_KEY = (
+    "pr_granularity", "pr_criterion", "pr_scope", "pr_merge")
 
 
 def _on_kind() -> None:
-    granularity = st.session_state["pr_granularity"]
+    granularity = st.session_state[GRANULARITY_KEY]
     criteria = criterion_names(granularity)
-    criterion = st.session_state["pr_criterion"]
+    criterion = st.session_state[CRITERION_KEY]
     if criterion not in criteria:
         criterion = criteria[0]
     old = session.plan
     keep = {name: old.fraction(name) for name in bundle.prunable_layers(granularity)}
     merge = (granularity, criterion) == ("neurons", "redundancy") and bool(
-        st.session_state.get("pr_merge", old.merge))
+        st.session_state.get(MERGE_KEY, old.merge))
     state.set_plan(Plan(granularity=granularity, criterion=criterion,
-                        scope=st.session_state["pr_scope"], sparsity=keep, amount=old.amount,
+                        scope=st.session_state[SCOPE_KEY], sparsity=keep, amount=old.amount,
                         layers=old.layers, merge=merge))
 
 
@@ -74,19 +76,19 @@ def _percent(fraction: float) -> int:
 
 
 def _controls(plan: Plan) -> None:
-    _show("pr_granularity", plan.granularity)
-    _show("pr_criterion", plan.criterion)
-    _show("pr_scope", plan.scope)
-    st.radio("Granularity", GRANULARITIES, key="pr_granularity", on_change=_on_kind,
+    _show(GRANULARITY_KEY, plan.granularity)
+    _show(CRITERION_KEY, plan.criterion)
+    _show(SCOPE_KEY, plan.scope)
+    st.radio("Granularity", GRANULARITIES, key=GRANULARITY_KEY, on_change=_on_kind,
              horizontal=True, help="weights: unstructured sparsity; neurons: smaller layers")
-    st.selectbox("Criterion", criterion_names(plan.granularity), key="pr_criterion",
+    st.selectbox("Criterion", criterion_names(plan.granularity), key=CRITERION_KEY,
                  on_change=_on_kind, help="how importance is scored; lowest go first")
     if plan.criterion == "redundancy":
-        _show("pr_merge", plan.merge)
-        st.checkbox("Merge into the twin", key="pr_merge", on_change=_on_kind,
+        _show(MERGE_KEY, plan.merge)
+        st.checkbox("Merge into the twin", key=MERGE_KEY, on_change=_on_kind,
                     help="add a removed neuron's outgoing weights to its most similar kept "
                          "neuron's, instead of dropping them")
-    st.radio("Scope", ("layer", "global"), key="pr_scope", on_change=_on_kind,
+    st.radio("Scope", ("layer", "global"), key=SCOPE_KEY, on_change=_on_kind,
              horizontal=True, help="a fraction per layer, or one threshold across layers")
     if plan.scope == "global":
         _show(GLOBAL_KEY, _percent(plan.amount))
@@ -165,7 +167,7 @@ left, right = st.columns([1, 2], gap="large")
 with left:
     _controls(plan)
     b1, b2 = st.columns(2)
-    b1.button("Undo", on_click=state.undo, disabled=not st.session_state.get("undo"),
+    b1.button("Undo", on_click=state.undo, disabled=not st.session_state.get(state.UNDO_KEY),
               width="stretch")
     b2.button("Reset", on_click=state.reset, width="stretch")
     st.download_button("Download this plan (JSON)", plan.to_json(), file_name="plan.json",

@@ -50,7 +50,6 @@ if data is None:
 
 JOB = f"sensitivity::{session.model_id}"
 judge = judge_of(session)  # the scan runs on its calibration part
-model_key = session.key  # the model's and data's content, never a file name
 scans = scan_cache.shared_scans()
 shown_by_model = st.session_state.setdefault(SHOWN, {})
 
@@ -211,7 +210,7 @@ with left:
         st.error(f"No layer of {bundle.name} can lose {granularity}.")
     grid = STEPS[step]
     base = _base(plan, DENSE_BASE if problem else choice, granularity, criterion)
-    key = (model_key, granularity, criterion, grid, base.key)
+    key = (session.key, granularity, criterion, grid, base.key)
     st.caption(f"{len(units)} units x {len(grid)} fractions = {len(units) * len(grid)} "
                "evaluations" + (f"; {len(skipped)} layers skipped" if skipped else ""))
     running = (job := jobs.get(JOB)) is not None and job.running
@@ -242,7 +241,7 @@ with right:
         _finish(job)
     if job is None or not job.running:
         shown = shown_by_model.get(session.model_id)
-        if shown is None or (shown.key and shown.key[0] != model_key):
+        if shown is None or (shown.key and shown.key[0] != session.key):
             st.info("Choose the settings and press **Run**: each unit is pruned alone over "
                     "the grid while the other layers stay as chosen.")
         elif shown.error:

@@ -35,7 +35,6 @@ KINDS = {"weights": "weights (cosine)", "activations": "activations (correlation
 
 session = page_setup("Similarity", texts.SIMILARITY)
 bundle, data = session.bundle, session.data
-cache_key = session.key  # the model's and data's content, never a file name
 
 
 @st.cache_data(show_spinner="Comparing every pair of neurons...", max_entries=64)
@@ -105,7 +104,7 @@ if kind == "activations" and data is None:
             f"{state.NO_DATA_NOTE}")
     st.stop()
 try:
-    sim = similarity(cache_key, name, kind, bundle, data)
+    sim = similarity(session.key, name, kind, bundle, data)
 except ExplorerError as exc:
     st.error(f"Could not compare the neurons of {name}: {exc}")
     st.stop()
@@ -151,7 +150,7 @@ weight = bundle.params()[layer.weight].detach()
 weights = weight[[i, j]].reshape(2, -1).float().numpy()
 try:
     acts = (None if data is None
-            else drilldown_view.layer_activations(cache_key, name, bundle, data))
+            else drilldown_view.layer_activations(session.key, name, bundle, data))
 except ExplorerError as exc:
     acts = None
     st.warning(f"No activations for {name}: {exc}")
@@ -179,4 +178,4 @@ st.markdown(f"**What excites neuron {i} and neuron {j}**: the validation images 
             "to most, and why, for the first of them")
 for column, neuron in zip(st.columns(2, gap="large"), (i, j), strict=True):
     with column:
-        drilldown_view.neuron_examples(cache_key, bundle, data, name, neuron, acts)
+        drilldown_view.neuron_examples(session.key, bundle, data, name, neuron, acts)

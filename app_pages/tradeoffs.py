@@ -107,7 +107,7 @@ name = left.text_input("Name for the current plan", key="to_pin_name",
                        placeholder=f"plan {len(pins.pinned(model_id)) + 1}")
 right.button("Pin the current plan", key="to_pin", width="stretch",
              on_click=lambda: pins.pin(model_id, st.session_state["to_pin_name"],
-                                       st.session_state["plan"]))
+                                       st.session_state[state.PLAN_KEY]))
 pinned = pins.pinned(model_id)
 if pinned:
     st.dataframe([_row(n, m, **{f"accuracy (all {m.samples} images)": percent(m.accuracy)})

@@ -17,7 +17,6 @@ unit = "neurons" if plan.granularity == "neurons" else "weights"
 on_magnitude = weight_charts.thresholds_on_magnitude(plan)
 # The bundle is not hashable, so it travels as _bundle; the session's key (a digest of the
 # model's content) names it for the shared cache.
-model_key = session.key
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -71,7 +70,7 @@ def _neuron_view(cuts: dict[str, Cut], selected: str) -> None:
 def _histogram_view(cuts: dict[str, Cut], selected: str, scale: str) -> None:
     """|w| histograms: every layer small (for weights plans), the selected one large."""
     layer, cut = bundle.layer(selected), cuts[selected]
-    hists = {name: _histogram(model_key, name, scale, bundle) for name in bundle.layer_names}
+    hists = {name: _histogram(session.key, name, scale, bundle) for name in bundle.layer_names}
     thresholds = {name: c.threshold if on_magnitude else None for name, c in cuts.items()}
     if plan.granularity == "weights":
         st.plotly_chart(weight_charts.histogram_grid(hists, thresholds), key="wt_grid")

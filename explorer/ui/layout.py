@@ -17,7 +17,7 @@ def page_setup(title: str, explanation: str) -> Session:
     st.title(title)
     with st.expander("What am I looking at?", expanded=False):
         st.markdown(explanation)
-    notice = st.session_state.pop("notice", None)
+    notice = st.session_state.pop(state.NOTICE_KEY, None)
     if notice:
         st.warning(notice)
     pending = state.pending_upload_note()
@@ -30,25 +30,25 @@ def _label(model_id: str) -> str:
     if not model_id.startswith(state.UPLOAD_PREFIX):
         return model_id
     name = model_id.removeprefix(state.UPLOAD_PREFIX)
-    made_here = "finetuned_from" in st.session_state["uploads"][model_id]["bundle"].card
+    made_here = "finetuned_from" in st.session_state[state.UPLOADS_KEY][model_id]["bundle"].card
     return name if made_here else f"{name} (uploaded)"  # a fine-tuned one says so already
 
 
 def _on_pick() -> None:
-    picked = st.session_state.get("model_picker")
+    picked = st.session_state.get(state.PICKER_KEY)
     if picked in state.model_choices():
         state.choose_model(picked)
 
 
 def _on_plan_file() -> None:
-    upload = st.session_state.get("plan_file")
+    upload = st.session_state.get(state.PLAN_FILE_KEY)
     if upload is None:
         return
     try:
         plan = Plan.from_bytes(upload.getvalue())  # size, encoding, depth, schema
         plan.check(state.current_session().bundle)
     except ExplorerError as exc:
-        st.session_state["notice"] = f"The plan file was not loaded: {exc}"
+        st.session_state[state.NOTICE_KEY] = f"The plan file was not loaded: {exc}"
         return
     state.set_plan(plan)
 
@@ -58,7 +58,7 @@ def _sidebar(session: Session) -> None:
         labels = {model_id: _label(model_id) for model_id in state.model_choices()}
         # Written on every run: after a page switch the key still holds the old page's
         # widget value, which the new page's picker would not take (it would show choice 0).
-        st.session_state["model_picker"] = session.model_id
+        st.session_state[state.PICKER_KEY] = session.model_id
         st.selectbox("Model", list(labels), key="model_picker", format_func=labels.__getitem__,
                      on_change=_on_pick, help="Upload your own on the Model page.")
         plan = session.plan

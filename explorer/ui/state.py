@@ -41,9 +41,20 @@ from explorer.ui.urls import UPLOAD_PREFIX, plan_from_query, plan_to_query, uplo
 from explorer.zoo import ZOO
 
 DEFAULT_MODEL = "digits-cnn"
-SLIDER_PREFIX = "sparsity::"
 HISTORY_LIMIT = 500
+
+# Session-state keys every page shares (a page's own widget keys are named in the page).
+MODEL_KEY = "model"  # the current model's id
+PLAN_KEY = "plan"  # the current Plan: sliders, URL and sidebar are drawn from it
+UNDO_KEY = "undo"  # plans to go back to
+HISTORY_KEY = "history"  # {model id: {plan key: (Plan, Metrics)}} evaluated in this session
+EVALUATORS_KEY = "evaluators"  # {model id: this session's Evaluator}
+UPLOADS_KEY = "uploads"  # {model id: entry}: uploads and models made in this session
+NOTICE_KEY = "notice"  # one message the next page draw shows at its top
+PICKER_KEY = "model_picker"  # the sidebar's model picker
+PLAN_FILE_KEY = "plan_file"  # the sidebar's plan uploader
 PENDING_KEY = "pending_upload"  # a link's upload not loaded yet: {"name": ..., "plan": ...}
+SLIDER_PREFIX = "sparsity::"  # + layer name: the Prune page's slider of that layer
 
 
 @st.cache_resource(show_spinner="Loading the demo model...")
@@ -96,13 +107,13 @@ class Session:
 
     @property
     def plan(self) -> Plan:
-        return st.session_state["plan"]
+        return st.session_state[PLAN_KEY]
 
     def evaluate(self, plan: Plan | None = None) -> Metrics:
         """Metrics of ``plan`` (default: the current plan); recorded in the history."""
         plan = plan or self.plan
         metrics = self.evaluator.evaluate(plan)
-        history = st.session_state.setdefault("history", {}).setdefault(self.model_id, {})
+        history = st.session_state.setdefault(HISTORY_KEY, {}).setdefault(self.model_id, {})
         history[plan.key] = (plan, metrics)
         while len(history) > HISTORY_LIMIT:
             history.pop(next(iter(history)))
@@ -112,7 +123,7 @@ class Session:
         return self.evaluator.evaluate(Plan())
 
     def history(self) -> list[tuple[Plan, Metrics]]:
-        return list(st.session_state.get("history", {}).get(self.model_id, {}).values())
+        return list(st.session_state.get(HISTORY_KEY, {}).get(self.model_id, {}).values())
 
 
 def digest(data: bytes) -> str:
@@ -137,25 +148,25 @@ def _init_from_url() -> None:
     An upload's link cannot bring its file: the session starts on the default model and
     keeps the link's plan until the file is uploaded again (:data:`PENDING_KEY`).
     """
-    if "plan" in st.session_state:
+    if PLAN_KEY in st.session_state:
         return
     params = st.query_params.to_dict()
     model = params.get("model", DEFAULT_MODEL)
-    st.session_state["model"] = model if model in ZOO else DEFAULT_MODEL
-    st.session_state["undo"] = []
+    st.session_state[MODEL_KEY] = model if model in ZOO else DEFAULT_MODEL
+    st.session_state[UNDO_KEY] = []
     if model not in ZOO and upload_name(model) is None:
-        st.session_state["notice"] = (f"The link's model {model[:80]!r} is not a demo model; "
+        st.session_state[NOTICE_KEY] = (f"The link's model {model[:80]!r} is not a demo model; "
                                       f"showing {DEFAULT_MODEL}.")
     try:
         plan = plan_from_query(params)
     except ExplorerError as exc:
         plan = Plan()
-        st.session_state["notice"] = f"The plan in the link was ignored: {exc}"
+        st.session_state[NOTICE_KEY] = f"The plan in the link was ignored: {exc}"
     name = upload_name(model)
     if name is None:
-        st.session_state["plan"] = plan
+        st.session_state[PLAN_KEY] = plan
         return
-    st.session_state["plan"] = Plan()
+    st.session_state[PLAN_KEY] = Plan()
     st.session_state[PENDING_KEY] = {"name": name, "plan": plan}
 
 
@@ -173,7 +184,7 @@ def pending_upload_note() -> str | None:
 
 
 def model_choices() -> list[str]:
-    uploads = list(st.session_state.get("uploads", {}))
+    uploads = list(st.session_state.get(UPLOADS_KEY, {}))
     return [*ZOO, *uploads]
 
 
@@ -188,7 +199,7 @@ def _registered_key(entry: dict) -> str:
 
 def _bundle_and_data(model_id: str) -> tuple[ModelBundle, ValidationSet | None, str]:
     if model_id.startswith(UPLOAD_PREFIX):
-        upload = st.session_state["uploads"][model_id]
+        upload = st.session_state[UPLOADS_KEY][model_id]
         return upload["bundle"], upload["data"], _registered_key(upload)
     if ZOO[model_id].architecture_only:  # shipped weights are fixed: the name is the content
         return shared_demo(model_id), None, f"demo:{model_id}:no-data"
@@ -198,18 +209,18 @@ def _bundle_and_data(model_id: str) -> tuple[ModelBundle, ValidationSet | None, 
 def current_session() -> Session:
     """The session for this run: state from the URL on first run, plan checked vs the model."""
     _init_from_url()
-    model_id = st.session_state["model"]
+    model_id = st.session_state[MODEL_KEY]
     if model_id not in model_choices():
-        model_id = st.session_state["model"] = DEFAULT_MODEL
+        model_id = st.session_state[MODEL_KEY] = DEFAULT_MODEL
     bundle, data, key = _bundle_and_data(model_id)
-    evaluators = st.session_state.setdefault("evaluators", {})
+    evaluators = st.session_state.setdefault(EVALUATORS_KEY, {})
     if model_id not in evaluators:
         evaluators[model_id] = Evaluator(bundle, data, shared_scores(key, bundle, data))
     try:
-        st.session_state["plan"].check(bundle)
+        st.session_state[PLAN_KEY].check(bundle)
     except ExplorerError as exc:
-        st.session_state["plan"] = Plan()
-        st.session_state["notice"] = f"The plan did not fit {bundle.name} and was reset: {exc}"
+        st.session_state[PLAN_KEY] = Plan()
+        st.session_state[NOTICE_KEY] = f"The plan did not fit {bundle.name} and was reset: {exc}"
     session = Session(model_id, bundle, data, evaluators[model_id], key)
     sync_url(session)
     return session
@@ -225,7 +236,7 @@ def sync_url(session: Session) -> None:
         return
     model = session.model_id
     if model.startswith(UPLOAD_PREFIX):
-        model = UPLOAD_PREFIX + st.session_state["uploads"][model].get(
+        model = UPLOAD_PREFIX + st.session_state[UPLOADS_KEY][model].get(
             "name", model.removeprefix(UPLOAD_PREFIX))
     wanted = {"model": model, **plan_to_query(session.plan)}
     if st.query_params.to_dict() != wanted:
@@ -238,39 +249,39 @@ def set_plan(plan: Plan, *, undoable: bool = True) -> None:
     Widgets are not touched here: a slider change may still be queued behind this one, and
     deleting its key would lose it. The Prune page draws its sliders from the plan.
     """
-    current = st.session_state.get("plan")
+    current = st.session_state.get(PLAN_KEY)
     if current is not None and current == plan:
         return
     if undoable and current is not None:
-        st.session_state.setdefault("undo", []).append(current)
-    st.session_state["plan"] = plan
+        st.session_state.setdefault(UNDO_KEY, []).append(current)
+    st.session_state[PLAN_KEY] = plan
     st.session_state.pop(PENDING_KEY, None)
 
 
 def undo() -> None:
-    stack = st.session_state.get("undo", [])
+    stack = st.session_state.get(UNDO_KEY, [])
     if stack:
         set_plan(stack.pop(), undoable=False)
 
 
 def reset() -> None:
-    current = st.session_state.get("plan", Plan())
+    current = st.session_state.get(PLAN_KEY, Plan())
     set_plan(Plan(granularity=current.granularity, criterion=current.criterion))
 
 
 def choose_model(model_id: str) -> None:
     """Switch model: the plan (whose layer names belong to the old model) starts afresh."""
-    if model_id == st.session_state.get("model"):
+    if model_id == st.session_state.get(MODEL_KEY):
         return
-    st.session_state["model"] = model_id
-    st.session_state["plan"] = Plan()
-    st.session_state["undo"] = []
+    st.session_state[MODEL_KEY] = model_id
+    st.session_state[PLAN_KEY] = Plan()
+    st.session_state[UNDO_KEY] = []
     st.session_state.pop(PENDING_KEY, None)
 
 
 def _upload_id(name: str, key: str) -> str:
     """The picker id of an upload: its file name; ``name (2)``... for other bytes."""
-    uploads = st.session_state.get("uploads", {})
+    uploads = st.session_state.get(UPLOADS_KEY, {})
     candidates = (UPLOAD_PREFIX + name + (f" ({n})" if n > 1 else "") for n in itertools.count(1))
     return next(c for c in candidates if c not in uploads or uploads[c].get("key") == key)
 
@@ -303,10 +314,10 @@ def add_upload(model_file, data_file) -> str:
         raise
     key = f"upload:{model_digest}:{data_digest(data)}"
     model_id = _upload_id(model_file.name, key)
-    st.session_state.setdefault("uploads", {})[model_id] = {
+    st.session_state.setdefault(UPLOADS_KEY, {})[model_id] = {
         "bundle": bundle, "data": data, "key": key, "name": model_file.name,
         "memory": held}  # the reservation returns its bytes when this entry is dropped
-    st.session_state.get("evaluators", {}).pop(model_id, None)
+    st.session_state.get(EVALUATORS_KEY, {}).pop(model_id, None)
     pending = st.session_state.pop(PENDING_KEY, None)
     choose_model(model_id)
     if pending is not None and pending["name"] == model_file.name:
@@ -318,9 +329,9 @@ def _apply_link_plan(plan: Plan, bundle: ModelBundle) -> None:
     try:
         plan.check(bundle)
     except ExplorerError as exc:
-        st.session_state["notice"] = f"The link's plan did not fit and was not applied: {exc}"
+        st.session_state[NOTICE_KEY] = f"The link's plan did not fit and was not applied: {exc}"
         return
-    st.session_state["plan"] = plan
+    st.session_state[PLAN_KEY] = plan
 
 
 def add_model(model_id: str, bundle: ModelBundle, data: ValidationSet | None) -> str:
@@ -332,7 +343,7 @@ def add_model(model_id: str, bundle: ModelBundle, data: ValidationSet | None) ->
     """
     if not model_id.startswith(UPLOAD_PREFIX):
         model_id = UPLOAD_PREFIX + model_id
-    st.session_state.setdefault("uploads", {})[model_id] = {"bundle": bundle, "data": data}
-    st.session_state.get("evaluators", {}).pop(model_id, None)
+    st.session_state.setdefault(UPLOADS_KEY, {})[model_id] = {"bundle": bundle, "data": data}
+    st.session_state.get(EVALUATORS_KEY, {}).pop(model_id, None)
     choose_model(model_id)
     return model_id
