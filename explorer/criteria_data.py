@@ -1,7 +1,7 @@
 """Criteria that look at data: activation statistics and first-order Taylor scores.
 
 Each needs the validation set (``ScoreContext.data``) and raises :class:`PlanError` without
-it. Activations come from :func:`explorer.stats.collect_activations` (one run of the
+it. Activations come from :func:`explorer.activations.collect_activations` (one run of the
 exported program; the activation is the output of ``Layer.activation_node``, after the
 layer's nonlinearity where it has one of its own). Gradients are taken on a private
 deep copy of ``bundle.model`` whose parameters do not require grad (the weight form
@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from explorer.activations import collect_activations, neurons_first
 from explorer.errors import PlanError
 from explorer.graph import Layer, logits_of
-from explorer.stats import _neurons_first, collect_activations
 
 if TYPE_CHECKING:
     from explorer.bundle import ModelBundle
@@ -129,7 +129,7 @@ class Taylor:
             for start in range(0, len(data), BATCH_SIZE):
                 x, y = data.x[start : start + BATCH_SIZE], data.y[start : start + BATCH_SIZE]
                 product = method.attribute(x, additional_forward_args=(y,)).detach()
-                total += _neurons_first(layer, product).sum(2).abs().sum(0).double()
+                total += neurons_first(layer, product).sum(2).abs().sum(0).double()
         return (total / len(data)).float()
 
 

@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from explorer.activations import collect_activations, find_layer
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import DataError, ExplorerError
-from explorer.stats import collect_activations, find_layer, to_numpy
+from explorer.stats import to_numpy
 
 TOP_K = 8
 N_STEPS = 64
@@ -88,7 +89,7 @@ def top_images(bundle: ModelBundle, data: ValidationSet, layer: str, neuron: int
                k: int = TOP_K) -> TopImages:
     """The ``k`` images of ``data`` on which ``neuron`` of ``layer`` is most active.
 
-    One run of the program over ``data`` (see :func:`explorer.stats.collect_activations`);
+    One run of the program over ``data`` (see :func:`explorer.activations.collect_activations`);
     a page that already holds the layer's activations calls :func:`rank_images` instead.
     """
     find_layer(bundle, layer)

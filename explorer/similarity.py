@@ -23,9 +23,10 @@ import torch
 from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 
+from explorer.activations import find_layer
 from explorer.bundle import ModelBundle
 from explorer.errors import ExplorerError
-from explorer.stats import find_layer, to_numpy
+from explorer.stats import to_numpy
 
 MAX_SIZE = 512
 TOP_K = 20
@@ -74,7 +75,7 @@ def correlation_matrix(activations: torch.Tensor | np.ndarray) -> np.ndarray:
     """Pearson correlation (neurons, neurons) of per-sample activations.
 
     ``activations`` is (N, neurons) or (N, neurons, positions) as returned by
-    :func:`explorer.stats.collect_activations`; positions are averaged per sample first.
+    :func:`explorer.activations.collect_activations`; positions are averaged per sample first.
     A neuron that is constant over the samples (a dead ReLU, say) has no defined
     correlation: we define it as 0 with every other neuron and 1 with itself, so the matrix
     has no NaN. With fewer than 2 samples every neuron is constant.
@@ -157,7 +158,7 @@ def activation_similarity(
 ) -> Similarity:
     """Pearson correlation of one layer's activations (N, neurons[, positions]), summarised.
 
-    Take ``activations`` from :func:`explorer.stats.collect_activations`, which runs the
+    Take ``activations`` from :func:`explorer.activations.collect_activations`, which runs the
     model once for all layers.
     """
     return summarize(correlation_matrix(activations), top_k, max_size)

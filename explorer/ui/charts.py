@@ -12,7 +12,7 @@ from explorer.ui.format import compressed_bytes
 KEPT, PRUNED, DENSE = "#4C78A8", "#E45756", "#9D9D9D"
 
 
-def _compact(fig: go.Figure, height: int) -> go.Figure:
+def compact(fig: go.Figure, height: int) -> go.Figure:
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       showlegend=True, legend={"orientation": "h", "y": -0.2})
     return fig
@@ -35,7 +35,7 @@ def per_layer(metrics: Metrics) -> go.Figure:
                 name="effective FLOPs", marker_color=KEPT, row=1, col=3)
     fig.update_yaxes(range=[0, 100], row=1, col=1)
     fig.update_layout(barmode="overlay")
-    return _compact(fig, 320)
+    return compact(fig, 320)
 
 
 def tradeoff(history: list[tuple[Plan, Metrics]], current: Plan, dense: Metrics) -> go.Figure:
@@ -64,7 +64,7 @@ def tradeoff(history: list[tuple[Plan, Metrics]], current: Plan, dense: Metrics)
                         name="dense model", showlegend=col == 1, row=1, col=col)
     fig.update_xaxes(type="log")
     fig.update_yaxes(title_text="accuracy (%)", row=1, col=1)
-    return _compact(fig, 340)
+    return compact(fig, 340)
 
 
 def describe(plan: Plan) -> str:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from explorer.activations import collect_activations
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.drilldown import TOP_K, Attribution, TopImages, attribution_map, rank_images
 from explorer.errors import ExplorerError
-from explorer.stats import collect_activations
 from explorer.ui import drilldown_charts as charts
 from explorer.ui.similarity_charts import weight_view
 from explorer.ui.state import NO_DATA_NOTE

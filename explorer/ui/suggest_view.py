@@ -21,7 +21,7 @@ from explorer.sensitivity import Sensitivity
 from explorer.suggest import Suggestion, suggest
 from explorer.targets import Target
 from explorer.ui import state
-from explorer.ui.charts import DENSE, KEPT, PRUNED, _compact
+from explorer.ui.charts import DENSE, KEPT, PRUNED, compact
 from explorer.ui.decision_split import judge_of, note
 from explorer.ui.format import compressed_bytes, count, nbytes, percent, with_interval
 from explorer.ui.state import Session
@@ -119,4 +119,4 @@ def per_layer_fractions(result: Suggestion) -> go.Figure:
                     hovertemplate=row.name + ": %{x} %{y:.1f}% removed<extra></extra>")
     fig.update_layout(barmode="group", yaxis_title="weights removed (%)",
                       yaxis_range=[0, 100])
-    return _compact(fig, 320)
+    return compact(fig, 320)

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from explorer.decisions import SplitMetrics
 from explorer.metrics import Metrics
 from explorer.tradeoff import CurvePoint
-from explorer.ui.charts import DENSE, KEPT, PRUNED, _compact
+from explorer.ui.charts import DENSE, KEPT, PRUNED, compact
 from explorer.ui.format import compressed_bytes
 
 FRONT = "#F58518"
@@ -101,7 +101,7 @@ def workspace(
                         row=1, col=col)
     fig.update_xaxes(type="log")
     fig.update_yaxes(title_text=f"accuracy (%), {PARTS[part]}", row=1, col=1)
-    return _compact(fig, 420)
+    return compact(fig, 420)
 
 
 def per_class(classes: Sequence[int], accuracy: dict[str, Sequence[float]]) -> go.Figure:
@@ -113,4 +113,4 @@ def per_class(classes: Sequence[int], accuracy: dict[str, Sequence[float]]) -> g
                     marker_color=colors[i % len(colors)],
                     hovertemplate=name + ": class %{x}, %{y:.1f}%<extra></extra>")
     fig.update_layout(barmode="group", xaxis_title="class", yaxis_title="accuracy (%)")
-    return _compact(fig, 320)
+    return compact(fig, 320)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from explorer.activations import collect_activations
 from explorer.bundle import bundle_from_module
 from explorer.errors import ExplorerError
 from explorer.similarity import (
@@ -20,7 +21,6 @@ from explorer.similarity import (
     top_pairs,
     weight_similarity,
 )
-from explorer.stats import collect_activations
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from explorer.activations import collect_activations
 from explorer.data import digits_validation
 from explorer.errors import DataError, ExplorerError
 from explorer.models import load_demo
 from explorer.stats import (
     activation_stats,
-    collect_activations,
     count_below,
     magnitude_histogram,
     weight_histogram,
