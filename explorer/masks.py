@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 import torch
 
 from explorer.bundle import ModelBundle
-from explorer.criteria import ScoreContext, cosine_matrix, criterion, incoming
+from explorer.criteria import criterion
+from explorer.criteria.base import ScoreContext
+from explorer.criteria.from_weights import cosine_matrix, incoming
 from explorer.data import ValidationSet
 from explorer.plan import Plan
 

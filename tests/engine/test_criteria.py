@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from explorer.bundle import bundle_from_module
-from explorer.criteria import REGISTRY, ScoreContext, criterion
+from explorer.criteria import REGISTRY, criterion
+from explorer.criteria.base import ScoreContext
 from explorer.data import ValidationSet
 from explorer.errors import PlanError
 from explorer.evaluator import Evaluator, full_forward_logits

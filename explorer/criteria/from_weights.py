@@ -1,10 +1,8 @@
-"""Importance criteria: how to score what may be removed. Lowest scores go first.
+"""Criteria computed from the weights alone: magnitude, neuron norms, redundancy, random.
 
-A criterion is an object with a ``granularity`` and one method,
-``score(layer, ctx) -> Tensor``: for ``weights``, one score per weight entry (the weight's
-shape); for ``neurons``, one score per output neuron / channel, shape (out,). Criteria are
-registered by the names the plan JSON, the CLI and the app share. Criteria that need the
-validation data live in :mod:`explorer.criteria_data`.
+They need no validation data, so they work for an architecture-only model too. The shape
+every criterion has is in :mod:`explorer.criteria.base`; those that need data are in
+:mod:`explorer.criteria.from_data`.
 """
 
 from __future__ import annotations
@@ -12,41 +10,15 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from explorer.criteria_data import APoZ, MeanActivation, Taylor, WeightTaylor
-from explorer.errors import PlanError, short
 from explorer.graph import Layer
-from explorer.plan import criterion_names
 
 if TYPE_CHECKING:
-    from explorer.bundle import ModelBundle
-    from explorer.data import ValidationSet
-
-
-@dataclass(frozen=True)
-class ScoreContext:
-    """What a criterion may look at: the model's parameters and the validation data.
-
-    Both are shared and read-only. ``data`` is None where no data is loaded; a criterion
-    that needs it says so with a :class:`PlanError`.
-    """
-
-    bundle: ModelBundle
-    data: ValidationSet | None = None
-
-    def weight(self, layer: Layer) -> torch.Tensor:
-        return self.bundle.params()[layer.weight].detach()
-
-
-class Criterion(Protocol):
-    name: str
-    granularity: str
-
-    def score(self, layer: Layer, ctx: ScoreContext) -> torch.Tensor: ...
+    from explorer.criteria.base import ScoreContext
 
 
 @dataclass(frozen=True)
@@ -136,29 +108,3 @@ class Random:
         return torch.rand(shape, generator=gen)
 
 
-REGISTRY: dict[tuple[str, str], Criterion] = {
-    (c.granularity, c.name): c
-    for c in (
-        Magnitude(),
-        WeightTaylor(),
-        Random("weights"),
-        NeuronNorm("l1", 1),
-        NeuronNorm("l2", 2),
-        MeanActivation(),
-        APoZ(),
-        Redundancy(),
-        Taylor(),
-        Random("neurons"),
-    )
-}
-
-
-def criterion(granularity: str, name: str) -> Criterion:
-    """The registered criterion ``name`` for ``granularity``."""
-    try:
-        return REGISTRY[(granularity, name)]
-    except KeyError:
-        names = criterion_names(granularity)  # raises for an unknown granularity
-        raise PlanError(
-            f"No criterion {short(name)} for {granularity}; choose one of: {', '.join(names)}."
-        ) from None

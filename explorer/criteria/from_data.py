@@ -25,7 +25,7 @@ from explorer.graph import Layer, logits_of
 
 if TYPE_CHECKING:
     from explorer.bundle import ModelBundle
-    from explorer.criteria import ScoreContext
+    from explorer.criteria.base import ScoreContext
     from explorer.data import ValidationSet
 
 BATCH_SIZE = 512

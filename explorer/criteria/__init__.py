@@ -1,0 +1,43 @@
+"""Importance criteria: how to score what may be removed. Lowest scores go first.
+
+Every criterion is registered here under the name the plan JSON, the CLI and the app share
+(:data:`explorer.plan.CRITERIA` lists them; a test holds the two equal). What a criterion
+is and sees: :mod:`explorer.criteria.base`; those computed from the weights alone:
+:mod:`explorer.criteria.from_weights`; those that need validation data:
+:mod:`explorer.criteria.from_data`.
+"""
+
+from __future__ import annotations
+
+from explorer.criteria.base import Criterion
+from explorer.criteria.from_data import APoZ, MeanActivation, Taylor, WeightTaylor
+from explorer.criteria.from_weights import Magnitude, NeuronNorm, Random, Redundancy
+from explorer.errors import PlanError, short
+from explorer.plan import criterion_names
+
+REGISTRY: dict[tuple[str, str], Criterion] = {
+    (c.granularity, c.name): c
+    for c in (
+        Magnitude(),
+        WeightTaylor(),
+        Random("weights"),
+        NeuronNorm("l1", 1),
+        NeuronNorm("l2", 2),
+        MeanActivation(),
+        APoZ(),
+        Redundancy(),
+        Taylor(),
+        Random("neurons"),
+    )
+}
+
+
+def criterion(granularity: str, name: str) -> Criterion:
+    """The registered criterion ``name`` for ``granularity``."""
+    try:
+        return REGISTRY[(granularity, name)]
+    except KeyError:
+        names = criterion_names(granularity)  # raises for an unknown granularity
+        raise PlanError(
+            f"No criterion {short(name)} for {granularity}; choose one of: {', '.join(names)}."
+        ) from None
