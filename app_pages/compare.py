@@ -37,7 +37,7 @@ def _label(layer: Layer, granularity: str) -> str:
 def _compute(granularity: str, mode: str, layer: str | None) -> tuple[compare.Curves, float]:
     bar = st.progress(0.0, text="Evaluating...")
 
-    def progress(name: str, done: int, total: int) -> None:
+    def progress(done: int, total: int, name: str) -> None:
         bar.progress(done / total, text=f"criterion **{name}**: {done} of {total} plans")
 
     start = time.perf_counter()

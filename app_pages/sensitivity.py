@@ -78,10 +78,9 @@ def _work(key: tuple, evaluator: Evaluator, base: Plan, grid: tuple[float, ...])
     total = len(units) * len(grid)
 
     def run(report: jobs.Reporter) -> tuple[tuple, Sensitivity, float]:
-        def partial(so_far: Sensitivity) -> None:
+        def progress(done: int, total: int, so_far: Sensitivity) -> None:
             current = so_far.units[-1]
-            report(sum(len(u.fractions) for u in so_far.units), total,
-                   f"unit {len(so_far.units)} of {len(units)} ({current.unit}): "
+            report(done, total, f"unit {len(so_far.units)} of {len(units)} ({current.unit}): "
                    f"{len(current.fractions)} of {len(grid)} fractions", so_far)
 
         # One intra-op thread (OpenMP keeps it per thread: the job's own): the page and
@@ -91,7 +90,7 @@ def _work(key: tuple, evaluator: Evaluator, base: Plan, grid: tuple[float, ...])
         report(0, total, f"unit 1 of {len(units)}: starting")
         start = time.perf_counter()
         result = sensitivity(evaluator, granularity, criterion, grid, base,
-                             cancel=report.cancelled, partial=partial)
+                             progress=progress, cancelled=report.cancelled)
         seconds = time.perf_counter() - start
         scans.put(key, result, seconds)
         return key, result, seconds

@@ -14,6 +14,8 @@ score cache lacks) is reported in :attr:`Curves.errors` with its message instead
 an evaluator without validation data has no accuracy to draw and raises :class:`DataError`.
 Each criterion's fractions are evaluated in order, one criterion after the other, so the
 incremental evaluator resumes from the swept layer and its cached scores serve every point.
+Progress takes the engine's one shape (:mod:`explorer.progress`): after each point,
+``progress(done, total, criterion)`` with the name of the criterion being swept.
 """
 
 from __future__ import annotations
@@ -24,11 +26,9 @@ from dataclasses import dataclass, replace
 from explorer.errors import DataError, ExplorerError, PlanError
 from explorer.evaluator import Evaluator
 from explorer.plan import GRANULARITIES, Plan, criterion_names, default_criterion
+from explorer.progress import Progress, tick
 
 TABLE_FRACTIONS = (0.5, 0.8)
-
-# progress(criterion, points done so far, points in the whole sweep)
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,8 @@ def layer_curves(
             :func:`default_fractions`.
         base: a per-layer plan of the same granularity giving the fractions of the other
             layers (its criterion is replaced by each swept one); default: all dense.
-        progress: called after each evaluated point.
+        progress: called as ``progress(done, total, criterion)`` after each evaluated
+            point (``done`` of ``total`` points of the whole sweep, the criterion swept).
     """
     members = swept_layers(evaluator, granularity, layer)
     base = base_plan(base, granularity)
@@ -165,12 +166,10 @@ def _sweep(
                 curve.append(Point(fraction=fraction, accuracy=metrics.accuracy,
                                    loss=metrics.loss,
                                    flops_effective=metrics.flops["effective"]))
-                if progress is not None:
-                    progress(name, i * len(grid) + len(curve), total)
+                tick(progress, i * len(grid) + len(curve), total, name)
         except ExplorerError as exc:
             errors[name] = str(exc)
-            if progress is not None:
-                progress(name, (i + 1) * len(grid), total)
+            tick(progress, (i + 1) * len(grid), total, name)
         else:
             points[name] = curve
     return Curves(points, errors)

@@ -15,27 +15,24 @@ images it never saw. ``samples`` records how many images it ran on.
 Each unit's grid is swept in order, so the incremental :class:`~explorer.evaluator.Evaluator`
 reuses the network before the unit and its cached scores serve every fraction.
 
-Cancelling (``cancel()`` returning True, checked before each evaluation) does not raise: the
-result holds the points evaluated so far and ``cancelled`` is True; units not reached have
-no curve, and the unit being swept has a shorter one.
+Progress and cancelling take the engine's one shape (:mod:`explorer.progress`): after each
+evaluation ``progress(done, total, so_far)`` gets the result so far, for drawing a scan while
+it runs; cancelling (``cancelled()`` returning True, checked before each evaluation) does not
+raise: the result holds the points evaluated so far and ``cancelled`` is True; units not
+reached have no curve, and the unit being swept has a shorter one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from explorer.compare import base_plan, checked_grid
 from explorer.evaluator import Evaluator
 from explorer.plan import Plan
+from explorer.progress import Cancelled, Progress, stop_now
 
 DEFAULT_GRID = tuple(round(i / 20, 2) for i in range(20))  # 0, 0.05, ..., 0.95
-
-# progress(evaluations done, evaluations in the whole scan)
-Progress = Callable[[int, int], None]
-Cancel = Callable[[], bool]
-# partial(the result so far), after each evaluation
-Partial = Callable[["Sensitivity"], None]
 
 
 @dataclass(frozen=True)
@@ -108,8 +105,7 @@ def sensitivity(
     grid: Sequence[float] = DEFAULT_GRID,
     base: Plan | None = None,
     progress: Progress | None = None,
-    cancel: Cancel | None = None,
-    partial: Partial | None = None,
+    cancelled: Cancelled | None = None,
 ) -> Sensitivity:
     """Accuracy, loss and effective FLOPs of each unit pruned alone over ``grid``.
 
@@ -121,12 +117,12 @@ def sensitivity(
         grid: fractions removed, each in [0, 1), evaluated in this order for every unit.
         base: a per-layer plan of the same granularity setting the other layers (its
             criterion is replaced by ``criterion``); default: all dense.
-        progress: called as ``progress(done, total)`` after each evaluation.
-        cancel: called before each evaluation; when it returns True the scan stops and the
-            partial result is returned with ``cancelled=True``.
-        partial: called after each evaluation (after ``progress``) with the result so far:
-            the finished units' curves and the current unit's curve up to this point
+        progress: called as ``progress(done, total, so_far)`` after each evaluation, with
+            ``done`` of ``total`` evaluations of the whole scan and the result so far: the
+            finished units' curves and the current unit's curve up to this point
             (``cancelled`` False) — for drawing a scan while it runs.
+        cancelled: called before each evaluation; when it returns True the scan stops and
+            the partial result is returned with ``cancelled=True``.
 
     Raises:
         PlanError: a bad granularity, criterion, grid or base plan.
@@ -139,9 +135,9 @@ def sensitivity(
     total = len(units) * len(grid)
     done = 0
     curves: list[UnitCurve] = []
-    cancelled = False
+    stopped = False
 
-    def result(units_so_far: list[UnitCurve], cancelled: bool) -> Sensitivity:
+    def result(units_so_far: list[UnitCurve], stopped: bool) -> Sensitivity:
         return Sensitivity(
             model=evaluator.bundle.name,
             granularity=granularity,
@@ -150,15 +146,15 @@ def sensitivity(
             base=base,
             units=tuple(units_so_far),
             skipped=skipped,
-            cancelled=cancelled,
+            cancelled=stopped,
             samples=0 if evaluator.data is None else len(evaluator.data),
         )
 
     for unit, members in units.items():
         points = []
         for fraction in grid:
-            if cancel is not None and cancel():
-                cancelled = True
+            if stop_now(cancelled):
+                stopped = True
                 break
             plan = base
             for member in members:
@@ -166,15 +162,14 @@ def sensitivity(
             m = evaluator.evaluate(plan)
             points.append((fraction, m.accuracy, m.loss, m.flops["effective"]))
             done += 1
-            if progress is not None:
-                progress(done, total)
-            if partial is not None:
-                partial(result([*curves, _curve(unit, members, points)], cancelled=False))
+            if progress is not None:  # the result so far is built only when reported
+                progress(done, total, result([*curves, _curve(unit, members, points)],
+                                             stopped=False))
         if points:
             curves.append(_curve(unit, members, points))
-        if cancelled:
+        if stopped:
             break
-    return result(curves, cancelled)
+    return result(curves, stopped)
 
 
 def _curve(unit: str, members: tuple[str, ...], points: list[tuple]) -> UnitCurve:

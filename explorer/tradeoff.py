@@ -17,6 +17,9 @@ fitting the noise of some images looks best on exactly those images. The baselin
 fitted to a cost alone (no data) and measured on both parts, so they sit beside either.
 :func:`history_front` does it with cost = effective FLOPs or nonzero parameters, so a page
 can highlight the front of everything the user tried.
+
+Fitting the baselines reports in the engine's one shape (:mod:`explorer.progress`): after each
+fit, ``progress(done, total, baseline)`` with the name of the baseline being fitted.
 """
 
 from __future__ import annotations
@@ -29,13 +32,11 @@ from explorer.decisions import SplitEvaluator, SplitMetrics
 from explorer.errors import ExplorerError, PlanError
 from explorer.metrics import Metrics
 from explorer.plan import GRANULARITIES, Plan, default_criterion
+from explorer.progress import Progress, tick
 from explorer.targets import Target, fit, global_plan, uniform_plan
 
 BLALOCK_RATIOS = (2, 4, 8, 16, 32)
 AXES = ("flops", "size")
-
-# progress(fits done, fits in all)
-Progress = Callable[[int, int], None]
 
 
 class CurvePoint(NamedTuple):
@@ -86,7 +87,7 @@ def baseline_curves(
     A ratio a baseline cannot reach (e.g. 32 at neuron granularity where the output layer's
     neurons must stay) is recorded in :attr:`BaselineCurves.unreachable`, not raised.
     Each fitted plan is the least pruning that reaches the ratio; it is measured on both
-    parts of ``judge``'s data.
+    parts of ``judge``'s data. ``progress(done, total, baseline)`` is called after each fit.
 
     Raises:
         PlanError: a bad granularity, or a ratio not greater than 1.
@@ -106,8 +107,7 @@ def baseline_curves(
             else:
                 points[name].append(CurvePoint(target.value, plan, judge.evaluate(plan)))
             done += 1
-            if progress is not None:
-                progress(done, total)
+            tick(progress, done, total, name)
     return BaselineCurves(points, unreachable)
 
 

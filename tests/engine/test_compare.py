@@ -136,8 +136,8 @@ def test_a_failing_criterion_is_reported_not_raised(cnn, digits, monkeypatch):
     assert "needs validation data" in curves.errors["needs-data"]
     assert set(curves) == set(registered("neurons")) - {"needs-data"}
     total = len(registered("neurons")) * len(GRID)
-    assert calls[-1][1:] == (total, total)
-    assert [done for _, done, _ in calls] == sorted(done for _, done, _ in calls)
+    assert calls[-1] == (total, total, "needs-data")  # done, total, the criterion swept
+    assert [done for done, _, _ in calls] == sorted(done for done, _, _ in calls)
 
 
 def test_accuracy_table_reads_the_curves(cnn, digits):

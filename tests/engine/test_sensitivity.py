@@ -86,7 +86,7 @@ def test_progress_counts_to_the_total(cnn, digits):
         "weights",
         "magnitude",
         (0.0, 0.5),
-        progress=lambda done, total: calls.append((done, total)),
+        progress=lambda done, total, _: calls.append((done, total)),
     )
     total = 2 * len(cnn.layers)
     assert calls == [(i, total) for i in range(1, total + 1)]
@@ -99,8 +99,8 @@ def test_cancel_stops_early_with_partial_result(cnn, digits):
         "weights",
         "magnitude",
         GRID,
-        progress=lambda done, total: evaluated.append(done),
-        cancel=lambda: len(evaluated) >= 4,
+        progress=lambda done, total, _: evaluated.append(done),
+        cancelled=lambda: len(evaluated) >= 4,
     )
     assert result.cancelled and evaluated == [1, 2, 3, 4]
     assert [len(u.fractions) for u in result.units] == [3, 1]
@@ -108,12 +108,17 @@ def test_cancel_stops_early_with_partial_result(cnn, digits):
 
 
 def test_partial_results_grow_to_the_final_one(resnet, digits):
-    snapshots = []
-    final = sensitivity(Evaluator(resnet, digits), "neurons", "l1", GRID,
-                        partial=snapshots.append)
+    snapshots, counts = [], []
+
+    def progress(done, total, so_far):
+        counts.append((done, total))
+        snapshots.append(so_far)
+
+    final = sensitivity(Evaluator(resnet, digits), "neurons", "l1", GRID, progress=progress)
     assert len(snapshots) == len(final.units) * len(GRID)
     points = [sum(len(u.fractions) for u in s.units) for s in snapshots]
     assert points == list(range(1, len(snapshots) + 1))
+    assert counts == [(done, len(snapshots)) for done in points]  # done counts the points
     for snapshot in snapshots:  # every curve so far is a prefix of the final one
         assert not snapshot.cancelled and snapshot.skipped == final.skipped
         for curve in snapshot.units:

@@ -85,10 +85,11 @@ def test_baseline_curves_reach_each_ratio(request, digits, model, granularity, r
     calls = []
     judge = SplitEvaluator(bundle, digits)
     curves = baseline_curves(judge, granularity, ratios,
-                             progress=lambda done, total: calls.append((done, total)))
+                             progress=lambda *args: calls.append(args))
     held_out = Evaluator(bundle, judge.split.held_out)
     assert list(curves) == ["uniform", "global magnitude", "random"]
-    assert calls == [(i, 3 * len(ratios)) for i in range(1, 3 * len(ratios) + 1)]
+    fits = [(name, ratio) for name in curves for ratio in ratios]  # in the order fitted
+    assert calls == [(i, len(fits), name) for i, (name, _) in enumerate(fits, start=1)]
     for name, points in curves.items():
         reached = [p.ratio for p in points]
         missed = sorted(curves.unreachable.get(name, {}))
