@@ -4,8 +4,7 @@ import streamlit as st
 
 from explorer.datafiles import load_data_bytes
 from explorer.errors import ExplorerError
-from explorer.finetune import DEFAULT_LR, default_training_data
-from explorer.iterative import SCHEDULES
+from explorer.finetune import DEFAULT_LR, SCHEDULES, FinetuneSettings, default_training_data
 from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS
 from explorer.retrain import Retrained, plan_reproduces, retrain
 from explorer.save import default_suffix, model_bytes
@@ -45,22 +44,22 @@ def _training_data():
     return load_data_bytes(upload.getvalue(), upload.name, bundle.num_classes)
 
 
-def _start(epochs: int, lr: float, steps: int | None, schedule: str) -> None:
+def _start(settings: FinetuneSettings) -> None:
     train, val = _training_data(), session.data
     scores = state.shared_scores(session.key, bundle, val)  # thread-safe, shared
 
     def work(report: jobs.Reporter) -> Retrained:  # no Streamlit, no shared evaluator here
         records = []
 
-        def progress(record) -> None:
+        def progress(done: int, total: int, record) -> None:
             records.append(record)
-            report(record.epoch, record.total, f"validation accuracy "
-                   f"{percent(record.val_accuracy)}", list(records))
+            report(done, total, f"validation accuracy {percent(record.val_accuracy)}",
+                   list(records))
 
-        return retrain(bundle, plan, train, val, epochs, lr, steps, schedule,
-                       progress=progress, cancelled=report.cancelled, scores=scores)
+        return retrain(bundle, plan, train, val, settings, progress=progress,
+                       cancelled=report.cancelled, scores=scores)
 
-    label = f"{'Iterative pruning' if steps else 'Fine-tuning'} of {bundle.name}"
+    label = f"{'Iterative pruning' if settings.iterative else 'Fine-tuning'} of {bundle.name}"
     jobs.start(JOB, label, work)  # raises JobRefused when the bounds on jobs are reached
     st.session_state[CONTEXT] = {"model_id": session.model_id, "model": bundle.name,
                                  "plan": plan, "dense": dense.accuracy,
@@ -101,7 +100,8 @@ def _controls(running: bool) -> None:
         st.warning("Iterative pruning needs a plan that removes something.")
     if st.button("Start", type="primary", key="ft_start", disabled=running or blocked):
         try:
-            _start(int(epochs), float(lr), int(steps) if steps else None, schedule)
+            _start(FinetuneSettings(int(epochs), float(lr), int(steps) if steps else None,
+                                    schedule))
         except ExplorerError as exc:
             st.error(f"Cannot start: {exc}")
 
@@ -154,9 +154,10 @@ def _result(job: jobs.Job) -> None:
                    f"{(after.accuracy - context['dense']) * 100:+.2f} pts vs dense")
     cols[3].metric("Nonzero parameters", count(after.nonzero_params),
                    f"{after.compression_ratio:.2f}x compression", delta_color="off")
+    settings = run.settings
     st.caption(f"{len(epochs)} epochs in {run.result.seconds:.1f} s · learning rate "
-               f"{run.lr:g}" + (f" · {run.steps} steps, {run.schedule} schedule"
-                                if run.steps else ""))
+               f"{settings.lr:g}" + (f" · {settings.steps} steps, {settings.schedule} "
+                                     "schedule" if settings.iterative else ""))
     if epochs:
         st.plotly_chart(finetune_charts.curve(epochs, context["dense"], context["pruned"]),
                         key="ft_curve")

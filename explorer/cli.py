@@ -251,7 +251,7 @@ def cmd_broke(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from explorer.datafiles import load_data
     from explorer.evaluator import Evaluator
-    from explorer.finetune import check_inputs, default_training_data
+    from explorer.finetune import FinetuneSettings, check_inputs, default_training_data
     from explorer.retrain import retrain
     from explorer.save import check_format, check_output, check_writable, save_model
 
@@ -261,18 +261,18 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     bundle, data = _load_bundle(args.model, args.data)
     train = (load_data(args.train_data, bundle.num_classes) if args.train_data
              else default_training_data(bundle) if data is not None else None)
-    check_inputs(bundle, train, data, args.epochs, args.lr, args.iterative)
+    check_inputs(bundle, train, data)
+    settings = FinetuneSettings(args.epochs, args.lr, args.iterative, args.schedule)
     check_output(bundle, args.out)
 
-    def show(r) -> None:
+    def show(done: int, total: int, r) -> None:
         step = f" (step {r.step})" if r.step else ""
-        print(f"epoch {r.epoch}/{r.total}{step}: train loss {r.train_loss:.4f}, "
+        print(f"epoch {done}/{total}{step}: train loss {r.train_loss:.4f}, "
               f"val accuracy {r.val_accuracy:.2%}, val loss {r.val_loss:.4f}", flush=True)
 
     evaluator = Evaluator(bundle, data)
     dense, pruned = evaluator.evaluate(_load_plan(None)), evaluator.evaluate(plan)
-    run = retrain(bundle, plan, train, data, args.epochs, args.lr, args.iterative,
-                  args.schedule, progress=None if args.json else show,
+    run = retrain(bundle, plan, train, data, settings, progress=None if args.json else show,
                   scores=evaluator.scores)
     save_model(run.bundle, args.out)
     if args.json:

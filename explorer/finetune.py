@@ -7,7 +7,10 @@ Efficient Neural Networks", arXiv:1506.02626). Here the masks a plan gives
 merge plans, merged) values, the gradient of every removed entry is zeroed before each
 optimizer step and the mask is applied again after it, so Adam's momentum cannot revive a
 removed weight. Iterative pruning (prune a step, fine-tune, repeat) is in
-:mod:`explorer.iterative`.
+:mod:`explorer.iterative`. How to train — epochs, learning rate, iterative steps and their
+schedule, threads — is one value, :class:`FinetuneSettings`, that checks itself once and
+that the CLI, the app and the JSON report share. A run reports each epoch and is stopped in
+the engine's one shape (:mod:`explorer.progress`).
 
 The shared ``bundle.model`` is never written: training runs on a deep copy. The recipe is
 the demo zoo's (:mod:`explorer.train`): Adam, batches of 64, a cosine learning-rate decay
@@ -24,7 +27,7 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -41,12 +44,49 @@ from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS
 from explorer.masks import Masks, ScoreCache, masks_for
 from explorer.metrics import score_logits
 from explorer.plan import Plan
+from explorer.progress import Cancelled, Progress, stop_now, tick
 
 SEED = 0
 BATCH = 64
 THREADS = 1  # tiny models: one thread is as fast, reproducible, and fair to a busy machine
 DEFAULT_LR = 1e-3
 OVERLAP_LIMIT = 0.01  # share of validation samples allowed to appear in the training data
+SCHEDULES = ("cubic", "linear")  # of iterative pruning's sparsity (explorer.iterative)
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """How a plan is fine-tuned: ``epochs`` (per step when iterative, at most
+    :data:`MAX_FINETUNE_EPOCHS`), Adam's learning rate ``lr``, ``steps`` (None: fine-tune the
+    plan once; else prune to it in that many rounds, at most :data:`MAX_ITERATIVE_STEPS`)
+    following ``schedule`` (cubic or linear), and torch's intra-op ``threads`` for the run
+    (None: as they are). Checked when made: a value that exists is a valid one."""
+
+    epochs: int
+    lr: float = DEFAULT_LR
+    steps: int | None = None
+    schedule: str = "cubic"
+    threads: int | None = THREADS
+
+    def __post_init__(self) -> None:
+        bounded_count(self.epochs, "epochs", MAX_FINETUNE_EPOCHS)
+        if self.steps is not None:
+            bounded_count(self.steps, "steps", MAX_ITERATIVE_STEPS)
+        lr = self.lr
+        if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr)
+                                        and lr > 0):
+            raise ExplorerError(f"the learning rate must be a positive number; got {lr!r}.")
+        check_schedule(self.schedule)
+
+    @property
+    def iterative(self) -> bool:
+        return self.steps is not None
+
+    def to_dict(self) -> dict:
+        """JSON-ready, as the CLI's report and the model card give them (``schedule`` None
+        for one fine-tuning; threads are how the run is computed, not what it is)."""
+        return {"epochs_per_run": self.epochs, "lr": self.lr, "iterative_steps": self.steps,
+                "schedule": self.schedule if self.iterative else None}
 
 
 @dataclass(frozen=True)
@@ -76,9 +116,6 @@ class StepRecord:
     finetuned_accuracy: float
 
 
-Progress = Callable[[EpochRecord], None]
-
-
 @dataclass
 class FinetuneResult:
     """A fine-tuned copy of the model (eval mode, removed entries exactly zero), the masks
@@ -99,28 +136,27 @@ def finetune(
     plan: Plan,
     train: ValidationSet,
     val: ValidationSet | None,
-    epochs: int,
-    lr: float = DEFAULT_LR,
+    settings: FinetuneSettings,
     progress: Progress | None = None,
-    cancelled: Callable[[], bool] | None = None,
+    cancelled: Cancelled | None = None,
     scores: ScoreCache | None = None,
-    threads: int | None = THREADS,
 ) -> FinetuneResult:
-    """Train a copy of ``bundle.model`` pruned by ``plan`` for ``epochs`` epochs on ``train``
-    (N, *input_shape) with the plan's masks fixed; ``val`` gives the accuracy after each
-    epoch. ``progress`` gets an :class:`EpochRecord` per epoch; ``cancelled()`` is checked
-    between batches. ``scores`` (a cache on ``bundle``) reuses importance scores.
-    ``threads`` sets torch's intra-op threads of the calling thread for the run (None: as
-    they are)."""
+    """Train a copy of ``bundle.model`` pruned by ``plan`` for ``settings.epochs`` epochs
+    on ``train`` (N, *input_shape) with the plan's masks fixed; ``val`` gives the accuracy
+    after each epoch. ``progress(epoch, epochs, record)`` gets each epoch's
+    :class:`EpochRecord`; ``cancelled()`` is checked between batches. ``scores`` (a cache on
+    ``bundle``) reuses importance scores. ``settings.threads`` sets torch's intra-op threads
+    of the calling thread for the run; ``settings.steps`` is not used here (see
+    :func:`explorer.retrain.retrain`)."""
     start = time.monotonic()
-    check_inputs(bundle, train, val, epochs, lr)
+    check_inputs(bundle, train, val)
     masks = masks_for(bundle, plan, scores or ScoreCache(bundle, val))
     model = trainable_copy(bundle)
     apply_masks(model, masks, with_updates=True)
     records: list[EpochRecord] = []
-    with torch_threads(threads):
-        stopped = train_masked(model, masks, train, val, epochs, lr, records,
-                               progress=progress, cancelled=cancelled)
+    with torch_threads(settings.threads):
+        stopped = train_masked(model, masks, train, val, settings.epochs, settings.lr,
+                               records, progress=progress, cancelled=cancelled)
     return FinetuneResult(model.eval(), fixed(masks), records, [], stopped,
                           time.monotonic() - start)
 
@@ -149,23 +185,22 @@ def bounded_count(value: object, what: str, maximum: int) -> int:
     return value
 
 
-def check_inputs(
-    bundle: ModelBundle, train: ValidationSet, val: ValidationSet | None, epochs: int,
-    lr: float, steps: int | None = None,
-) -> None:
-    """Raise a clear error unless the data fit the model and the settings make sense:
-    ``epochs`` (per step) at most :data:`MAX_FINETUNE_EPOCHS`, ``steps`` (iterative; None:
-    one plan) at most :data:`MAX_ITERATIVE_STEPS`."""
+def check_schedule(kind: object) -> str:
+    """``kind`` if it is one of :data:`SCHEDULES`; else an :class:`ExplorerError`."""
+    if kind not in SCHEDULES:
+        raise ExplorerError(f"schedule must be one of {', '.join(SCHEDULES)}; got {kind!r}.")
+    return kind
+
+
+def check_inputs(bundle: ModelBundle, train: ValidationSet, val: ValidationSet | None) -> None:
+    """Raise a clear error unless there is validation data, the training data fit the
+    model and the two do not share samples (the settings check themselves:
+    :class:`FinetuneSettings`)."""
     if val is None:
         raise DataError(
             f"'{bundle.name}' has no validation data: fine-tuning needs data to train on and "
             "to measure the accuracy it wins back. Load a trained model with its data."
         )
-    bounded_count(epochs, "epochs", MAX_FINETUNE_EPOCHS)
-    if steps is not None:
-        bounded_count(steps, "steps", MAX_ITERATIVE_STEPS)
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ExplorerError(f"the learning rate must be a positive number; got {lr!r}.")
     check_compatible(bundle, train)
     shared = overlap(train, val)
     if shared > max(0, OVERLAP_LIMIT * len(val)):
@@ -248,10 +283,11 @@ def train_masked(
     total: int | None = None,
     step: int = 0,
     progress: Progress | None = None,
-    cancelled: Callable[[], bool] | None = None,
+    cancelled: Cancelled | None = None,
 ) -> bool:
     """Train ``model`` in place for ``epochs`` epochs with ``masks`` fixed; append one
-    :class:`EpochRecord` per epoch to ``records``. Returns True if cancelled."""
+    :class:`EpochRecord` per epoch to ``records`` and report it as
+    ``progress(epoch, total, record)``. Returns True if cancelled."""
     params = dict(model.named_parameters())
     keep = [(params[name], mask.to(params[name].dtype)) for name, mask in masks.masks.items()]
     opt = torch.optim.Adam([p for p in params.values() if p.requires_grad], lr=lr)
@@ -262,7 +298,7 @@ def train_masked(
         model.train()
         losses = []
         for idx in torch.randperm(len(train), generator=order).split(BATCH):
-            if cancelled is not None and cancelled():
+            if stop_now(cancelled):
                 model.eval()
                 return True
             opt.zero_grad(set_to_none=True)
@@ -286,8 +322,7 @@ def train_masked(
         acc, val_loss = accuracy(model, val)
         record = EpochRecord(len(records) + 1, total, mean, acc, val_loss, step)
         records.append(record)
-        if progress is not None:
-            progress(record)
+        tick(progress, record.epoch, record.total, record)
     return False
 
 

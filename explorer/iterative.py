@@ -15,13 +15,15 @@ layer's fraction, or the global amount). Its masks are computed from the **curre
 fine-tuned weights (scores on the retrained model, as Han et al. do), and masks only grow:
 a removed entry stays removed (for criteria that do not rank removed, zero entries lowest,
 a step may then remove a little more than its share).
+
+How many steps, which schedule and how long each fine-tuning runs come in one
+:class:`~explorer.finetune.FinetuneSettings`.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -30,15 +32,14 @@ from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import ExplorerError, PlanError
 from explorer.finetune import (
-    DEFAULT_LR,
-    THREADS,
     FinetuneResult,
-    Progress,
+    FinetuneSettings,
     StepRecord,
     accuracy,
     apply_masks,
     bundle_at,
     check_inputs,
+    check_schedule,
     fixed,
     torch_threads,
     train_masked,
@@ -46,8 +47,8 @@ from explorer.finetune import (
 )
 from explorer.masks import Masks, ScoreCache, masks_for
 from explorer.plan import Plan
+from explorer.progress import Cancelled, Progress
 
-SCHEDULES = ("cubic", "linear")
 EMPTY = torch.zeros(0, dtype=torch.long)
 
 
@@ -55,11 +56,9 @@ def schedule(steps: int, kind: str = "cubic") -> list[float]:
     """The share of the final sparsity reached after each step 1..``steps`` (the last is 1)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ExplorerError(f"steps must be a whole number of at least 1; got {steps!r}.")
-    if kind == "linear":
+    if check_schedule(kind) == "linear":
         return [t / steps for t in range(1, steps + 1)]
-    if kind == "cubic":
-        return [1 - (1 - t / steps) ** 3 for t in range(1, steps + 1)]
-    raise ExplorerError(f"schedule must be one of {', '.join(SCHEDULES)}; got {kind!r}.")
+    return [1 - (1 - t / steps) ** 3 for t in range(1, steps + 1)]
 
 
 def step_plan(plan: Plan, share: float) -> Plan:
@@ -74,42 +73,43 @@ def iterative_prune(
     plan: Plan,
     train: ValidationSet,
     val: ValidationSet | None,
-    steps: int,
-    epochs: int,
-    kind: str = "cubic",
-    lr: float = DEFAULT_LR,
+    settings: FinetuneSettings,
     progress: Progress | None = None,
-    cancelled: Callable[[], bool] | None = None,
-    threads: int | None = THREADS,
+    cancelled: Cancelled | None = None,
 ) -> FinetuneResult:
-    """Reach ``plan`` in ``steps`` prune / fine-tune rounds of ``epochs`` epochs each.
+    """Reach ``plan`` in ``settings.steps`` prune / fine-tune rounds of ``settings.epochs``
+    epochs each, the sparsity following ``settings.schedule``.
 
-    ``progress`` gets an :class:`~explorer.finetune.EpochRecord` per epoch (``step`` set);
+    ``progress(epoch, epochs, record)`` gets each epoch's
+    :class:`~explorer.finetune.EpochRecord` (``step`` set), counted over the whole run;
     ``cancelled()`` is checked between batches, and a cancelled run returns the model as
-    trained so far with the masks of the step it was in. ``threads``: as for
+    trained so far with the masks of the step it was in. ``settings.threads``: as for
     :func:`~explorer.finetune.finetune`.
     """
     start = time.monotonic()
-    check_inputs(bundle, train, val, epochs, lr, steps)
-    shares = schedule(steps, kind)
+    if settings.steps is None:
+        raise ExplorerError("Iterative pruning needs a number of steps (settings.steps); "
+                            "got None, which means fine-tuning the plan once.")
+    check_inputs(bundle, train, val)
+    shares = schedule(settings.steps, settings.schedule)
     plan.check(bundle)
     if plan.removes_nothing:
         raise PlanError("The plan removes nothing, so there is nothing to prune step by step; "
                         "choose sparsities first (or fine-tune the plan as it is).")
     model = trainable_copy(bundle)
     result = FinetuneResult(model, Masks(plan.granularity, {}, {}, {}))
-    with torch_threads(threads):
-        _rounds(bundle, plan, train, val, shares, epochs, lr, result, progress, cancelled)
+    with torch_threads(settings.threads):
+        _rounds(bundle, plan, train, val, shares, settings, result, progress, cancelled)
     result.model = model.eval()
     result.seconds = time.monotonic() - start
     return result
 
 
 def _rounds(bundle: ModelBundle, plan: Plan, train: ValidationSet, val: ValidationSet,
-            shares: list[float], epochs: int, lr: float, result: FinetuneResult,
-            progress: Progress | None, cancelled: Callable[[], bool] | None) -> None:
+            shares: list[float], settings: FinetuneSettings, result: FinetuneResult,
+            progress: Progress | None, cancelled: Cancelled | None) -> None:
     """Prune to each share of ``plan`` and fine-tune, into ``result`` (in place)."""
-    model, total = result.model, len(shares) * epochs
+    model, total = result.model, len(shares) * settings.epochs
     for step, share in enumerate(shares, start=1):
         current = bundle_at(bundle, model)
         masks = _grown(bundle, masks_for(current, step_plan(plan, share),
@@ -118,8 +118,8 @@ def _rounds(bundle: ModelBundle, plan: Plan, train: ValidationSet, val: Validati
         result.masks = fixed(masks)
         pruned_acc, _ = accuracy(model, val)
         result.cancelled = train_masked(
-            model, result.masks, train, val, epochs, lr, result.epochs, total=total,
-            step=step, progress=progress, cancelled=cancelled)
+            model, result.masks, train, val, settings.epochs, settings.lr, result.epochs,
+            total=total, step=step, progress=progress, cancelled=cancelled)
         if result.cancelled:
             break
         result.steps.append(StepRecord(step, share, _removed(bundle, result.masks),

@@ -4,13 +4,13 @@
 it runs :func:`explorer.finetune.finetune` (one plan, masks fixed) or
 :func:`explorer.iterative.iterative_prune` (prune a step, fine-tune, repeat), then wraps
 the fine-tuned weights in a new :class:`~explorer.bundle.ModelBundle` (same architecture,
-removed entries exactly zero) and measures it with the engine's own evaluator.
+removed entries exactly zero) and measures it with the engine's own evaluator. Which of the
+two, and how, is one :class:`~explorer.finetune.FinetuneSettings`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -18,39 +18,29 @@ from torch import nn
 
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
-from explorer.finetune import (
-    DEFAULT_LR,
-    FinetuneResult,
-    Progress,
-    bundle_at,
-    finetune,
-)
+from explorer.finetune import FinetuneResult, FinetuneSettings, bundle_at, finetune
 from explorer.iterative import iterative_prune
 from explorer.masks import Masks, ScoreCache
 from explorer.metrics import Metrics, metrics_from, score_logits
 from explorer.plan import Plan
+from explorer.progress import Cancelled, Progress
 
 
 @dataclass
 class Retrained:
     """A finished (or cancelled) run: the training record, the fine-tuned model as a bundle,
-    its metrics on the validation set, and the settings it ran with (``steps`` None: one
-    fine-tuning of ``plan``; else iterative with ``schedule``)."""
+    its metrics on the validation set, and the settings it ran with."""
 
     result: FinetuneResult
     bundle: ModelBundle
     metrics: Metrics
     plan: Plan
-    epochs: int
-    lr: float
-    steps: int | None = None
-    schedule: str | None = None
+    settings: FinetuneSettings
 
     def to_dict(self) -> dict:
         """JSON-ready: settings, every epoch and step, the final metrics."""
         return {
-            "plan": self.plan.to_dict(), "epochs_per_run": self.epochs, "lr": self.lr,
-            "iterative_steps": self.steps, "schedule": self.schedule,
+            "plan": self.plan.to_dict(), **self.settings.to_dict(),
             "cancelled": self.result.cancelled, "seconds": round(self.result.seconds, 3),
             "epochs": [asdict(e) for e in self.result.epochs],
             "steps": [asdict(s) for s in self.result.steps],
@@ -63,27 +53,23 @@ def retrain(
     plan: Plan,
     train: ValidationSet,
     val: ValidationSet | None,
-    epochs: int,
-    lr: float = DEFAULT_LR,
-    steps: int | None = None,
-    schedule: str = "cubic",
+    settings: FinetuneSettings,
     progress: Progress | None = None,
-    cancelled: Callable[[], bool] | None = None,
+    cancelled: Cancelled | None = None,
     scores: ScoreCache | None = None,
 ) -> Retrained:
-    """Fine-tune ``plan`` on ``bundle`` (``steps`` None) or prune to it in ``steps`` rounds
-    of ``epochs`` epochs (``schedule`` cubic or linear); see the two engines for the rest.
-    ``scores`` (a cache on ``bundle`` and ``val``) reuses the scores that already gave the
-    plan's masks; iterative pruning scores each step's retrained weights afresh."""
-    if steps is None:
-        result = finetune(bundle, plan, train, val, epochs, lr, progress=progress,
-                          cancelled=cancelled, scores=scores)
+    """Fine-tune ``plan`` on ``bundle`` (``settings.steps`` None) or prune to it in
+    ``settings.steps`` rounds; see the two engines for the rest. ``scores`` (a cache on
+    ``bundle`` and ``val``) reuses the scores that already gave the plan's masks; iterative
+    pruning scores each step's retrained weights afresh."""
+    if settings.iterative:
+        result = iterative_prune(bundle, plan, train, val, settings, progress=progress,
+                                 cancelled=cancelled)
     else:
-        result = iterative_prune(bundle, plan, train, val, steps, epochs, schedule, lr,
-                                 progress=progress, cancelled=cancelled)
-    new = finetuned_bundle(bundle, plan, result, lr)
-    return Retrained(result, new, result_metrics(new, result.masks, val), plan, epochs, lr,
-                     steps, schedule if steps is not None else None)
+        result = finetune(bundle, plan, train, val, settings, progress=progress,
+                          cancelled=cancelled, scores=scores)
+    new = finetuned_bundle(bundle, plan, result, settings)
+    return Retrained(result, new, result_metrics(new, result.masks, val), plan, settings)
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -96,14 +82,14 @@ def weights_digest(model: nn.Module) -> str:
 
 
 def finetuned_bundle(bundle: ModelBundle, plan: Plan, result: FinetuneResult,
-                     lr: float | None = None) -> ModelBundle:
-    """The fine-tuned model as a bundle to explore, named after its origin and weights."""
+                     settings: FinetuneSettings) -> ModelBundle:
+    """The fine-tuned model as a bundle to explore, named after its origin and weights; its
+    card says where it came from, the settings asked for and what was run (``epochs`` and
+    ``iterative_steps`` done, fewer when cancelled)."""
     card = {**{k: v for k, v in bundle.card.items() if k != "validation_accuracy"},
             "finetuned_from": bundle.name, "plan": plan.to_dict(),
-            "epochs": len(result.epochs), "iterative_steps": len(result.steps),
-            "cancelled": result.cancelled}
-    if lr is not None:
-        card["lr"] = lr
+            "settings": settings.to_dict(), "epochs": len(result.epochs),
+            "iterative_steps": len(result.steps), "cancelled": result.cancelled}
     name = f"{bundle.name} fine-tuned {weights_digest(result.model)}"
     return bundle_at(bundle, result.model, name=name, card=card, source="finetuned")
 

@@ -16,6 +16,7 @@ from torch.nn.utils import prune
 
 from explorer.data import digits_train
 from explorer.evaluator import Evaluator
+from explorer.finetune import FinetuneSettings
 from explorer.plan import Plan
 from explorer.retrain import retrain
 from explorer.ui.format import percent
@@ -40,7 +41,7 @@ def test_a_run_shows_its_result_and_becomes_a_model_to_explore(open_page, charts
     assert not at.exception and not at.error
     finished(at)
 
-    engine = retrain(mlp, PLAN, digits_train(), digits, epochs=3)
+    engine = retrain(mlp, PLAN, digits_train(), digits, FinetuneSettings(3))
     pruned = Evaluator(mlp, digits).evaluate(PLAN).accuracy
     assert metric(at, "Fine-tuned accuracy") == percent(engine.metrics.accuracy)
     assert metric(at, "Pruned, not fine-tuned") == percent(pruned)

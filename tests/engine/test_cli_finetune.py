@@ -40,6 +40,8 @@ def test_finetune_round_trip_through_evaluate(mlp, tmp_path, plan_file):
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3]
+    assert {k: report[k] for k in ("epochs_per_run", "lr", "iterative_steps", "schedule")} == {
+        "epochs_per_run": 3, "lr": 1e-3, "iterative_steps": None, "schedule": None}
     assert report["epochs"][-1]["val_accuracy"] == report["finetuned"]["accuracy"]
     assert report["pruned"]["accuracy"] < report["dense"]["accuracy"]
 

@@ -21,9 +21,10 @@ from explorer.data import digits_train
 from explorer.datafiles import load_data
 from explorer.errors import DataError, ExplorerError, ModelError, PlanError
 from explorer.evaluator import Evaluator
-from explorer.finetune import bundle_at, finetune, overlap
+from explorer.finetune import FinetuneSettings, bundle_at, finetune, overlap
 from explorer.io import load_model
 from explorer.iterative import iterative_prune, schedule
+from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS
 from explorer.plan import Plan
 from explorer.retrain import plan_reproduces, retrain
 from explorer.save import save_model
@@ -55,8 +56,13 @@ def state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def test_pruned_weights_stay_zero_and_the_rest_learn(mlp, digits, train):
     before = state(mlp.model)
-    seen = []
-    result = finetune(mlp, MLP_PLAN, train, digits, epochs=3, progress=seen.append)
+    seen, counts = [], []
+
+    def progress(done, total, record):
+        counts.append((done, total))
+        seen.append(record)
+
+    result = finetune(mlp, MLP_PLAN, train, digits, FinetuneSettings(3), progress=progress)
     assert all(torch.equal(v, mlp.model.state_dict()[k]) for k, v in before.items()), \
         "the shared model was written"
     tuned = dict(result.model.named_parameters())
@@ -64,14 +70,14 @@ def test_pruned_weights_stay_zero_and_the_rest_learn(mlp, digits, train):
         assert torch.count_nonzero(tuned[name][~keep]) == 0, name
         assert not torch.equal(tuned[name][keep], before[name][keep]), f"{name} did not train"
     assert not torch.equal(tuned["fc3.weight"], before["fc3.weight"])  # unpruned layers train
-    assert [(r.epoch, r.total) for r in seen] == [(1, 3), (2, 3), (3, 3)]
+    assert [(r.epoch, r.total) for r in seen] == counts == [(1, 3), (2, 3), (3, 3)]
     assert result.epochs == seen and not result.cancelled
 
 
 def test_fine_tuning_wins_accuracy_back(mlp, digits, train):
     plan = Plan(scope="global", amount=0.9)
     pruned = Evaluator(mlp, digits).evaluate(plan).accuracy
-    result = finetune(mlp, plan, train, digits, epochs=5)
+    result = finetune(mlp, plan, train, digits, FinetuneSettings(5))
     # the accuracy recorded each epoch is the model's own on the validation images
     correct = int((result.model(digits.x).argmax(1) == digits.y).sum())
     assert result.epochs[-1].val_accuracy == correct / len(digits)
@@ -81,7 +87,7 @@ def test_fine_tuning_wins_accuracy_back(mlp, digits, train):
 def test_a_neuron_plan_on_a_resnet_keeps_every_coupled_slice_zero(resnet, digits, train):
     plan = Plan(granularity="neurons", criterion="l1", scope="global", amount=0.4)
     masks = Evaluator(resnet, digits).masks(plan)
-    result = finetune(resnet, plan, train, digits, epochs=1)
+    result = finetune(resnet, plan, train, digits, FinetuneSettings(1))
     tuned = dict(result.model.named_parameters())
     assert any("bn" in n for n in masks.masks)  # BatchNorm entries follow their channels
     for name, keep in masks.masks.items():
@@ -98,7 +104,7 @@ def test_a_merge_plan_starts_from_its_merged_values(mlp, digits, train):
                 sparsity={"fc1": 0.3})
     masks = Evaluator(mlp, digits).masks(plan)
     assert masks.updates
-    result = finetune(mlp, plan, train, digits, epochs=2, cancelled=lambda: True)
+    result = finetune(mlp, plan, train, digits, FinetuneSettings(2), cancelled=lambda: True)
     assert result.cancelled and result.epochs == []
     want = {**dict(mlp.model.named_parameters()), **masks.apply(mlp.params())}
     for name, p in result.model.named_parameters():
@@ -108,7 +114,8 @@ def test_a_merge_plan_starts_from_its_merged_values(mlp, digits, train):
 
 def test_a_run_cancelled_at_once_is_the_pruned_model_buffers_and_all(resnet, digits, train):
     plan = Plan(scope="global", amount=0.5)
-    result = finetune(resnet, plan, train, digits, epochs=3, cancelled=lambda: True)
+    result = finetune(resnet, plan, train, digits, FinetuneSettings(3),
+                      cancelled=lambda: True)
     pruned = {**resnet.model.state_dict(), **Evaluator(resnet, digits).masks(plan).apply(
         resnet.params())}
     got = result.model.state_dict()
@@ -119,7 +126,8 @@ def test_a_run_cancelled_at_once_is_the_pruned_model_buffers_and_all(resnet, dig
 
 def test_cancel_keeps_what_was_trained_so_far(mlp, digits, train):
     seen = []
-    result = finetune(mlp, MLP_PLAN, train, digits, epochs=50, progress=seen.append,
+    result = finetune(mlp, MLP_PLAN, train, digits, FinetuneSettings(50),
+                      progress=lambda done, total, record: seen.append(record),
                       cancelled=lambda: len(seen) >= 2)
     assert result.cancelled and len(result.epochs) == 2
     correct = int((result.model(digits.x).argmax(1) == digits.y).sum())
@@ -129,8 +137,8 @@ def test_cancel_keeps_what_was_trained_so_far(mlp, digits, train):
 
 
 def test_a_rerun_reproduces_the_same_weights(mlp, digits, train):
-    a = finetune(mlp, MLP_PLAN, train, digits, epochs=2)
-    b = finetune(mlp, MLP_PLAN, train, digits, epochs=2)
+    a = finetune(mlp, MLP_PLAN, train, digits, FinetuneSettings(2))
+    b = finetune(mlp, MLP_PLAN, train, digits, FinetuneSettings(2))
     for (name, p), q in zip(a.model.named_parameters(), b.model.parameters(), strict=True):
         assert torch.equal(p, q), name
 
@@ -149,9 +157,35 @@ def test_schedules_follow_their_formulas():
         schedule(0)
 
 
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"epochs": 0}, f"epochs must be a whole number from 1 to {MAX_FINETUNE_EPOCHS:,}"),
+    ({"epochs": MAX_FINETUNE_EPOCHS + 1}, "epochs must be a whole number"),
+    ({"epochs": 2.0}, "epochs must be a whole number"),
+    ({"epochs": 1, "steps": 0}, f"steps must be a whole number from 1 to {MAX_ITERATIVE_STEPS}"),
+    ({"epochs": 1, "steps": MAX_ITERATIVE_STEPS + 1}, "steps must be a whole number"),
+    ({"epochs": 1, "lr": float("nan")}, "learning rate must be a positive number"),
+    ({"epochs": 1, "lr": 0.0}, "learning rate must be a positive number"),
+    ({"epochs": 1, "lr": True}, "learning rate must be a positive number"),
+    ({"epochs": 1, "steps": 3, "schedule": "exponential"},
+     "schedule must be one of cubic, linear; got 'exponential'"),
+])
+def test_settings_check_themselves_when_made(settings, message):
+    with pytest.raises(ExplorerError, match=message):
+        FinetuneSettings(**settings)
+
+
+def test_settings_give_the_report_keys_the_cli_always_printed():
+    assert FinetuneSettings(3).to_dict() == {
+        "epochs_per_run": 3, "lr": 1e-3, "iterative_steps": None, "schedule": None}
+    assert FinetuneSettings(2, 3e-4, 5, "linear").to_dict() == {
+        "epochs_per_run": 2, "lr": 3e-4, "iterative_steps": 5, "schedule": "linear"}
+    assert FinetuneSettings(MAX_FINETUNE_EPOCHS, steps=MAX_ITERATIVE_STEPS).iterative
+
+
 def test_iterative_steps_remove_their_share_and_masks_only_grow(mlp, digits, train):
     plan = Plan(criterion="random", sparsity={"fc1": 0.6, "fc2": 0.6})
-    result = iterative_prune(mlp, plan, train, digits, steps=3, epochs=1, kind="linear")
+    result = iterative_prune(mlp, plan, train, digits,
+                             FinetuneSettings(1, steps=3, schedule="linear"))
     sizes = {la: math.prod(mlp.layer(la).weight_shape) for la in ("fc1", "fc2")}
     total = sum(math.prod(la.weight_shape) for la in mlp.layers)
     for rec in result.steps:
@@ -172,7 +206,7 @@ def test_han_et_al_2015_on_digits_mlp(mlp, digits, train):
     evaluator = Evaluator(mlp, digits)
     dense = evaluator.evaluate(Plan()).accuracy
     one_shot = evaluator.evaluate(HAN_PLAN).accuracy
-    run = retrain(mlp, HAN_PLAN, train, digits, epochs=8, steps=5, schedule="cubic")
+    run = retrain(mlp, HAN_PLAN, train, digits, FinetuneSettings(8, steps=5, schedule="cubic"))
     seconds = time.monotonic() - start
 
     tuned = dict(run.result.model.named_parameters())
@@ -192,7 +226,11 @@ def test_han_et_al_2015_on_digits_mlp(mlp, digits, train):
 
 
 def test_the_result_is_a_model_to_explore_and_save(mlp, digits, train, tmp_path):
-    run = retrain(mlp, MLP_PLAN, train, digits, epochs=2)
+    run = retrain(mlp, MLP_PLAN, train, digits, FinetuneSettings(2))
+    report = run.to_dict()
+    assert list(report)[:5] == ["plan", "epochs_per_run", "lr", "iterative_steps", "schedule"]
+    assert run.bundle.card["settings"] == FinetuneSettings(2).to_dict()
+    assert run.bundle.card["epochs"] == len(report["epochs"]) == 2
     assert run.bundle.layer_names == mlp.layer_names and run.bundle.flops == mlp.flops
     assert run.bundle.name.startswith("digits-mlp fine-tuned ")
     dense_plan = Evaluator(run.bundle, digits).evaluate(Plan())
@@ -214,7 +252,7 @@ def test_a_model_known_only_as_a_graph_is_saved_as_a_program(mlp, digits, train,
     torch.export.save(torch.export.export(mlp.model, (digits.x[:2],),
                                           dynamic_shapes=({0: batch},)), path)
     graph = load_model(path)
-    run = retrain(graph, MLP_PLAN, train, digits, epochs=1)
+    run = retrain(graph, MLP_PLAN, train, digits, FinetuneSettings(1))
     with pytest.raises(ModelError, match="not a demo architecture"):
         save_model(run.bundle, tmp_path / "out.safetensors")
     loaded = load_model(save_model(run.bundle, tmp_path / "out.pt2"))
@@ -234,22 +272,25 @@ class NoGrad(nn.Module):
 
 
 def test_bad_inputs_get_clear_errors(mlp, digits, train, tmp_path):
+    one = FinetuneSettings(1)
     with pytest.raises(DataError, match="no validation data"):
-        finetune(mlp, MLP_PLAN, train, None, epochs=1)
+        finetune(mlp, MLP_PLAN, train, None, one)
     with pytest.raises(ExplorerError, match="epochs must be"):
-        finetune(mlp, MLP_PLAN, train, digits, epochs=0)
+        finetune(mlp, MLP_PLAN, train, digits, FinetuneSettings(0))
     with pytest.raises(ExplorerError, match="learning rate must be"):
-        finetune(mlp, MLP_PLAN, train, digits, epochs=1, lr=-1.0)
+        finetune(mlp, MLP_PLAN, train, digits, FinetuneSettings(1, lr=-1.0))
     with pytest.raises(DataError, match="360 of the 360 validation samples"):
-        finetune(mlp, MLP_PLAN, digits, digits, epochs=1)
+        finetune(mlp, MLP_PLAN, digits, digits, one)
     assert overlap(train, digits) == 0
     import numpy as np
 
     np.savez(tmp_path / "flat.npz", x=train.x.flatten(1).numpy(), y=train.y.numpy())
     with pytest.raises(DataError, match=r"Reshape x to \(N, 1, 8, 8\)"):
-        finetune(mlp, MLP_PLAN, load_data(tmp_path / "flat.npz"), digits, epochs=1)
+        finetune(mlp, MLP_PLAN, load_data(tmp_path / "flat.npz"), digits, one)
     with pytest.raises(PlanError, match="removes nothing"):
-        iterative_prune(mlp, Plan(), train, digits, steps=3, epochs=1)
+        iterative_prune(mlp, Plan(), train, digits, FinetuneSettings(1, steps=3))
+    with pytest.raises(ExplorerError, match="Iterative pruning needs a number of steps"):
+        iterative_prune(mlp, MLP_PLAN, train, digits, one)
     frozen = bundle_from_module(NoGrad().eval(), "frozen", (1, 8, 8), source="file")
     with pytest.raises(ModelError, match="cannot be trained here"):
-        finetune(frozen, Plan(), train, digits, epochs=1)
+        finetune(frozen, Plan(), train, digits, one)
