@@ -174,7 +174,7 @@ def _serve() -> int:
     """The server: warm imports, then one forked child per request, until stdin closes."""
     import torch  # noqa: F401  (what every child needs, imported once)
 
-    import explorer.io  # noqa: F401
+    import explorer.convert  # noqa: F401
 
     requests = sys.stdin.buffer
     replies = os.fdopen(os.dup(1), "wb")
@@ -270,7 +270,7 @@ def convert(
     import torch
 
     from explorer.bundle import export_program
-    from explorer.io import exported_module, torchscript_module
+    from explorer.convert import exported_module, torchscript_module
 
     shape = tuple(input_shape) if input_shape else None
     load = torchscript_module if kind == "torchscript" else exported_module
