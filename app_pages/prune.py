@@ -24,18 +24,10 @@ GRANULARITY_KEY, CRITERION_KEY, SCOPE_KEY, MERGE_KEY = (
 
 
 def _on_kind() -> None:
-    granularity = st.session_state[GRANULARITY_KEY]
-    criteria = criterion_names(granularity)
-    criterion = st.session_state[CRITERION_KEY]
-    if criterion not in criteria:
-        criterion = criteria[0]
-    old = session.plan
-    keep = {name: old.fraction(name) for name in bundle.prunable_layers(granularity)}
-    merge = (granularity, criterion) == ("neurons", "redundancy") and bool(
-        st.session_state.get(MERGE_KEY, old.merge))
-    state.set_plan(Plan(granularity=granularity, criterion=criterion,
-                        scope=st.session_state[SCOPE_KEY], sparsity=keep, amount=old.amount,
-                        layers=old.layers, merge=merge))
+    plan = session.plan
+    state.set_plan(plan.with_choices(
+        bundle, st.session_state[GRANULARITY_KEY], st.session_state[CRITERION_KEY],
+        st.session_state[SCOPE_KEY], bool(st.session_state.get(MERGE_KEY, plan.merge))))
 
 
 def _on_layer(name: str) -> None:

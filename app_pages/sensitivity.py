@@ -11,14 +11,20 @@ charts.
 """
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import streamlit as st
 import torch
 
 from explorer.evaluator import Evaluator
 from explorer.plan import GRANULARITIES, Plan, criterion_names
-from explorer.sensitivity import DEFAULT_GRID, Sensitivity, sensitivity
+from explorer.sensitivity import (
+    DEFAULT_GRID,
+    Sensitivity,
+    base_problem,
+    scan_base,
+    sensitivity,
+)
 from explorer.ui import jobs, scan_cache, sensitivity_charts, state, suggest_view, texts
 from explorer.ui.decision_split import judge_of, note
 from explorer.ui.format import percent
@@ -52,23 +58,6 @@ JOB = f"sensitivity::{session.model_id}"
 judge = judge_of(session)  # the scan runs on its calibration part
 scans = scan_cache.shared_scans()
 shown_by_model = st.session_state.setdefault(SHOWN, {})
-
-
-def _plan_base_problem(plan: Plan, granularity: str) -> str | None:
-    """Why the current plan cannot set the other layers of a ``granularity`` scan (or None)."""
-    if plan.scope != "layer":
-        return ("Your current plan is a global plan: it has no per-layer fractions to keep "
-                "the other layers at. Use a per-layer plan (Prune page) or the dense base.")
-    if plan.granularity != granularity:
-        return (f"Your current plan prunes {plan.granularity}, this scan {granularity}: "
-                "the base must prune the same kind.")
-    return None
-
-
-def _base(plan: Plan, choice: str, granularity: str, criterion: str) -> Plan:
-    if choice == DENSE_BASE:
-        return Plan(granularity=granularity, criterion=criterion)
-    return replace(plan, criterion=criterion, merge=plan.merge and criterion == "redundancy")
 
 
 def _work(key: tuple, evaluator: Evaluator, base: Plan, grid: tuple[float, ...]) -> jobs.Work:
@@ -199,7 +188,7 @@ with left:
     choice = st.radio("Other layers", (DENSE_BASE, PLAN_BASE), key="sens_base",
                       persist_state="session",
                       help="while one unit is swept, the others are dense or as in your plan")
-    problem = _plan_base_problem(plan, granularity) if choice == PLAN_BASE else None
+    problem = base_problem(plan, granularity) if choice == PLAN_BASE else None
     if problem:
         st.warning(problem)
     elif choice == PLAN_BASE and plan.criterion != criterion:
@@ -208,7 +197,8 @@ with left:
     if not units:
         st.error(f"No layer of {bundle.name} can lose {granularity}.")
     grid = STEPS[step]
-    base = _base(plan, DENSE_BASE if problem else choice, granularity, criterion)
+    base = scan_base(plan if choice == PLAN_BASE and not problem else None, granularity,
+                     criterion)
     key = (session.key, granularity, criterion, grid, base.key)
     st.caption(f"{len(units)} units x {len(grid)} fractions = {len(units) * len(grid)} "
                "evaluations" + (f"; {len(skipped)} layers skipped" if skipped else ""))

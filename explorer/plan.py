@@ -170,6 +170,25 @@ class Plan:
         """A copy with one layer's fraction changed (the other layers keep theirs)."""
         return replace(self, sparsity={**self.sparsity, layer: fraction})
 
+    def with_choices(self, bundle: ModelBundle, granularity: str, criterion: str,
+                     scope: str, merge: bool) -> Plan:
+        """The plan after the user picks another granularity, criterion, scope or merge.
+
+        Each layer the new granularity may prune keeps its fraction (the layers of a coupled
+        group take their largest, as they must lose the same neurons); a criterion the
+        granularity does not have becomes its default; merge stays only where it applies
+        (neurons by redundancy). The global amount and layers are kept for a switch back.
+        """
+        if criterion not in criterion_names(granularity):
+            criterion = DEFAULT_CRITERION[granularity]
+        sparsity = {}
+        for layers in bundle.units(granularity).values():
+            fraction = max(self.fraction(name) for name in layers)
+            sparsity.update(dict.fromkeys(layers, fraction))
+        return Plan(granularity=granularity, criterion=criterion, scope=scope,
+                    sparsity=sparsity, amount=self.amount, layers=self.layers,
+                    merge=merge and (granularity, criterion) == ("neurons", "redundancy"))
+
     def fraction(self, layer: str) -> float:
         return self.sparsity.get(layer, 0.0)
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from explorer.compare import base_plan, checked_grid
+from explorer.compare import checked_grid
+from explorer.errors import PlanError
 from explorer.evaluator import Evaluator
 from explorer.plan import Plan
 from explorer.progress import Cancelled, Progress, stop_now
@@ -98,6 +99,29 @@ class Sensitivity:
         }
 
 
+def base_problem(plan: Plan, granularity: str) -> str | None:
+    """Why ``plan`` cannot set the other layers of a ``granularity`` scan (None: it can)."""
+    if plan.scope != "layer":
+        return ("Your current plan is a global plan: it has no per-layer fractions to keep "
+                "the other layers at. Use a per-layer plan (Prune page) or the dense base.")
+    if plan.granularity != granularity:
+        return (f"Your current plan prunes {plan.granularity}, this scan {granularity}: "
+                "the base must prune the same kind.")
+    return None
+
+
+def scan_base(plan: Plan | None, granularity: str, criterion: str) -> Plan:
+    """What a scan keeps the other layers at: dense (``plan`` None) or ``plan``'s fractions,
+    scored by ``criterion`` (merge stays only with redundancy); a plan that cannot be a base
+    raises :class:`PlanError` saying why (:func:`base_problem`)."""
+    if plan is None:
+        return Plan(granularity=granularity, criterion=criterion)
+    problem = base_problem(plan, granularity)
+    if problem is not None:
+        raise PlanError(problem)
+    return replace(plan, criterion=criterion, merge=plan.merge and criterion == "redundancy")
+
+
 def sensitivity(
     evaluator: Evaluator,
     granularity: str,
@@ -128,7 +152,7 @@ def sensitivity(
         PlanError: a bad granularity, criterion, grid or base plan.
     """
     grid = tuple(checked_grid(granularity, grid))
-    base = replace(base_plan(base, granularity), criterion=criterion)
+    base = scan_base(base, granularity, criterion)
     base.check(evaluator.bundle)
     units = evaluator.bundle.units(granularity)
     skipped = evaluator.bundle.unprunable(granularity)

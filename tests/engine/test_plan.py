@@ -90,3 +90,20 @@ def test_a_plans_identity_is_one_canonical_key():
     c = a.with_sparsity("features.0", 0.6)
     assert c != a and c.key != a.key and a.fraction("features.0") == 0.5
     assert "key" not in a.to_dict() and "key=" not in repr(a)
+
+
+def test_changing_granularity_keeps_fractions_and_couples_groups(resnet):
+    """The Prune page's granularity / criterion / scope change, as the engine does it."""
+    coupled = next(layers for layers in resnet.units("neurons").values() if len(layers) > 1)
+    fixed = next(iter(resnet.unprunable("neurons")))
+    weights = Plan(sparsity={coupled[0]: 0.2, coupled[1]: 0.6, fixed: 0.5})
+    neurons = weights.with_choices(resnet, "neurons", "magnitude", "layer", merge=False)
+    assert neurons.criterion == "l1"  # magnitude is no neuron criterion: the default
+    assert {neurons.fraction(n) for n in coupled} == {0.6}  # the group's largest
+    assert neurons.fraction(fixed) == 0.0  # its neurons cannot be removed
+    neurons.check(resnet)  # a plan the model accepts, not one reset on the next run
+    back = neurons.with_choices(resnet, "weights", "l1", "layer", merge=True)
+    assert (back.criterion, back.merge) == ("magnitude", False)
+    assert all(back.fraction(n) == 0.6 for n in coupled)
+    merged = neurons.with_choices(resnet, "neurons", "redundancy", "global", merge=True)
+    assert (merged.scope, merged.merge, merged.amount) == ("global", True, neurons.amount)

@@ -12,7 +12,7 @@ from explorer.data import split_for_decisions
 from explorer.errors import PlanError
 from explorer.evaluator import Evaluator
 from explorer.plan import Plan
-from explorer.sensitivity import DEFAULT_GRID, sensitivity
+from explorer.sensitivity import DEFAULT_GRID, base_problem, scan_base, sensitivity
 
 GRID = (0.0, 0.3, 0.7)
 
@@ -191,3 +191,20 @@ def test_cli_takes_granularity_and_criterion_from_the_plan(tmp_path):
     assert "sensitivity of neurons by l2" in out.stdout and "removed" in out.stdout
     bad = run_cli("sensitivity", "--model", "digits-cnn", "--grid", "0,x")
     assert bad.returncode == 2 and "--grid" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_scan_base_is_chosen_by_the_engine(cnn, digits):
+    """The Sensitivity page's "other layers" choice: dense, or the plan's fractions."""
+    plan = Plan(granularity="neurons", criterion="redundancy", merge=True,
+                sparsity={"features.0": 0.25})
+    assert scan_base(None, "weights", "taylor") == Plan(criterion="taylor")
+    base = scan_base(plan, "neurons", "l2")
+    assert (base.criterion, base.merge, base.fraction("features.0")) == ("l2", False, 0.25)
+    assert scan_base(plan, "neurons", "redundancy").merge
+    assert base_problem(plan, "neurons") is None
+    assert "prunes neurons, this scan weights" in base_problem(plan, "weights")
+    assert "global plan" in base_problem(Plan(scope="global", amount=0.5), "weights")
+    with pytest.raises(PlanError, match="global plan"):
+        scan_base(Plan(scope="global", amount=0.5), "weights", "magnitude")
+    result = sensitivity(Evaluator(cnn, digits), "neurons", "l2", (0.0, 0.5), base=plan)
+    assert result.base == base
