@@ -13,9 +13,8 @@ from explorer.metrics import Metrics
 from explorer.plan import GRANULARITIES, Plan
 from explorer.tradeoff import BaselineCurves, baseline_curves, decision_front
 from explorer.ui import pins, state, texts, tradeoff_charts
-from explorer.ui.charts import describe
 from explorer.ui.decision_split import judge_of, note
-from explorer.ui.format import compressed_bytes, count, nbytes, percent, with_interval
+from explorer.ui.format import compressed_bytes, count, describe, nbytes, percent, with_interval
 from explorer.ui.layout import page_setup
 
 

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from explorer.stats import ActivationStats
-from explorer.ui.charts import KEPT, PRUNED
+from explorer.ui.chart_style import KEPT, PRUNED
 from explorer.ui.weight_charts import LEGEND
 
 

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import torch
 
 from explorer.breakage import Breakage, Flip
-from explorer.ui.charts import DENSE, PRUNED
+from explorer.ui.chart_style import DENSE, PRUNED
 
 THUMBNAIL_PX = 120  # an 8x8 digit becomes 120x120 pixels: 15x15 per pixel, no blur
 MIN_FLAT_SIDE = 8  # flat samples of at least 8x8 = 64 values that form a square are images

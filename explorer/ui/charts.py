@@ -1,4 +1,4 @@
-"""Plotly figures the pages draw. Small on the wire: they take pre-binned or per-layer data."""
+"""The Prune page's figures: what each layer keeps, and the plans tried so far vs their cost."""
 
 from __future__ import annotations
 
@@ -7,15 +7,8 @@ from plotly.subplots import make_subplots
 
 from explorer.metrics import Metrics
 from explorer.plan import Plan
-from explorer.ui.format import compressed_bytes
-
-KEPT, PRUNED, DENSE = "#4C78A8", "#E45756", "#9D9D9D"
-
-
-def compact(fig: go.Figure, height: int) -> go.Figure:
-    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      showlegend=True, legend={"orientation": "h", "y": -0.2})
-    return fig
+from explorer.ui.chart_style import DENSE, KEPT, PRUNED, compact
+from explorer.ui.format import compressed_bytes, describe
 
 
 def per_layer(metrics: Metrics) -> go.Figure:
@@ -65,11 +58,3 @@ def tradeoff(history: list[tuple[Plan, Metrics]], current: Plan, dense: Metrics)
     fig.update_xaxes(type="log")
     fig.update_yaxes(title_text="accuracy (%)", row=1, col=1)
     return compact(fig, 340)
-
-
-def describe(plan: Plan) -> str:
-    """A one-line label of a plan for hover text and tables."""
-    if plan.scope == "global":
-        return f"{plan.granularity}/{plan.criterion}: {plan.amount:.0%} global"
-    parts = [f"{k} {v:.0%}" for k, v in plan.sparsity.items() if v > 0]
-    return f"{plan.granularity}/{plan.criterion}: " + (", ".join(parts) or "dense")

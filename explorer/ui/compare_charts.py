@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from explorer.compare import Point
-from explorer.ui.charts import DENSE
+from explorer.ui.chart_style import DENSE
 
 CONTROL = "random"  # drawn dashed and grey: the line every criterion must stay above
 

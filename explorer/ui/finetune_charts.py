@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from explorer.finetune import EpochRecord, StepRecord
-from explorer.ui.charts import DENSE, KEPT, PRUNED
+from explorer.ui.chart_style import DENSE, KEPT, PRUNED
 
 LOSS = "#F58518"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from explorer.metrics import Metrics
+from explorer.plan import Plan
 
 
 def percent(value: float, digits: int = 2) -> str:
@@ -32,3 +33,11 @@ def with_interval(metrics: Metrics) -> str:
     """Accuracy with its 95% Wilson interval: ``95.51% [91.4-97.7]``."""
     lo, hi = metrics.accuracy_ci
     return f"{percent(metrics.accuracy)} [{lo * 100:.1f}-{hi * 100:.1f}]"
+
+
+def describe(plan: Plan) -> str:
+    """A one-line label of a plan for hover text and tables."""
+    if plan.scope == "global":
+        return f"{plan.granularity}/{plan.criterion}: {plan.amount:.0%} global"
+    parts = [f"{k} {v:.0%}" for k, v in plan.sparsity.items() if v > 0]
+    return f"{plan.granularity}/{plan.criterion}: " + (", ".join(parts) or "dense")

@@ -21,7 +21,7 @@ from explorer.sensitivity import Sensitivity
 from explorer.suggest import Suggestion, suggest
 from explorer.targets import Target
 from explorer.ui import state
-from explorer.ui.charts import DENSE, KEPT, PRUNED, compact
+from explorer.ui.chart_style import DENSE, KEPT, PRUNED, compact
 from explorer.ui.decision_split import judge_of, note
 from explorer.ui.format import compressed_bytes, count, nbytes, percent, with_interval
 from explorer.ui.state import Session

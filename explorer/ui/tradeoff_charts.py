@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from explorer.decisions import SplitMetrics
 from explorer.metrics import Metrics
 from explorer.tradeoff import CurvePoint
-from explorer.ui.charts import DENSE, KEPT, PRUNED, compact
+from explorer.ui.chart_style import DENSE, KEPT, PRUNED, compact
 from explorer.ui.format import compressed_bytes
 
 FRONT = "#F58518"

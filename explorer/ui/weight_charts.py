@@ -19,7 +19,7 @@ from explorer.bundle import ModelBundle
 from explorer.masks import ScoreCache, removal_counts
 from explorer.plan import Plan
 from explorer.stats import Histogram
-from explorer.ui.charts import KEPT, PRUNED
+from explorer.ui.chart_style import KEPT, PRUNED
 
 GRID_COLUMNS = 4
 THRESHOLD = "#222222"

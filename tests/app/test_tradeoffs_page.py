@@ -14,7 +14,7 @@ from explorer.data import split_for_decisions
 from explorer.evaluator import Evaluator, full_forward_logits
 from explorer.plan import Plan
 from explorer.tradeoff import BLALOCK_RATIOS
-from explorer.ui.charts import describe
+from explorer.ui.format import describe
 
 CNN = "digits-cnn"
 PLANS = [
