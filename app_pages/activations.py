@@ -2,7 +2,7 @@
 
 A click on a neuron's bar in the per-neuron chart (mean |a| or APoZ) stores
 ``st.session_state["act_neuron"] = {"layer": name, "neuron": index}`` and opens that
-neuron's drill-down (explorer.ui.drilldown_view, shared with the Similarity page).
+neuron's drill-down (explorer.ui.views.drilldown, shared with the Similarity page).
 """
 
 from functools import partial
@@ -13,10 +13,12 @@ import streamlit as st
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import ExplorerError
-from explorer.stats import ActivationStats, activation_stats
-from explorer.ui import activation_charts, drilldown_view, state, texts
+from explorer.look.stats import ActivationStats, activation_stats
+from explorer.ui import state, texts
+from explorer.ui.charts import activations as activation_charts
 from explorer.ui.format import count, percent
 from explorer.ui.layout import page_setup
+from explorer.ui.views import drilldown as drilldown_view
 
 DEAD_LISTED = 200  # indices listed in full; beyond that, a count of the rest
 NEURON_KEY = "act_neuron"

@@ -3,10 +3,11 @@
 import pandas as pd
 import streamlit as st
 
-from explorer.breakage import FLIP_KINDS, Breakage, breakage
+from explorer.decide.breakage import FLIP_KINDS, Breakage, breakage
 from explorer.errors import ExplorerError
 from explorer.plan import Plan
-from explorer.ui import broke_charts, texts
+from explorer.ui import texts
+from explorer.ui.charts import broke as broke_charts
 from explorer.ui.format import percent
 from explorer.ui.layout import page_setup
 

@@ -6,11 +6,12 @@ import time
 import pandas as pd
 import streamlit as st
 
-from explorer import compare
+from explorer.decide import compare_criteria as compare
 from explorer.errors import ExplorerError
 from explorer.graph import Layer
 from explorer.plan import GRANULARITIES, criterion_names
-from explorer.ui import compare_charts, texts
+from explorer.ui import texts
+from explorer.ui.charts import compare as compare_charts
 from explorer.ui.format import percent
 from explorer.ui.layout import page_setup
 

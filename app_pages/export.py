@@ -8,11 +8,12 @@ import pandas as pd
 import streamlit as st
 
 from explorer.errors import ExplorerError
-from explorer.export import ExportFiles, export_files, reload_metrics, zip_files
+from explorer.export.outputs import ExportFiles, export_files, reload_metrics, zip_files
 from explorer.metrics import Metrics
-from explorer.ui import jobs, metric_cards, texts
+from explorer.ui import jobs, texts
 from explorer.ui.format import count, percent
 from explorer.ui.layout import page_setup, plan_summary
+from explorer.ui.views import metric_cards
 
 CACHE = "ex_files"  # session key: {(model key, plan JSON): ExportFiles}, newest last
 CACHE_KEPT = 2  # a ResNet-18's weights are ~45 MB per file: keep few

@@ -2,13 +2,19 @@
 
 import streamlit as st
 
-from explorer.datafiles import load_data_bytes
 from explorer.errors import ExplorerError
-from explorer.finetune import DEFAULT_LR, SCHEDULES, FinetuneSettings, default_training_data
+from explorer.export.save import default_suffix, model_bytes
+from explorer.finetune.fixed_masks import (
+    DEFAULT_LR,
+    SCHEDULES,
+    FinetuneSettings,
+    default_training_data,
+)
+from explorer.finetune.retrain import Retrained, plan_reproduces, retrain
 from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS
-from explorer.retrain import Retrained, plan_reproduces, retrain
-from explorer.save import default_suffix, model_bytes
-from explorer.ui import finetune_charts, jobs, state, texts
+from explorer.load.data_file import load_data_bytes
+from explorer.ui import jobs, state, texts
+from explorer.ui.charts import finetune as finetune_charts
 from explorer.ui.format import count, percent
 from explorer.ui.layout import page_setup, plan_summary
 

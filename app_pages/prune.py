@@ -11,9 +11,11 @@ import streamlit as st
 
 from explorer.errors import ExplorerError
 from explorer.plan import GRANULARITIES, Plan, criterion_names
-from explorer.ui import charts, metric_cards, state, texts
+from explorer.ui import state, texts
+from explorer.ui.charts import prune as charts
 from explorer.ui.format import percent
 from explorer.ui.layout import page_setup
+from explorer.ui.views import metric_cards
 
 session = page_setup("Prune", texts.PRUNE)
 bundle = session.bundle

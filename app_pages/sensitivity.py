@@ -1,9 +1,9 @@
 """Sensitivity: each prunable unit pruned alone over a grid, scanned in the background.
 
-The scan (:func:`explorer.sensitivity.sensitivity`) runs as a job (:mod:`explorer.ui.jobs`)
+The scan (:func:`explorer.decide.sensitivity.sensitivity`) runs as a job (:mod:`explorer.ui.jobs`)
 with its own evaluator: a progress bar, Cancel, and the curves drawn as they come while the
 rest of the page stays usable. The scan runs on the calibration part of the validation data
-(:mod:`explorer.decisions`): the plans suggested from it are reported on the held-out part.
+(:mod:`explorer.decide.held_out`): the plans suggested from it are reported on the held-out part.
 Finished scans go into a cache every session shares
 (:mod:`explorer.ui.scan_cache`); a cancelled one never does. The last finished scan of each
 model is kept in ``st.session_state["sensitivity"][model id]`` for the sections below the
@@ -16,19 +16,21 @@ from dataclasses import dataclass
 import streamlit as st
 import torch
 
-from explorer.evaluator import Evaluator
-from explorer.plan import GRANULARITIES, Plan, criterion_names
-from explorer.sensitivity import (
+from explorer.decide.sensitivity import (
     DEFAULT_GRID,
     Sensitivity,
     base_problem,
     scan_base,
     sensitivity,
 )
-from explorer.ui import jobs, scan_cache, sensitivity_charts, state, suggest_view, texts
-from explorer.ui.decision_split import judge_of, note
+from explorer.evaluator import Evaluator
+from explorer.plan import GRANULARITIES, Plan, criterion_names
+from explorer.ui import jobs, scan_cache, state, texts
+from explorer.ui.charts import sensitivity as sensitivity_charts
 from explorer.ui.format import percent
 from explorer.ui.layout import page_setup
+from explorer.ui.views import suggest as suggest_view
+from explorer.ui.views.decision_split import judge_of, note
 
 STEPS = {"5%": DEFAULT_GRID, "10%": tuple(round(i / 10, 2) for i in range(10))}
 DENSE_BASE, PLAN_BASE = "dense", "the current plan"

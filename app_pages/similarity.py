@@ -5,7 +5,7 @@ The pair compared at the bottom lives in ``st.session_state["sim_pair"]`` as
 heatmap cell (the invisible overlay's point: its ``customdata`` is ``(i, j)``) or on a row
 of the table of most similar pairs sets it; without one, the most similar pair is shown.
 Under the pair, each neuron's top validation images and, on request, a captum attribution
-(explorer.ui.drilldown_view, shared with the Activations page).
+(explorer.ui.views.drilldown, shared with the Activations page).
 """
 
 from functools import partial
@@ -16,17 +16,18 @@ import streamlit as st
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import ExplorerError
-from explorer.similarity import (
+from explorer.look.similarity import (
     Similarity,
     activation_similarity,
     correlation_matrix,
     cosine_matrix,
     weight_similarity,
 )
-from explorer.ui import drilldown_view, state, texts
-from explorer.ui import similarity_charts as charts
+from explorer.ui import state, texts
+from explorer.ui.charts import similarity as charts
 from explorer.ui.format import percent
 from explorer.ui.layout import page_setup
+from explorer.ui.views import drilldown as drilldown_view
 
 PAIR_KEY = "sim_pair"
 HEATMAP_KEY = "sim_heatmap"

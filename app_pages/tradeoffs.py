@@ -1,21 +1,22 @@
 """Trade-offs: every plan evaluated so far against the baselines; the Pareto front; pin, compare.
 
 The front is chosen on the calibration part of the validation data and reported on the
-held-out part (:mod:`explorer.decisions`); the chart shows either part's accuracy.
+held-out part (:mod:`explorer.decide.held_out`); the chart shows either part's accuracy.
 """
 
 import streamlit as st
 
-from explorer.breakage import compare_plans
-from explorer.decisions import SplitEvaluator
+from explorer.decide.breakage import compare_plans
+from explorer.decide.held_out import SplitEvaluator
+from explorer.decide.tradeoff import BaselineCurves, baseline_curves, decision_front
 from explorer.errors import ExplorerError
 from explorer.metrics import Metrics
 from explorer.plan import GRANULARITIES, Plan
-from explorer.tradeoff import BaselineCurves, baseline_curves, decision_front
-from explorer.ui import pins, state, texts, tradeoff_charts
-from explorer.ui.decision_split import judge_of, note
+from explorer.ui import pins, state, texts
+from explorer.ui.charts import tradeoffs as tradeoff_charts
 from explorer.ui.format import compressed_bytes, count, describe, nbytes, percent, with_interval
 from explorer.ui.layout import page_setup
+from explorer.ui.views.decision_split import judge_of, note
 
 
 @st.cache_resource(show_spinner="Fitting the baselines to compression 2x ... 32x...",

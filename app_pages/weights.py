@@ -5,11 +5,12 @@ import streamlit as st
 from explorer.bundle import ModelBundle
 from explorer.errors import ExplorerError
 from explorer.graph import Layer
-from explorer.stats import DEFAULT_BINS, Histogram, weight_histogram
-from explorer.ui import texts, weight_charts
+from explorer.look.stats import DEFAULT_BINS, Histogram, weight_histogram
+from explorer.ui import texts
+from explorer.ui.charts import weights as weight_charts
+from explorer.ui.charts.weights import Cut
 from explorer.ui.format import count, percent
 from explorer.ui.layout import page_setup
-from explorer.ui.weight_charts import Cut
 
 session = page_setup("Weights", texts.WEIGHTS)
 bundle, plan, cache = session.bundle, session.plan, session.evaluator.scores

@@ -18,7 +18,7 @@ from torch.nn.utils import prune
 from torch.utils.flop_counter import FlopCounterMode
 
 from explorer.data import digits_validation
-from explorer.models import load_demo
+from explorer.load.demos import load_demo
 
 bundle = st.cache_resource(load_demo)("digits-cnn")
 data = st.cache_resource(digits_validation)()

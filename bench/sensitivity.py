@@ -1,6 +1,6 @@
 """Sensitivity scan of digits-cnn (weights, magnitude, default grid): ours vs full passes.
 
-* ours: :func:`explorer.sensitivity.sensitivity` on one :class:`Evaluator` (each unit's grid
+* ours: :func:`explorer.decide.sensitivity.sensitivity` on one :class:`Evaluator` (each unit's grid
   in order, so every evaluation resumes from the network before the swept layer).
 * plain: the same plans, one after another, on an :class:`Evaluator` with
   ``memory_budget=0`` — every evaluation a full forward pass over the validation set.
@@ -16,11 +16,11 @@ import argparse
 import time
 
 from explorer.data import digits_validation
+from explorer.decide.sensitivity import DEFAULT_GRID, sensitivity
 from explorer.evaluator import Evaluator
+from explorer.load.demos import load_demo
 from explorer.masks import ScoreCache
-from explorer.models import load_demo
 from explorer.plan import Plan
-from explorer.sensitivity import DEFAULT_GRID, sensitivity
 
 
 def plain_loop(evaluator: Evaluator, layers: list[str]) -> list[tuple[float, float]]:

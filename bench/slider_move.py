@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from explorer.data import digits_validation
 from explorer.evaluator import Evaluator
-from explorer.models import load_demo
+from explorer.load.demos import load_demo
 from explorer.plan import Plan
 
 

@@ -2,8 +2,8 @@
 
 One run of the model's program per batch serves every layer asked for. The data-driven
 criteria (:mod:`explorer.criteria`) score neurons by these activations and the Look-inside
-views (:mod:`explorer.stats`, :mod:`explorer.similarity`, :mod:`explorer.drilldown`) draw
-them, so they live in the core, beside the graph they run.
+views (:mod:`explorer.look.stats`, :mod:`explorer.look.similarity`,
+:mod:`explorer.look.drilldown`) draw them, so they live in the core, beside the graph they run.
 """
 
 from __future__ import annotations

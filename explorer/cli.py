@@ -22,11 +22,11 @@ def _load_bundle(model: str, data_path: str | None):
     An architecture-only zoo model without ``--data`` gets no data (None): costs only.
     """
     from explorer.data import digits_validation
-    from explorer.datafiles import check_compatible, load_data, peek_data, require_digits_input
-    from explorer.io import load_model
-    from explorer.memory import check_memory
-    from explorer.models import load_demo
-    from explorer.zoo import ZOO
+    from explorer.load.data_file import check_compatible, load_data, peek_data, require_digits_input
+    from explorer.load.demos import load_demo
+    from explorer.load.memory import check_memory
+    from explorer.load.model_file import load_model
+    from explorer.load.zoo import ZOO
 
     # From the data file's headers first: the model needs its sample shape, and the memory
     # check needs both before a byte of data is read.
@@ -72,7 +72,7 @@ def _load_plan(path: str | None):
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from explorer.zoo import ZOO
+    from explorer.load.zoo import ZOO
 
     rows = []
     for e in ZOO.values():
@@ -176,8 +176,8 @@ def _with_interval(m) -> str:
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
-    from explorer.decisions import SplitEvaluator
-    from explorer.sensitivity import DEFAULT_GRID, sensitivity
+    from explorer.decide.held_out import SplitEvaluator
+    from explorer.decide.sensitivity import DEFAULT_GRID, sensitivity
 
     bundle, data = _load_bundle(args.model, args.data)
     plan = _load_plan(args.plan) if args.plan else None
@@ -213,7 +213,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from explorer.evaluator import Evaluator
-    from explorer.export import check_export_folder, export_all
+    from explorer.export.outputs import check_export_folder, export_all
 
     check_export_folder(args.out, args.force)  # before any work
     plan = _load_plan(args.plan)
@@ -225,7 +225,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_broke(args: argparse.Namespace) -> int:
-    from explorer.breakage import breakage
+    from explorer.decide.breakage import breakage
     from explorer.evaluator import Evaluator
 
     bundle, data = _load_bundle(args.model, args.data)
@@ -249,11 +249,11 @@ def cmd_broke(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from explorer.datafiles import load_data
     from explorer.evaluator import Evaluator
-    from explorer.finetune import FinetuneSettings, check_inputs, default_training_data
-    from explorer.retrain import retrain
-    from explorer.save import check_format, check_output, check_writable, save_model
+    from explorer.export.save import check_format, check_output, check_writable, save_model
+    from explorer.finetune.fixed_masks import FinetuneSettings, check_inputs, default_training_data
+    from explorer.finetune.retrain import retrain
+    from explorer.load.data_file import load_data
 
     check_writable(args.out)  # every check before the run, not after it
     check_format(Path(args.out).suffix.lower())
@@ -289,11 +289,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_suggest(args: argparse.Namespace) -> int:
-    from explorer.decisions import SplitEvaluator
-    from explorer.save import check_writable
-    from explorer.sensitivity import DEFAULT_GRID, sensitivity
-    from explorer.suggest import suggest
-    from explorer.targets import Target
+    from explorer.decide.held_out import SplitEvaluator
+    from explorer.decide.sensitivity import DEFAULT_GRID, sensitivity
+    from explorer.decide.suggest import suggest
+    from explorer.decide.targets import Target
+    from explorer.export.save import check_writable
 
     target = Target.parse(args.target)
     if args.out:
@@ -334,8 +334,8 @@ def cmd_suggest(args: argparse.Namespace) -> int:
 
 
 def cmd_train_demos(args: argparse.Namespace) -> int:
-    from explorer.train import train_demo
-    from explorer.zoo import ZOO, zoo_entry
+    from explorer.load.train_demos import train_demo
+    from explorer.load.zoo import ZOO, zoo_entry
 
     names = args.names or [n for n, e in ZOO.items() if not e.architecture_only]
     for name in names:
@@ -363,7 +363,7 @@ def _count(what: str, maximum: int):
     """An argparse type: a whole number in [1, ``maximum``], worded as the engine's check."""
 
     def parse(text: str) -> int:
-        from explorer.finetune import bounded_count
+        from explorer.finetune.fixed_masks import bounded_count
 
         try:
             return bounded_count(int(text), what, maximum)

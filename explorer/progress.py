@@ -6,8 +6,8 @@ a notebook drive any of them with the same two callables:
 
 * ``progress(done, total, so_far)`` (:data:`Progress`), called after each step: ``done`` of
   ``total`` steps of the whole run, and what the run has so far where something is worth
-  showing (the :class:`~explorer.sensitivity.Sensitivity` so far, the
-  :class:`~explorer.finetune.EpochRecord` just finished, the criterion or baseline being
+  showing (the :class:`~explorer.decide.sensitivity.Sensitivity` so far, the
+  :class:`~explorer.finetune.fixed_masks.EpochRecord` just finished, the criterion or baseline being
   swept), else None;
 * ``cancelled()`` (:data:`Cancelled`), passed as the keyword ``cancelled`` and checked
   between steps: once it returns True the run stops and returns what it has, with

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from explorer.data import digits_validation
-from explorer.models import load_demo
+from explorer.load.demos import load_demo
 
 
 @pytest.fixture(scope="session")

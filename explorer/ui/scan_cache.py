@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 import streamlit as st
 
-from explorer.sensitivity import Sensitivity
+from explorer.decide.sensitivity import Sensitivity
 
 SCANS_KEPT = 64
 

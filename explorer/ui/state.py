@@ -21,24 +21,24 @@ import streamlit as st
 
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet, digits_validation
-from explorer.datafiles import (
+from explorer.errors import ExplorerError
+from explorer.evaluator import Evaluator
+from explorer.finetune.retrain import weights_digest
+from explorer.load.data_file import (
     DataShape,
     check_compatible,
     load_data_bytes,
     peek_data_bytes,
     require_digits_input,
 )
-from explorer.errors import ExplorerError
-from explorer.evaluator import Evaluator
-from explorer.io import load_model_bytes
+from explorer.load.demos import load_demo
+from explorer.load.memory import UPLOADS, check_memory
+from explorer.load.model_file import load_model_bytes
+from explorer.load.zoo import ZOO
 from explorer.masks import ScoreCache
-from explorer.memory import UPLOADS, check_memory
 from explorer.metrics import Metrics
-from explorer.models import load_demo
 from explorer.plan import Plan
-from explorer.retrain import weights_digest
 from explorer.ui.urls import UPLOAD_PREFIX, plan_from_query, plan_to_query, upload_name
-from explorer.zoo import ZOO
 
 DEFAULT_MODEL = "digits-cnn"
 HISTORY_LIMIT = 500

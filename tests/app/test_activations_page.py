@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from explorer.data import digits_validation
-from explorer.models import load_demo
+from explorer.load.demos import load_demo
 
 MAX_FIGURE_BYTES = 200_000
 

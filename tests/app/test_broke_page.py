@@ -10,12 +10,12 @@ import torch
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
-from explorer.breakage import breakage
 from explorer.bundle import bundle_from_module
 from explorer.data import ValidationSet
+from explorer.decide.breakage import breakage
 from explorer.evaluator import Evaluator
 from explorer.plan import Plan
-from explorer.ui import broke_charts
+from explorer.ui.charts import broke as broke_charts
 from explorer.ui.format import percent
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "broke.py")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from explorer import compare, criteria
+from explorer import criteria
+from explorer.decide import compare_criteria as compare
 from explorer.evaluator import Evaluator
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "compare.py")

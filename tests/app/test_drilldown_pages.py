@@ -16,8 +16,8 @@ from hooks import relu_outputs
 from streamlit.proto.PlotlyChart_pb2 import PlotlyChart
 from streamlit.testing.v1 import AppTest
 
-from explorer.drilldown import attribution_map
-from explorer.ui import drilldown_view
+from explorer.look.drilldown import attribution_map
+from explorer.ui.views import drilldown as drilldown_view
 
 PAGES = Path(__file__).resolve().parents[2] / "app_pages"
 
@@ -139,8 +139,8 @@ def test_the_bar_chart_reports_clicks_on_neurons(charts):
 
 def test_without_data_the_examples_say_what_is_missing(mlp):
     def script():
-        from explorer.models import load_demo
-        from explorer.ui import drilldown_view
+        from explorer.load.demos import load_demo
+        from explorer.ui.views import drilldown as drilldown_view
 
         drilldown_view.neuron_examples("k", load_demo("digits-mlp"), None, "fc1", 0, None)
 

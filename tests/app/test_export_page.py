@@ -11,7 +11,7 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from explorer.evaluator import Evaluator
-from explorer.io import load_model_bytes
+from explorer.load.model_file import load_model_bytes
 from explorer.plan import Plan
 from explorer.ui.format import count, percent
 

@@ -16,9 +16,9 @@ from torch.nn.utils import prune
 
 from explorer.data import digits_train
 from explorer.evaluator import Evaluator
-from explorer.finetune import FinetuneSettings
+from explorer.finetune.fixed_masks import FinetuneSettings
+from explorer.finetune.retrain import retrain
 from explorer.plan import Plan
-from explorer.retrain import retrain
 from explorer.ui.format import percent
 
 PLAN = Plan(sparsity={"fc1": 0.85, "fc2": 0.8})

@@ -10,9 +10,9 @@ from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
 from explorer.evaluator import Evaluator
+from explorer.load.zoo import ZOO
 from explorer.plan import Plan
 from explorer.ui.format import count, percent
-from explorer.zoo import ZOO
 
 
 def open_page(**query: str) -> AppTest:

@@ -7,7 +7,7 @@ from pagetest import metric, open_url
 from streamlit.testing.v1 import AppTest
 
 from explorer.evaluator import Evaluator
-from explorer.models import load_demo
+from explorer.load.demos import load_demo
 from explorer.plan import Plan
 from explorer.ui.format import count, percent
 from explorer.ui.urls import plan_from_query

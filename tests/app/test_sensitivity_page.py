@@ -1,6 +1,6 @@
 """The Sensitivity page in AppTest: a background scan whose charts equal the engine's scan.
 
-Expected curves come from :func:`explorer.sensitivity.sensitivity` run here on a fresh
+Expected curves come from :func:`explorer.decide.sensitivity.sensitivity` run here on a fresh
 evaluator of the calibration part of the digits validation split (the page scans there, so
 the suggestions below are reported on the held-out part), the dense reference from a fresh
 evaluation; the page runs its scan as a job in
@@ -16,10 +16,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.data import split_for_decisions
+from explorer.decide.sensitivity import DEFAULT_GRID, sensitivity
 from explorer.errors import PlanError
 from explorer.evaluator import Evaluator
 from explorer.plan import Plan
-from explorer.sensitivity import DEFAULT_GRID, sensitivity
 from explorer.ui import jobs
 from explorer.ui.state import NO_DATA_NOTE
 

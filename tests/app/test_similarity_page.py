@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 
-from explorer.similarity import cosine_matrix, summarize, weight_similarity
-from explorer.ui import similarity_charts as charts
+from explorer.look.similarity import cosine_matrix, summarize, weight_similarity
+from explorer.ui.charts import similarity as charts
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "similarity.py")
 

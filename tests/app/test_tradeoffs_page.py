@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from explorer.data import split_for_decisions
+from explorer.decide.tradeoff import BLALOCK_RATIOS
 from explorer.evaluator import Evaluator, full_forward_logits
 from explorer.plan import Plan
-from explorer.tradeoff import BLALOCK_RATIOS
 from explorer.ui.format import describe
 
 CNN = "digits-cnn"

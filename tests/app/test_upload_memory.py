@@ -14,7 +14,7 @@ from pagetest import open_url
 from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
-from explorer.memory import UPLOADS
+from explorer.load.memory import UPLOADS
 
 
 @pytest.fixture

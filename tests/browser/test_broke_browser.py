@@ -1,7 +1,7 @@
 """The "What pruning broke" page in headless Chromium: a plan from the URL, its charts drawn
 with the engine's numbers, the flipped images shown, the filter switched.
 
-Expected values come from :func:`explorer.breakage.breakage` on the plan read back from the
+Expected values come from :func:`explorer.decide.breakage.breakage` on the plan read back from the
 URL. Skipped (by the ``browser`` fixture) where /usr/bin/chromium is missing.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from explorer.breakage import breakage
+from explorer.decide.breakage import breakage
 from explorer.evaluator import Evaluator
-from explorer.ui import broke_charts
+from explorer.ui.charts import broke as broke_charts
 
 pytestmark = pytest.mark.browser
 

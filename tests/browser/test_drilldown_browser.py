@@ -13,7 +13,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from explorer.similarity import weight_similarity
+from explorer.look.similarity import weight_similarity
 
 pytestmark = pytest.mark.browser
 

@@ -20,7 +20,7 @@ import torch
 from playwright.sync_api import expect
 from torch import nn
 
-from explorer.io import load_model_bytes
+from explorer.load.model_file import load_model_bytes
 
 pytestmark = pytest.mark.browser
 

@@ -31,7 +31,7 @@ from playwright.sync_api import expect
 from explorer.data import digits_validation
 from explorer.evaluator import Evaluator
 from explorer.limits import MAX_FINETUNE_EPOCHS, SERVER_MEMORY_BYTES, MiB
-from explorer.models import load_demo
+from explorer.load.demos import load_demo
 from explorer.plan import Plan
 from explorer.ui.format import count, percent
 

@@ -18,8 +18,8 @@ import pytest
 from explorer.cli import main
 from explorer.data import digits_train
 from explorer.errors import ExplorerError
-from explorer.export import EXPORT_FILES, export_all
-from explorer.finetune import FinetuneSettings, check_inputs, finetune
+from explorer.export.outputs import EXPORT_FILES, export_all
+from explorer.finetune.fixed_masks import FinetuneSettings, check_inputs, finetune
 from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS
 from explorer.plan import Plan
 
@@ -116,7 +116,7 @@ def test_export_refuses_a_folder_with_the_users_files(tmp_path, plan_file, capsy
 
 
 def load_cnn():
-    from explorer.models import load_demo
+    from explorer.load.demos import load_demo
 
     return load_demo("digits-cnn")
 

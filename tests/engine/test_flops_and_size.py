@@ -7,10 +7,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from explorer.evaluator import Evaluator
+from explorer.load.zoo import DigitsCNN, DigitsMLP
 from explorer.masks import ScoreCache, masks_for
 from explorer.metrics import CostModel
 from explorer.plan import Plan
-from explorer.zoo import DigitsCNN, DigitsMLP
 
 
 def _count_flops(model: torch.nn.Module, shape=(1, 1, 8, 8)) -> tuple[int, dict]:

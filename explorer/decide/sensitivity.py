@@ -1,0 +1,201 @@
+"""Per-layer sensitivity: how much each prunable unit tolerates when it alone is pruned.
+
+For every unit — a layer for ``weights``, a coupled neuron group for ``neurons`` (all its
+members at the same fraction) — the unit is pruned over a grid of fractions while every other
+layer stays as in a base plan (default: dense), and accuracy, loss and effective FLOPs are
+recorded at each point (the classic sensitivity scan of Han et al. 2015, "Learning both
+Weights and Connections for Efficient Neural Networks", and Li et al. 2017, "Pruning
+Filters for Efficient ConvNets"). Layers whose neurons cannot be removed are skipped, each
+with the reason.
+
+A scan is a decision aid: the app and the CLI run it on the calibration part of the
+validation data (:mod:`explorer.decide.held_out`), so the plans it suggests can be reported on
+images it never saw. ``samples`` records how many images it ran on.
+
+Each unit's grid is swept in order, so the incremental :class:`~explorer.evaluator.Evaluator`
+reuses the network before the unit and its cached scores serve every fraction.
+
+Progress and cancelling take the engine's one shape (:mod:`explorer.progress`): after each
+evaluation ``progress(done, total, so_far)`` gets the result so far, for drawing a scan while
+it runs; cancelling (``cancelled()`` returning True, checked before each evaluation) does not
+raise: the result holds the points evaluated so far and ``cancelled`` is True; units not
+reached have no curve, and the unit being swept has a shorter one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from explorer.decide.compare_criteria import checked_grid
+from explorer.errors import PlanError
+from explorer.evaluator import Evaluator
+from explorer.plan import Plan
+from explorer.progress import Cancelled, Progress, stop_now
+
+DEFAULT_GRID = tuple(round(i / 20, 2) for i in range(20))  # 0, 0.05, ..., 0.95
+
+
+@dataclass(frozen=True)
+class UnitCurve:
+    """One unit's scan, aligned by index with ``fractions`` (the fraction removed).
+
+    ``layers`` are the layers set to each fraction (one for weights, the coupled group for
+    neurons). ``accuracy`` and ``loss`` hold None for a model without validation data;
+    ``flops_effective`` is per input sample, 2 per multiply-add (see :mod:`explorer.metrics`).
+    """
+
+    unit: str
+    layers: tuple[str, ...]
+    fractions: tuple[float, ...]
+    accuracy: tuple[float | None, ...]
+    loss: tuple[float | None, ...]
+    flops_effective: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "unit": self.unit,
+            "layers": list(self.layers),
+            "fractions": list(self.fractions),
+            "accuracy": list(self.accuracy),
+            "loss": list(self.loss),
+            "flops_effective": list(self.flops_effective),
+        }
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """The scan of every unit of one model (see the module docstring).
+
+    ``skipped`` maps each layer that cannot be pruned at ``granularity`` to the reason;
+    ``cancelled`` is True when the scan stopped early (its curves are then partial);
+    ``samples`` is the number of validation images it ran on (0 without data).
+    """
+
+    model: str
+    granularity: str
+    criterion: str
+    grid: tuple[float, ...]
+    base: Plan
+    units: tuple[UnitCurve, ...]
+    skipped: dict[str, str]
+    cancelled: bool = False
+    samples: int = 0
+
+    def unit(self, name: str) -> UnitCurve:
+        return next(u for u in self.units if u.unit == name)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "granularity": self.granularity,
+            "criterion": self.criterion,
+            "grid": list(self.grid),
+            "base": self.base.to_dict(),
+            "cancelled": self.cancelled,
+            "samples": self.samples,
+            "units": [u.to_dict() for u in self.units],
+            "skipped": dict(self.skipped),
+        }
+
+
+def base_problem(plan: Plan, granularity: str) -> str | None:
+    """Why ``plan`` cannot set the other layers of a ``granularity`` scan (None: it can)."""
+    if plan.scope != "layer":
+        return ("Your current plan is a global plan: it has no per-layer fractions to keep "
+                "the other layers at. Use a per-layer plan (Prune page) or the dense base.")
+    if plan.granularity != granularity:
+        return (f"Your current plan prunes {plan.granularity}, this scan {granularity}: "
+                "the base must prune the same kind.")
+    return None
+
+
+def scan_base(plan: Plan | None, granularity: str, criterion: str) -> Plan:
+    """What a scan keeps the other layers at: dense (``plan`` None) or ``plan``'s fractions,
+    scored by ``criterion`` (merge stays only with redundancy); a plan that cannot be a base
+    raises :class:`PlanError` saying why (:func:`base_problem`)."""
+    if plan is None:
+        return Plan(granularity=granularity, criterion=criterion)
+    problem = base_problem(plan, granularity)
+    if problem is not None:
+        raise PlanError(problem)
+    return replace(plan, criterion=criterion, merge=plan.merge and criterion == "redundancy")
+
+
+def sensitivity(
+    evaluator: Evaluator,
+    granularity: str,
+    criterion: str,
+    grid: Sequence[float] = DEFAULT_GRID,
+    base: Plan | None = None,
+    progress: Progress | None = None,
+    cancelled: Cancelled | None = None,
+) -> Sensitivity:
+    """Accuracy, loss and effective FLOPs of each unit pruned alone over ``grid``.
+
+    Args:
+        evaluator: evaluates plans on the model and validation set it holds (or costs only,
+            without data: accuracy and loss are then None).
+        granularity: ``"weights"`` (a unit is a layer) or ``"neurons"`` (a coupled group).
+        criterion: a criterion registered for ``granularity`` (e.g. ``"magnitude"``).
+        grid: fractions removed, each in [0, 1), evaluated in this order for every unit.
+        base: a per-layer plan of the same granularity setting the other layers (its
+            criterion is replaced by ``criterion``); default: all dense.
+        progress: called as ``progress(done, total, so_far)`` after each evaluation, with
+            ``done`` of ``total`` evaluations of the whole scan and the result so far: the
+            finished units' curves and the current unit's curve up to this point
+            (``cancelled`` False) — for drawing a scan while it runs.
+        cancelled: called before each evaluation; when it returns True the scan stops and
+            the partial result is returned with ``cancelled=True``.
+
+    Raises:
+        PlanError: a bad granularity, criterion, grid or base plan.
+    """
+    grid = tuple(checked_grid(granularity, grid))
+    base = scan_base(base, granularity, criterion)
+    base.check(evaluator.bundle)
+    units = evaluator.bundle.units(granularity)
+    skipped = evaluator.bundle.unprunable(granularity)
+    total = len(units) * len(grid)
+    done = 0
+    curves: list[UnitCurve] = []
+    stopped = False
+
+    def result(units_so_far: list[UnitCurve], stopped: bool) -> Sensitivity:
+        return Sensitivity(
+            model=evaluator.bundle.name,
+            granularity=granularity,
+            criterion=criterion,
+            grid=grid,
+            base=base,
+            units=tuple(units_so_far),
+            skipped=skipped,
+            cancelled=stopped,
+            samples=0 if evaluator.data is None else len(evaluator.data),
+        )
+
+    for unit, members in units.items():
+        points = []
+        for fraction in grid:
+            if stop_now(cancelled):
+                stopped = True
+                break
+            plan = base
+            for member in members:
+                plan = plan.with_sparsity(member, fraction)
+            m = evaluator.evaluate(plan)
+            points.append((fraction, m.accuracy, m.loss, m.flops["effective"]))
+            done += 1
+            if progress is not None:  # the result so far is built only when reported
+                progress(done, total, result([*curves, _curve(unit, members, points)],
+                                             stopped=False))
+        if points:
+            curves.append(_curve(unit, members, points))
+        if stopped:
+            break
+    return result(curves, stopped)
+
+
+def _curve(unit: str, members: tuple[str, ...], points: list[tuple]) -> UnitCurve:
+    fractions, accuracy, loss, flops = zip(*points, strict=True)
+    return UnitCurve(unit, members, fractions, accuracy, loss, flops)

@@ -1,0 +1,2 @@
+"""Recover accuracy: fine-tuning with the plan's masks fixed, and iterative pruning.
+"""

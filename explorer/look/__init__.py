@@ -1,0 +1,2 @@
+"""Look inside: weight and activation statistics, neuron similarity, one neuron in detail.
+"""

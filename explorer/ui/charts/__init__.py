@@ -1,0 +1,2 @@
+"""Plotly figures, one module per page (named like the page); no Streamlit here.
+"""
