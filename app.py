@@ -8,17 +8,26 @@ is a deep link (``/prune?...``), bypassing this navigation (titles, order, wide 
 import streamlit as st
 
 st.set_page_config(page_title="Pruning Explorer", page_icon=":scissors:", layout="wide")
-navigation = st.navigation([
-    st.Page("app_pages/model.py", title="Model", icon=":material/memory:", default=True),
-    st.Page("app_pages/weights.py", title="Weights", icon=":material/bar_chart:"),
-    st.Page("app_pages/activations.py", title="Activations", icon=":material/bolt:"),
-    st.Page("app_pages/similarity.py", title="Similarity", icon=":material/grid_on:"),
-    st.Page("app_pages/sensitivity.py", title="Sensitivity", icon=":material/troubleshoot:"),
-    st.Page("app_pages/prune.py", title="Prune", icon=":material/content_cut:"),
-    st.Page("app_pages/compare.py", title="Compare criteria", icon=":material/show_chart:"),
-    st.Page("app_pages/tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:"),
-    st.Page("app_pages/broke.py", title="What pruning broke", icon=":material/heart_broken:"),
-    st.Page("app_pages/finetune.py", title="Fine-tune", icon=":material/model_training:"),
-    st.Page("app_pages/export.py", title="Export", icon=":material/download:"),
-])
+# Sections follow the user's work: load a model, look inside it, decide a plan, then recover
+# accuracy and take the plan out (the engine's packages: explorer/load, look, decide, ...).
+navigation = st.navigation({
+    "": [st.Page("app_pages/model.py", title="Model", icon=":material/memory:", default=True)],
+    "Look inside": [
+        st.Page("app_pages/weights.py", title="Weights", icon=":material/bar_chart:"),
+        st.Page("app_pages/activations.py", title="Activations", icon=":material/bolt:"),
+        st.Page("app_pages/similarity.py", title="Similarity", icon=":material/grid_on:"),
+    ],
+    "Decide": [
+        st.Page("app_pages/sensitivity.py", title="Sensitivity", icon=":material/troubleshoot:"),
+        st.Page("app_pages/prune.py", title="Prune", icon=":material/content_cut:"),
+        st.Page("app_pages/compare.py", title="Compare criteria", icon=":material/show_chart:"),
+        st.Page("app_pages/tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:"),
+        st.Page("app_pages/broke.py", title="What pruning broke",
+                icon=":material/heart_broken:"),
+    ],
+    "Recover and export": [
+        st.Page("app_pages/finetune.py", title="Fine-tune", icon=":material/model_training:"),
+        st.Page("app_pages/export.py", title="Export", icon=":material/download:"),
+    ],
+})
 navigation.run()

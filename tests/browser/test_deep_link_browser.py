@@ -8,6 +8,8 @@ session until someone opened ``/``); app.py's docstring says why the folder is a
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -18,6 +20,7 @@ pytestmark = pytest.mark.browser
 SHORT_MS = 3_000
 PAGE_TITLES = ["Model", "Weights", "Activations", "Similarity", "Sensitivity", "Prune",
                "Compare criteria", "Trade-offs", "What pruning broke", "Fine-tune", "Export"]
+SECTIONS = ["Look inside", "Decide", "Recover and export"]  # Model stands above them
 
 
 def test_deep_link_first_request_uses_the_apps_navigation(open_cold_app, cnn_metrics):
@@ -28,6 +31,11 @@ def test_deep_link_first_request_uses_the_apps_navigation(open_cold_app, cnn_met
     expect(links).to_have_count(len(PAGE_TITLES), timeout=SHORT_MS)
     for title in PAGE_TITLES:
         expect(app.nav_link(title)).to_have_count(1, timeout=SHORT_MS)
+    # in this order (a link's text starts with its icon's name)
+    expect(links).to_have_text([re.compile(f"{re.escape(t)}$") for t in PAGE_TITLES],
+                               timeout=SHORT_MS)
+    expect(app.page.get_by_test_id("stNavSectionHeader")).to_have_text(  # + a toggle icon
+        [re.compile(f"^{re.escape(s)}") for s in SECTIONS], timeout=SHORT_MS)
     expect(app.nav_link("Prune")).to_have_attribute("aria-current", "page", timeout=SHORT_MS)
     expect(app.page).to_have_title("Pruning Explorer", timeout=SHORT_MS)
     assert app.slider_values()["classifier.1 (linear, weights removed %)"] == 90
