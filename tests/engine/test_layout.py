@@ -9,6 +9,9 @@ like ``app.py``: it sits in the core's folder but may call every stage.
 from __future__ import annotations
 
 import ast
+import dataclasses
+import importlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,6 +132,36 @@ def test_no_private_name_is_imported_from_another_module(where):
              for target, taken in imports(path, name if where == "engine" else "")
              if target.startswith("explorer") and taken.startswith("_")]
     assert not wrong, "\n".join(wrong)
+
+
+XREF = re.compile(r":(?:mod|func|class|meth|data|attr|exc):`~?(explorer(?:\.\w+)+)`")
+
+
+def resolves(dotted: str) -> bool:
+    """The module, or a name (a dataclass field too) inside it, that ``dotted`` names exists."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[i:]:
+            fields = ({f.name for f in dataclasses.fields(obj)}
+                      if dataclasses.is_dataclass(obj) else set())
+            if not hasattr(obj, attr) and attr not in fields:
+                return False
+            obj = getattr(obj, attr, None)
+        return True
+    return False
+
+
+def test_docstring_cross_references_name_what_exists():
+    """After a move, a :mod: or :func: reference to an old path would send a reader nowhere."""
+    sources = [*ENGINE.values(), ROOT / "app.py", *(ROOT / "app_pages").glob("*.py")]
+    stale = [f"{path.relative_to(ROOT)}: {ref}" for path in sources
+             for ref in XREF.findall(path.read_text()) if not resolves(ref)]
+    assert not stale, "\n".join(stale)
+    assert not resolves("explorer.io.load_model") and resolves("explorer.metrics.Metrics.loss")
 
 
 def test_the_checks_see_what_they_check():
