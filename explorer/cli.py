@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from explorer.errors import ExplorerError, PlanError, short
+from explorer.errors import DataError, ExplorerError, PlanError, short
 from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS
 from explorer.plan import Plan, default_criterion
 
@@ -95,10 +95,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from explorer.data import stratified_subset
     from explorer.evaluator import Evaluator
 
     plan = _load_plan(args.plan)  # cheap checks first
     bundle, data = _load_bundle(args.model, args.data)
+    if args.samples is not None:
+        if data is None:
+            raise DataError(f"{bundle.name} has no validation data, so --samples has nothing "
+                            "to choose from; give --data.")
+        data = stratified_subset(data, args.samples)
     metrics = Evaluator(bundle, data).evaluate(plan)
     result = {"model": bundle.name, "samples": metrics.samples, "plan": plan.to_dict(),
               **metrics.to_dict()}
@@ -394,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _model_command(sub, "evaluate", cmd_evaluate,
                        "accuracy, size and FLOPs of a model under a plan")
     p.add_argument("--plan", help="plan JSON file; default: the dense model")
+    p.add_argument("--samples", type=int, metavar="N",
+                   help="evaluate a fixed subset of N images, each class in proportion "
+                        "(the same N images every run); default: every image")
     _model_command(sub, "layers", cmd_layers,
                    "prunable layers, coupled groups, what cannot be pruned")
     p = _model_command(sub, "sensitivity", cmd_sensitivity,

@@ -8,7 +8,8 @@ images it was chosen on. :func:`split_for_decisions` cuts a validation set into 
 *calibration* part, where choices are made, and a *held-out* part, where they are reported:
 stratified by label, and by a rule that depends on nothing but the labels, the fraction and
 the seed (no random generator whose stream could change between library versions), so the
-same file gives the same split on every run and platform.
+same file gives the same split on every run and platform. :func:`stratified_subset` picks a
+fixed number of images by the same kind of rule: a quick first answer on a large set.
 """
 
 from __future__ import annotations
@@ -130,12 +131,48 @@ def split_for_decisions(
                          float(fraction), seed)
 
 
+def stratified_subset(data: ValidationSet, samples: int) -> ValidationSet:
+    """``samples`` images of ``data`` in file order, each class in proportion to its share.
+
+    Class c of n_c images gets its quota ``samples * n_c / N`` rounded down, and the images
+    still owed go to the largest remainders (ties: the smaller label); within a class its
+    images are taken evenly spread over file order, the first one included. The same
+    labels and ``samples`` give the same subset on every run. ``samples`` >= N: all of it.
+
+    Raises:
+        DataError: ``samples`` is not a positive whole number.
+    """
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise DataError(f"The number of samples must be a positive whole number; got "
+                        f"{samples!r}.")
+    if samples >= len(data):
+        return data
+    y = data.y.numpy()
+    labels, counts = np.unique(y, return_counts=True)
+    quotas = counts * samples // len(y)
+    owed = samples - int(quotas.sum())
+    remainders = counts * samples - quotas * len(y)
+    quotas[np.lexsort((labels, -remainders))[:owed]] += 1
+    chosen = np.zeros(len(y), dtype=bool)
+    for label, k in zip(labels, quotas, strict=True):
+        members = np.flatnonzero(y == label)
+        chosen[members[_evenly(len(members), int(k))]] = True
+    return data.subset(torch.from_numpy(np.flatnonzero(chosen)),
+                       f"{data.name} ({samples} of {len(y)})")
+
+
 def _spread(n: int, fraction: float) -> np.ndarray:
-    """Which of n items (a boolean mask) the calibration part takes: k of them, evenly,
-    the first one included (position i is taken when floor((i k + n - k) / n) steps up)."""
+    """Which of n items (a boolean mask) the calibration part takes: k = round(n * fraction)
+    of them, at least one and at most n - 1 when n >= 2, evenly (:func:`_evenly`)."""
     k = math.floor(n * fraction + 0.5)
     if n >= 2:
         k = min(max(k, 1), n - 1)
+    return _evenly(n, k)
+
+
+def _evenly(n: int, k: int) -> np.ndarray:
+    """k of n items (a boolean mask), evenly spread, the first one included (position i is
+    taken when floor((i k + n - k) / n) steps up)."""
     i = np.arange(n + 1)
     steps = (i * k + n - k) // n
     return steps[1:] > steps[:-1]
