@@ -196,6 +196,13 @@ class AppPage:
             raise AssertionError(f"the URL never held the wanted plan; it is {self.page.url}")
         return self.plan()
 
+    def wait_for_query(self, key: str, value: str, timeout: float = ACTION_MS) -> None:
+        """Wait until the URL's ``key`` is ``value``: a page that reruns itself (st.rerun
+        after an upload) syncs the URL in its second run, which may start after the app
+        looked idle."""
+        if not self._poll(lambda: self.query().get(key) == value, timeout):
+            raise AssertionError(f"the URL never had {key}={value}; it is {self.page.url}")
+
     # -- reading ---------------------------------------------------------------------------
     def query(self) -> dict[str, str]:
         return dict(parse_qsl(urlparse(self.page.url).query))

@@ -38,7 +38,7 @@ def test_reload_after_upload_keeps_the_plan_and_asks_for_the_file(open_app, cnn,
     weights = save({k: v.detach().clone() for k, v in cnn.model.state_dict().items()})
     app = open_app("/?model=digits-cnn")
     upload_model(app, weights)
-    assert app.query()["model"] == f"upload:{NAME}"
+    app.wait_for_query("model", f"upload:{NAME}")
     app.navigate("Prune", "/prune")
     app.press(CLASSIFIER_1, "End")
     plan = app.wait_for_plan(lambda p: p == Plan(sparsity={"classifier.1": 0.99}))
@@ -54,7 +54,8 @@ def test_reload_after_upload_keeps_the_plan_and_asks_for_the_file(open_app, cnn,
     app.navigate("Model", "/")
     upload_model(app, weights)
     expect(warning).to_have_count(0)
-    assert app.plan() == plan and app.query()["model"] == f"upload:{NAME}"
+    app.wait_for_query("model", f"upload:{NAME}")
+    assert app.plan() == plan
     app.navigate("Prune", "/prune")
     assert app.slider_values()[CLASSIFIER_1] == 99
     expect(app.metric_value("Accuracy")).to_have_text(percent(cnn_metrics(plan).accuracy))
