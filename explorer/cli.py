@@ -105,7 +105,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise DataError(f"{bundle.name} has no validation data, so --samples has nothing "
                             "to choose from; give --data.")
         data = stratified_subset(data, args.samples)
-    metrics = Evaluator(bundle, data).evaluate(plan)
+    # One plan, one pass: nothing to resume from later, so no node values are kept.
+    metrics = Evaluator(bundle, data, memory_budget=0).evaluate(plan)
     result = {"model": bundle.name, "samples": metrics.samples, "plan": plan.to_dict(),
               **metrics.to_dict()}
     if args.json:

@@ -3,10 +3,14 @@
 * Importance scores and their sort order are cached per layer (:class:`ScoreCache`):
   a new fraction is a lookup.
 * Sizes and FLOPs are arithmetic on per-layer figures (:class:`CostModel`).
-* The value of every graph node from the dense run and from the last run is kept (within
-  ``memory_budget`` bytes); a new plan recomputes only from the first node that reads a
-  parameter whose mask changed. Where the cache does not fit the budget, or the graph
-  mutates tensors in place, every evaluation is a full forward pass.
+* The validation set streams through the graph in batches of ``batch_size`` images (sized
+  so one batch's node values take about :data:`BATCH_BYTES`): the memory a run holds does
+  not grow with the number of images, only the logits (N, classes) do.
+* For as many batches as ``memory_budget`` holds, the value of every graph node from the
+  dense run and from the last run is kept; a new plan recomputes those batches only from
+  the first node that reads a parameter whose mask changed, the others from the input.
+  Where no batch fits the budget, or the graph mutates tensors in place, every evaluation
+  is a full forward pass.
 
 One evaluator belongs to one user session (it remembers that session's last plan); the
 bundle and the score cache can be shared between sessions.
@@ -17,6 +21,7 @@ alone: sizes and FLOPs, with accuracy and loss None (see :class:`~explorer.metri
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 
 import torch
@@ -30,12 +35,17 @@ from explorer.metrics import CostModel, Metrics, metrics_from, score_logits
 from explorer.plan import Plan
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
+BATCH_BYTES = 64 * 2**20  # node values one batch may hold while it runs
 MASKED_PARAMS_KEPT = 64
 METRICS_KEPT = 256
 
 
 class Evaluator:
-    """Evaluates plans for one model on one validation set (or on none: costs only)."""
+    """Evaluates plans for one model on one validation set (or on none: costs only).
+
+    ``batch_size``: images per batch (default: as many as :data:`BATCH_BYTES` of node values
+    hold, from a probe run); ``memory_budget``: bytes of node values kept for resuming.
+    """
 
     def __init__(
         self,
@@ -43,43 +53,75 @@ class Evaluator:
         data: ValidationSet | None,
         scores: ScoreCache | None = None,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        batch_size: int | None = None,
     ) -> None:
         self.bundle = bundle
         self.data = data
         self.scores = scores or ScoreCache(bundle, data)
         self.costs = CostModel(bundle)
         self.memory_budget = memory_budget
+        self.batch_size = batch_size or batch_for(bundle, BATCH_BYTES)
         self.params = bundle.params()
         self.incremental = bundle.program.resumable
-        self._states: dict[str, RunState] = {}
+        self._states: dict[int, dict[str, RunState]] = {}  # batch -> "dense" / "last" state
         self._masked_params: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._metrics: OrderedDict[str, Metrics] = OrderedDict()
-        self.last_start = 0  # index of the first recomputed node in the last run
+        self.last_start = 0  # index of the first recomputed node in the last run's 1st batch
 
     def masks(self, plan: Plan) -> Masks:
         return masks_for(self.bundle, plan, self.scores)
 
     def logits(self, masks: Masks) -> torch.Tensor:
-        """Logits (N, classes) of the masked model on the validation inputs."""
+        """Logits (N, classes) of the masked model on the validation inputs, batch by batch."""
         if self.data is None:
             raise DataError(f"'{self.bundle.name}' has no validation data to run on.")
         overrides = self._masked(masks)
-        program = self.bundle.program
-        resume = None
-        if self.incremental and self._states:
-            resume = max(self._states.values(), key=lambda s: program.resume_index(masks.keys, s))
-        logits, state = program.run(
-            self.data.x, overrides, masks.keys, resume=resume, keep=self.incremental
-        )
-        self.last_start = program.resume_index(masks.keys, resume) if resume else 0
-        if state is not None and state.nbytes * 2 <= self.memory_budget:
-            self._states["last"] = state
-            if "dense" not in self._states:
-                self._states["dense"] = state if not masks.keys else self._dense()
-        else:
+        parts = []
+        for batch, start in enumerate(range(0, len(self.data), self.batch_size)):
+            x = self.data.x[start:start + self.batch_size]
+            logits, begun = self._run_batch(batch, x, overrides, masks)
+            parts.append(logits)
+            if batch == 0:
+                self.last_start = begun
+        if not self._states:
             self.incremental = False
-            self._states.clear()
-        return logits
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def _run_batch(self, batch: int, x: torch.Tensor, overrides: dict[str, torch.Tensor],
+                   masks: Masks) -> tuple[torch.Tensor, int]:
+        """One batch's logits, resumed from the best of its kept states where it has them,
+        and the index of the first node recomputed."""
+        program = self.bundle.program
+        kept = self._states.get(batch, {})
+        resume = max(kept.values(), key=lambda s: program.resume_index(masks.keys, s),
+                     default=None)
+        logits, state = program.run(x, overrides, masks.keys, resume=resume,
+                                    keep=self.incremental)
+        if state is not None:
+            self._keep(batch, x, state, masks)
+        return logits, 0 if resume is None else program.resume_index(masks.keys, resume)
+
+    def _keep(self, batch: int, x: torch.Tensor, state: RunState, masks: Masks) -> None:
+        """Keep ``state`` as the batch's last run; a batch kept for the first time also keeps
+        its dense run, if the budget holds both."""
+        entry = self._states.get(batch)
+        if entry is None:
+            if self.kept_bytes + 2 * state.nbytes > self.memory_budget:
+                return
+            dense = state if not masks.keys else self.bundle.program.run(x, keep=True)[1]
+            entry = self._states[batch] = {"dense": dense}
+        entry["last"] = state
+
+    @property
+    def kept_batches(self) -> int:
+        """How many batches resume from kept states (the others run from the input)."""
+        return len(self._states)
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes of node values kept for resuming (a state kept twice counted once)."""
+        states = {id(s): s for entry in self._states.values() for s in entry.values()}
+        return sum(s.nbytes for s in states.values())
 
     def _masked(self, masks: Masks) -> dict[str, torch.Tensor]:
         """Masked (and, for merge plans, updated) parameter tensors, reused while a
@@ -94,10 +136,6 @@ class Evaluator:
         while len(self._masked_params) > MASKED_PARAMS_KEPT:
             self._masked_params.popitem(last=False)
         return out
-
-    def _dense(self) -> RunState:
-        _, state = self.bundle.program.run(self.data.x, keep=True)
-        return state
 
     def evaluate(self, plan: Plan) -> Metrics:
         """Accuracy, loss, sizes and FLOPs of ``plan`` (see :mod:`explorer.metrics`).
@@ -119,6 +157,47 @@ class Evaluator:
         while len(self._metrics) > METRICS_KEPT:
             self._metrics.popitem(last=False)
         return metrics
+
+
+def batch_for(bundle: ModelBundle, nbytes: int) -> int:
+    """How many images one batch may hold so its node values take about ``nbytes``."""
+    per_image, _ = node_bytes(bundle)
+    return max(1, nbytes // max(per_image, 1))
+
+
+def node_bytes(bundle: ModelBundle) -> tuple[int, int]:
+    """(bytes per image, fixed bytes) of the node values one run of ``bundle`` holds.
+
+    Measured once per model by running the graph on one and on two zero images of
+    ``bundle.input_shape`` (views that share memory counted once; the input and the
+    parameters left out).
+    """
+    known = _NODE_BYTES.get(bundle.program.module)
+    if known is None:
+        one, two = (_run_bytes(bundle, n) for n in (1, 2))
+        per_image = max(two - one, 0)
+        known = _NODE_BYTES[bundle.program.module] = (per_image, max(one - per_image, 0))
+    return known
+
+
+_NODE_BYTES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # graph -> node_bytes
+
+
+def _run_bytes(bundle: ModelBundle, batch: int) -> int:
+    """Bytes of the distinct tensors a run on ``batch`` images holds (input and parameters
+    excluded: they belong to the data and the model)."""
+    x = torch.zeros((batch, *bundle.input_shape))
+    _, state = bundle.program.run(x, keep=True)
+    params = {p.untyped_storage().data_ptr() for p in bundle.params().values()}
+    seen = {x.untyped_storage().data_ptr(), *params}
+    total = 0
+    for value in state.values:
+        if isinstance(value, torch.Tensor):
+            ptr = value.untyped_storage().data_ptr()
+            if ptr not in seen:
+                seen.add(ptr)
+                total += value.untyped_storage().nbytes()
+    return total
 
 
 def full_forward_logits(bundle: ModelBundle, masks: Masks, x: torch.Tensor) -> torch.Tensor:

@@ -1,13 +1,15 @@
 """How much memory a model and its validation data take, checked before the data is read.
 
-The evaluator (:mod:`explorer.evaluator`) runs the whole validation set through the model's
-graph as one batch and holds the value of every graph node until the run ends; it also keeps
-the dense run's and the last run's node values, for resuming, while both fit its
-``memory_budget``. A session also holds a :class:`~explorer.decide.held_out.SplitEvaluator`: a
-copy of the data cut into calibration and held-out parts, with one evaluator each (half the
-budget each). So one session's memory grows with the number of images N as
+The evaluator (:mod:`explorer.evaluator`) streams the validation set through the model's
+graph in batches: one batch's node values (about :data:`~explorer.evaluator.BATCH_BYTES`)
+are held while it runs, plus the logits of every image; it also keeps the dense run's and
+the last run's node values of as many batches as its ``memory_budget`` holds, for resuming.
+A session also holds a :class:`~explorer.decide.held_out.SplitEvaluator`: a copy of the data
+cut into calibration and held-out parts, with one evaluator each (half the budget each). So
+one session's memory grows with the number of images N as
 
-    N * (2 copies of x as float32 and labels as int64 + node values per image)
+    N * (2 copies of x as float32 and labels as int64 + its logits)
+      + one batch's node values
       + the kept states (each of the two evaluator sets: up to its budget)
       + the model's parameters with their scores, sort orders and masked copies
       + a working margin (operator scratch, the evaluator's own caches)
@@ -15,7 +17,7 @@ budget each). So one session's memory grows with the number of images N as
 where "node values per image" is measured on the model itself: a probe run on one and on two
 zero images, whose difference is what one more image adds (views that share memory are
 counted once). Checked against the peak memory of real evaluations of the demo models
-(``tests/engine/test_memory_ceiling.py``): the estimate is an upper bound.
+(``tests/engine/load/test_memory_ceiling.py``): the estimate is an upper bound.
 :func:`check_memory` refuses data over :data:`~explorer.limits.SESSION_MEMORY_BYTES` and
 says how many images would fit.
 
@@ -31,11 +33,9 @@ import threading
 import weakref
 from dataclasses import dataclass
 
-import torch
-
 from explorer.bundle import ModelBundle
 from explorer.errors import DataError, ExplorerError, short
-from explorer.evaluator import DEFAULT_MEMORY_BUDGET
+from explorer.evaluator import BATCH_BYTES, DEFAULT_MEMORY_BUDGET, node_bytes
 from explorer.limits import SERVER_MEMORY_BYTES, SESSION_MEMORY_BYTES
 from explorer.load.data_file import DataShape, bytes_text, check_sample_shape
 
@@ -62,33 +62,6 @@ class MemoryEstimate:
         return self.data + self.activations + self.model
 
 
-def node_bytes(bundle: ModelBundle) -> tuple[int, int]:
-    """(bytes per image, fixed bytes) of the node values one run of ``bundle`` holds.
-
-    Measured by running the graph on one and on two zero images of ``bundle.input_shape``.
-    """
-    one, two = (_run_bytes(bundle, n) for n in (1, 2))
-    per_image = max(two - one, 0)
-    return per_image, max(one - per_image, 0)
-
-
-def _run_bytes(bundle: ModelBundle, batch: int) -> int:
-    """Bytes of the distinct tensors a run on ``batch`` images holds (input and parameters
-    excluded: they belong to the data and the model)."""
-    x = torch.zeros((batch, *bundle.input_shape))
-    _, state = bundle.program.run(x, keep=True)
-    params = {p.untyped_storage().data_ptr() for p in bundle.params().values()}
-    seen = {x.untyped_storage().data_ptr(), *params}
-    total = 0
-    for value in state.values:
-        if isinstance(value, torch.Tensor):
-            ptr = value.untyped_storage().data_ptr()
-            if ptr not in seen:
-                seen.add(ptr)
-                total += value.untyped_storage().nbytes()
-    return total
-
-
 def estimate(bundle: ModelBundle, shape: DataShape, samples: int | None = None) -> MemoryEstimate:
     """Memory a session evaluating ``bundle`` on data of ``shape`` needs (or on its first
     ``samples`` images)."""
@@ -100,8 +73,10 @@ def estimate(bundle: ModelBundle, shape: DataShape, samples: int | None = None) 
 def _estimate(
     bundle: ModelBundle, shape: DataShape, n: int, per_image: int, fixed: int
 ) -> MemoryEstimate:
-    run = n * per_image
-    kept = EVALUATOR_SETS * min(2 * run, DEFAULT_MEMORY_BUDGET)  # dense and last states
+    batch = max(1, BATCH_BYTES // max(per_image, 1))  # the evaluator streams in batches
+    logits = n * bundle.num_classes * 4  # (N, classes) float32, every image's
+    run = min(n, batch) * per_image + logits
+    kept = EVALUATOR_SETS * min(2 * n * per_image, DEFAULT_MEMORY_BUDGET)  # dense and last
     params = sum(p.untyped_storage().nbytes() for p in bundle.model.state_dict().values())
     model = MODEL_COPIES * params + fixed + WORKING_BYTES
     return MemoryEstimate(n, DATA_COPIES * n * shape.sample_bytes, run + kept, model)

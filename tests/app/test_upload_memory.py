@@ -36,7 +36,7 @@ def digits_npz(tmp_path, digits) -> bytes:
 
 
 def test_data_over_the_session_ceiling_is_refused_before_it_is_read(tmp_path, weights):
-    path = zeros_npz(tmp_path / "million.npz", 3_000_000, (1, 8, 8))  # 0.8 GB decoded
+    path = zeros_npz(tmp_path / "million.npz", 4_000_000, (1, 8, 8))  # 1 GB decoded
     at = open_url("model", model="digits-cnn")
     used = UPLOADS.used
     with peak_growth() as growth:
@@ -46,7 +46,7 @@ def test_data_over_the_session_ceiling_is_refused_before_it_is_read(tmp_path, we
     assert at.session_state["model"] == "digits-cnn"
     assert at.dataframe, "the page below the error is drawn"
     assert UPLOADS.used == used
-    assert growth.bytes < 400 << 20  # the model and the page, not 0.8 GB of zeros
+    assert growth.bytes < 400 << 20  # the model and the page, not 1 GB of zeros
 
 
 def test_server_at_its_upload_limit_refuses_then_accepts(tmp_path, weights, digits):

@@ -1,0 +1,63 @@
+"""Evaluation streams the validation set in batches: the numbers are the all-at-once ones,
+and what is kept for resuming stays within its byte budget (issue 11, memory)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from explorer.evaluator import BATCH_BYTES, Evaluator, full_forward_logits, node_bytes
+from explorer.masks import ScoreCache
+from explorer.plan import Plan
+
+
+def walk(bundle, granularity: str, steps: int, seed: int):
+    """One layer's (or coupled group's) fraction changes per step, as a slider drag does."""
+    rng = random.Random(seed)
+    units = list(bundle.units(granularity).values())
+    plan = Plan(granularity=granularity, criterion="magnitude" if granularity == "weights"
+                else "l1")
+    for _ in range(steps):
+        fraction = rng.choice([0.0, 0.3, 0.6, 0.9])
+        for name in rng.choice(units):
+            plan = plan.with_sparsity(name, fraction)
+        yield plan
+
+
+@pytest.mark.parametrize("granularity", ["weights", "neurons"])
+def test_streaming_equals_all_at_once(any_demo, digits, granularity):
+    scores = ScoreCache(any_demo, digits)
+    whole = Evaluator(any_demo, digits, scores, batch_size=len(digits))
+    streamed = Evaluator(any_demo, digits, scores, batch_size=37)  # 10 batches, the last short
+    for plan in walk(any_demo, granularity, steps=10, seed=3):
+        a, b = whole.evaluate(plan), streamed.evaluate(plan)
+        assert b.correct == a.correct and b.samples == a.samples == len(digits)
+        assert b.loss == pytest.approx(a.loss, abs=1e-6)
+        reference = full_forward_logits(any_demo, streamed.masks(plan), digits.x)
+        assert torch.allclose(streamed.logits(streamed.masks(plan)), reference, atol=1e-5)
+    assert streamed.incremental and streamed.last_start > 0  # batches resume mid-graph
+
+
+def test_a_tiny_budget_keeps_some_batches_and_changes_no_number(cnn, digits):
+    batch = 40  # 9 batches
+    per_image, _ = node_bytes(cnn)
+    budget = 3 * 2 * batch * per_image  # dense and last states of three batches, about
+    scores = ScoreCache(cnn, digits)
+    tight = Evaluator(cnn, digits, scores, memory_budget=budget, batch_size=batch)
+    roomy = Evaluator(cnn, digits, scores, batch_size=batch)
+    none = Evaluator(cnn, digits, scores, memory_budget=0, batch_size=batch)
+    for plan in walk(cnn, "weights", steps=8, seed=5):
+        metrics = [e.evaluate(plan) for e in (tight, roomy, none)]
+        assert metrics[0] == metrics[1] == metrics[2]
+        assert tight.kept_bytes <= budget
+    assert 0 < tight.kept_batches < 9  # some batches resume, the rest run whole
+    assert roomy.kept_batches == 9 and not none.incremental and none.kept_bytes == 0
+
+
+def test_default_batches_hold_about_the_batch_bytes(cnn, digits):
+    evaluator = Evaluator(cnn, digits)
+    per_image, _ = node_bytes(cnn)
+    assert evaluator.batch_size == BATCH_BYTES // per_image
+    assert evaluator.batch_size >= len(digits)  # the demos run as one batch, as before
