@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
@@ -33,6 +35,7 @@ from explorer.graph import RunState, logits_of
 from explorer.masks import Masks, ScoreCache, masks_for
 from explorer.metrics import CostModel, Metrics, metrics_from, score_logits
 from explorer.plan import Plan
+from explorer.progress import Cancelled, Progress, stop_now, tick
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 BATCH_BYTES = 64 * 2**20  # node values one batch may hold while it runs
@@ -73,19 +76,22 @@ class Evaluator:
 
     def logits(self, masks: Masks) -> torch.Tensor:
         """Logits (N, classes) of the masked model on the validation inputs, batch by batch."""
+        return torch.cat([logits for logits in self._batches(masks)])
+
+    def _batches(self, masks: Masks) -> Iterator[torch.Tensor]:
+        """Each batch's logits in turn; a caller that stops early leaves every batch's kept
+        states consistent (each state carries the parameter keys it was run with)."""
         if self.data is None:
             raise DataError(f"'{self.bundle.name}' has no validation data to run on.")
         overrides = self._masked(masks)
-        parts = []
         for batch, start in enumerate(range(0, len(self.data), self.batch_size)):
             x = self.data.x[start:start + self.batch_size]
             logits, begun = self._run_batch(batch, x, overrides, masks)
-            parts.append(logits)
             if batch == 0:
                 self.last_start = begun
-        if not self._states:
-            self.incremental = False
-        return torch.cat(parts) if len(parts) > 1 else parts[0]
+            if not self._states:
+                self.incremental = False
+            yield logits
 
     def _run_batch(self, batch: int, x: torch.Tensor, overrides: dict[str, torch.Tensor],
                    masks: Masks) -> tuple[torch.Tensor, int]:
@@ -137,25 +143,53 @@ class Evaluator:
             self._masked_params.popitem(last=False)
         return out
 
-    def evaluate(self, plan: Plan) -> Metrics:
+    def evaluate(self, plan: Plan, progress: Progress | None = None,
+                 cancelled: Cancelled | None = None) -> Metrics:
         """Accuracy, loss, sizes and FLOPs of ``plan`` (see :mod:`explorer.metrics`).
 
         Plans seen recently (undo, the dense baseline) are answered from memory, without
-        disturbing the state the next slider move resumes from.
+        disturbing the state the next slider move resumes from. ``progress(done, total,
+        so_far)`` follows the batches, ``so_far`` the metrics on the images evaluated so
+        far; ``cancelled()`` is checked between batches, and a cancelled evaluation returns
+        those metrics (``samples`` fewer than the data's; never remembered).
         """
         key = plan.key
         if key in self._metrics:
             self._metrics.move_to_end(key)
             return self._metrics[key]
         masks = self.masks(plan)
+        costs = self.costs.costs(masks)
         if self.data is None:
-            metrics = metrics_from(self.costs.costs(masks))
+            metrics = metrics_from(costs)
         else:
-            correct, loss = score_logits(self.logits(masks), self.data.y)
-            metrics = metrics_from(self.costs.costs(masks), correct, loss, len(self.data))
+            metrics = self._measured(masks, costs, progress, cancelled)
+            if metrics.samples < len(self.data):
+                return metrics
         self._metrics[key] = metrics
         while len(self._metrics) > METRICS_KEPT:
             self._metrics.popitem(last=False)
+        return metrics
+
+    def _measured(self, masks: Masks, costs, progress: Progress | None,
+                  cancelled: Cancelled | None) -> Metrics:
+        """Metrics over the batches run before ``cancelled()``: all of them, as one."""
+        parts: list[torch.Tensor] = []
+        correct, loss_sum, seen = 0, 0.0, 0
+        total = -(-len(self.data) // self.batch_size)  # batches
+        for logits in self._batches(masks):
+            y = self.data.y[seen:seen + len(logits)]
+            seen += len(logits)
+            parts.append(logits)
+            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            if progress is not None and seen < len(self.data):
+                tick(progress, len(parts), total,
+                     metrics_from(costs, correct, loss_sum / seen, seen))
+            if seen < len(self.data) and stop_now(cancelled):
+                return metrics_from(costs, correct, loss_sum / seen, seen)
+        correct, loss = score_logits(torch.cat(parts), self.data.y)  # the one-batch figures
+        metrics = metrics_from(costs, correct, loss, len(self.data))
+        tick(progress, total, total, metrics)
         return metrics
 
 

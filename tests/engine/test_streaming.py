@@ -61,3 +61,31 @@ def test_default_batches_hold_about_the_batch_bytes(cnn, digits):
     per_image, _ = node_bytes(cnn)
     assert evaluator.batch_size == BATCH_BYTES // per_image
     assert evaluator.batch_size >= len(digits)  # the demos run as one batch, as before
+
+
+def test_progress_follows_the_batches_and_ends_on_the_exact_figures(cnn, digits):
+    evaluator = Evaluator(cnn, digits, batch_size=100)  # 4 batches: 100, 100, 100, 60
+    plan = Plan(sparsity={"features.2": 0.6})
+    seen = []
+    final = evaluator.evaluate(plan, progress=lambda d, t, m: seen.append((d, t, m)))
+    assert [(d, t) for d, t, _ in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert [m.samples for _, _, m in seen] == [100, 200, 300, 360]
+    whole = Evaluator(cnn, digits).evaluate(plan)  # one batch
+    assert seen[-1][2] is final and final.correct == whole.correct
+    assert final.loss == pytest.approx(whole.loss, abs=1e-6)
+    masks = evaluator.masks(plan)
+    logits = full_forward_logits(cnn, masks, digits.x[:200])  # an independent reference
+    assert seen[1][2].correct == int((logits.argmax(1) == digits.y[:200]).sum())
+
+
+def test_a_cancelled_evaluation_returns_what_it_has_and_leaves_no_trace(cnn, digits):
+    scores = ScoreCache(cnn, digits)
+    evaluator = Evaluator(cnn, digits, scores, batch_size=100)
+    first, second = Plan(sparsity={"features.0": 0.5}), Plan(sparsity={"classifier.1": 0.8})
+    evaluator.evaluate(first)
+    calls = []
+    partial = evaluator.evaluate(second, cancelled=lambda: calls.append(1) or len(calls) >= 2)
+    assert partial.samples == 200 and len(calls) == 2  # stopped after the second batch
+    fresh = Evaluator(cnn, digits, scores, batch_size=100)
+    for plan in (second, first, second.with_sparsity("features.2", 0.4)):
+        assert evaluator.evaluate(plan) == fresh.evaluate(plan)  # never remembered, exact
