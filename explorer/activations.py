@@ -1,15 +1,23 @@
-"""Collecting activations: every requested layer's output on the validation data, per neuron.
+"""Streaming activations: every requested layer's output on the validation data, per neuron.
 
 One run of the model's program per batch serves every layer asked for. The data-driven
 criteria (:mod:`explorer.criteria`) score neurons by these activations and the Look-inside
 views (:mod:`explorer.look.stats`, :mod:`explorer.look.similarity`,
 :mod:`explorer.look.drilldown`) draw them, so they live in the core, beside the graph they run.
+
+Consumers reduce batch by batch (:func:`stream_activations`): what they hold is one batch
+plus their result (a histogram, per-neuron sums, per-image means), never every image's
+activations at once. A CIFAR-size 64-channel 32x32 layer is 256 KB per image, 2.6 GB for
+10,000 images. A reduction that needs two passes (a histogram's range, then its counts)
+iterates :class:`Replay`, which keeps the first pass's batches only while they are small.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from explorer.bundle import ModelBundle
@@ -17,41 +25,190 @@ from explorer.data import ValidationSet
 from explorer.errors import DataError, ExplorerError
 from explorer.graph import Layer
 
+REPLAY_BYTES = 64 * 2**20  # activations a two-pass reduction keeps from its first pass
+
+Batch = dict[str, torch.Tensor]  # layer name -> activations (B, neurons, positions) float32
+
+
+def stream_activations(
+    bundle: ModelBundle,
+    data: ValidationSet | torch.Tensor,
+    layers: Iterable[str] | None = None,
+    batch_size: int | None = None,
+) -> Iterator[Batch]:
+    """Every requested layer's activation on ``data``, one batch at a time, in data order.
+
+    Args:
+        bundle: the model; its program runs once per batch for all layers together.
+        data: a validation set or inputs (N, *bundle.input_shape).
+        layers: prunable layer names (default: every prunable layer).
+        batch_size: images per batch (default: as many as about 64 MiB of graph node
+            values hold, the evaluator's batch).
+
+    Yields ``{layer: (B, neurons, positions) float32}``, the output of
+    ``Layer.activation_node`` (after the layer's ReLU when it has one). Linear outputs
+    (B, ..., features) become (B, features, prod(...)); convolution outputs (B, C, H, W)
+    become (B, C, H * W). The arguments are checked here, before the first batch runs.
+    """
+    x = _inputs(bundle, data)
+    if batch_size is None:
+        batch_size = default_batch(bundle)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ExplorerError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    names = bundle.layer_names if layers is None else list(layers)
+    wanted = [find_layer(bundle, name) for name in names]
+    return _batches(bundle, x, wanted, batch_size)
+
+
+def _batches(bundle: ModelBundle, x: torch.Tensor, wanted: list[Layer],
+             batch_size: int) -> Iterator[Batch]:
+    index = {node.name: i for i, node in enumerate(bundle.program.nodes)}
+    for start in range(0, x.shape[0], batch_size):
+        _, state = bundle.program.run(x[start : start + batch_size], keep=True)
+        values = state.values
+        batch = {layer.name: neurons_first(layer, values[index[layer.activation_node]].float())
+                 for layer in wanted}
+        del values, state  # the other node values go now, this batch before the next runs
+        yield batch
+        del batch
+
 
 def collect_activations(
     bundle: ModelBundle,
     data: ValidationSet | torch.Tensor,
     layers: Iterable[str] | None = None,
-    batch_size: int = 512,
+    batch_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Every requested layer's activation on ``data``, shaped (N, neurons, positions).
+    """Every requested layer's activation on the whole of ``data``, (N, neurons, positions).
 
-    The activation is the output of ``Layer.activation_node`` (after the layer's ReLU when
-    it has one). The program runs once per batch of ``batch_size`` inputs for all layers
-    together; between batches only these layer outputs are kept, not the whole graph state.
-    Linear outputs (N, ..., features) become (N, features, prod(...)); convolution outputs
-    (N, C, H, W) become (N, C, H * W). Memory: the layers' activations on the whole set.
+    Memory: the layers' activations on every image. For tests and small inputs only (a
+    single image's drill-down); the app and the criteria reduce :func:`stream_activations`.
     """
-    x = data.x if isinstance(data, ValidationSet) else data
-    expected = tuple(bundle.input_shape)
-    if x.dim() < 1 or tuple(x.shape[1:]) != expected or x.shape[0] == 0:
-        raise DataError(
-            f"The data has shape {tuple(x.shape)}; model '{bundle.name}' expects "
-            f"(N, {', '.join(map(str, expected))}) with N >= 1."
-        )
-    if batch_size < 1:
-        raise ExplorerError(f"batch_size must be a positive integer; got {batch_size}.")
-    names = bundle.layer_names if layers is None else list(layers)
-    wanted = [find_layer(bundle, name) for name in names]
-    index = {node.name: i for i, node in enumerate(bundle.program.nodes)}
-    chunks: dict[str, list[torch.Tensor]] = {layer.name: [] for layer in wanted}
-    for start in range(0, x.shape[0], batch_size):
-        _, state = bundle.program.run(x[start : start + batch_size], keep=True)
-        for layer in wanted:
-            value = state.values[index[layer.activation_node]]
-            chunks[layer.name].append(neurons_first(layer, value.detach().float()))
-        del state
+    chunks: dict[str, list[torch.Tensor]] = {}
+    for batch in stream_activations(bundle, data, layers, batch_size):
+        for name, acts in batch.items():
+            chunks.setdefault(name, []).append(acts)
     return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+
+@dataclass
+class Replay:
+    """The batches of :func:`stream_activations`, iterable more than once.
+
+    The first iteration runs the model and keeps its batches while they take at most
+    ``keep_bytes``; when the whole set fitted, later iterations replay them from memory,
+    otherwise every iteration runs the model again. So a small set costs one forward pass
+    and a large one holds one batch (plus at most ``keep_bytes``) at a time.
+    """
+
+    bundle: ModelBundle
+    data: ValidationSet | torch.Tensor
+    layers: list[str] | None = None
+    batch_size: int | None = None
+    keep_bytes: int = REPLAY_BYTES
+    kept: list[Batch] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self._stream()  # checks the arguments now, not at the first batch
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self.kept is not None:
+            yield from self.kept
+            return
+        kept: list[Batch] | None = []
+        held = 0
+        for batch in self._stream():
+            if kept is not None:
+                held += sum(acts.nbytes for acts in batch.values())
+                kept = None if held > self.keep_bytes else [*kept, batch]
+            yield batch
+        self.kept = kept
+
+    def _stream(self) -> Iterator[Batch]:
+        return stream_activations(self.bundle, self.data, self.layers, self.batch_size)
+
+
+@dataclass
+class NeuronTotals:
+    """Per-neuron running sums of one layer's activations over the batches seen so far.
+
+    ``abs_sum`` (neurons,) float64 sums |a|, ``zeros`` (neurons,) int64 counts exact zeros,
+    ``values`` is the number of values per neuron (samples x positions), ``lo`` / ``hi``
+    the smallest and largest value of the whole layer.
+    """
+
+    abs_sum: torch.Tensor
+    zeros: torch.Tensor
+    values: int = 0
+    samples: int = 0
+    lo: float = float("inf")
+    hi: float = float("-inf")
+
+    @classmethod
+    def empty(cls, neurons: int) -> NeuronTotals:
+        return cls(torch.zeros(neurons, dtype=torch.float64),
+                   torch.zeros(neurons, dtype=torch.int64))
+
+    def add(self, acts: torch.Tensor) -> None:
+        """Add one batch ``acts`` (B, neurons, positions)."""
+        self.abs_sum += acts.abs().sum((0, 2), dtype=torch.float64)
+        self.zeros += (acts == 0).sum((0, 2))
+        self.values += acts.shape[0] * acts.shape[2]
+        self.samples += acts.shape[0]
+        self.lo = min(self.lo, float(acts.min()))
+        self.hi = max(self.hi, float(acts.max()))
+
+    @property
+    def mean_abs(self) -> torch.Tensor:
+        """Mean |a| per neuron over samples and positions, (neurons,) float64."""
+        return self.abs_sum / self.values
+
+    @property
+    def apoz(self) -> torch.Tensor:
+        """The fraction of exactly-zero values per neuron, (neurons,) float64."""
+        return self.zeros.double() / self.values
+
+
+def neuron_totals(
+    bundle: ModelBundle,
+    data: ValidationSet | torch.Tensor,
+    layers: Iterable[str] | None = None,
+    batch_size: int | None = None,
+) -> dict[str, NeuronTotals]:
+    """:class:`NeuronTotals` of every requested layer on ``data``, from one streamed pass."""
+    return reduce_batches(stream_activations(bundle, data, layers, batch_size))
+
+
+def reduce_batches(batches: Iterable[Batch]) -> dict[str, NeuronTotals]:
+    """:class:`NeuronTotals` per layer of ``batches``, each ``{layer: (B, neurons, positions)}``."""
+    totals: dict[str, NeuronTotals] = {}
+    for batch in batches:
+        for name, acts in batch.items():
+            totals.setdefault(name, NeuronTotals.empty(acts.shape[1])).add(acts)
+    return totals
+
+
+def per_image_means(
+    bundle: ModelBundle,
+    data: ValidationSet | torch.Tensor,
+    layers: Iterable[str] | None = None,
+    batch_size: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Each requested layer's activation averaged over positions per image, (N, neurons)
+    float64, streamed: a convolution channel's map becomes one number per image."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for batch in stream_activations(bundle, data, layers, batch_size):
+        for name, acts in batch.items():
+            parts.setdefault(name, []).append(acts.numpy().mean(axis=2, dtype=np.float64))
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
+def default_batch(bundle: ModelBundle) -> int:
+    """The evaluator's batch: as many images as about ``BATCH_BYTES`` of node values hold."""
+    # Imported here: the evaluator imports the criteria, which import this module.
+    from explorer.evaluator import BATCH_BYTES, batch_for
+
+    return batch_for(bundle, BATCH_BYTES)
 
 
 def find_layer(bundle: ModelBundle, name: str) -> Layer:
@@ -70,3 +227,15 @@ def neurons_first(layer: Layer, value: torch.Tensor) -> torch.Tensor:
     if layer.kind == "linear":
         value = value.movedim(-1, 1)
     return value.reshape(value.shape[0], value.shape[1], -1)
+
+
+def _inputs(bundle: ModelBundle, data: ValidationSet | torch.Tensor) -> torch.Tensor:
+    """The inputs of ``data``, checked against the model's input shape."""
+    x = data.x if isinstance(data, ValidationSet) else data
+    expected = tuple(bundle.input_shape)
+    if x.dim() < 1 or tuple(x.shape[1:]) != expected or x.shape[0] == 0:
+        raise DataError(
+            f"The data has shape {tuple(x.shape)}; model '{bundle.name}' expects "
+            f"(N, {', '.join(map(str, expected))}) with N >= 1."
+        )
+    return x

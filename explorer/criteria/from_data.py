@@ -1,9 +1,10 @@
 """Criteria that look at data: activation statistics and first-order Taylor scores.
 
 Each needs the validation set (``ScoreContext.data``) and raises :class:`PlanError` without
-it. Activations come from :func:`explorer.activations.collect_activations` (one run of the
-exported program; the activation is the output of ``Layer.activation_node``, after the
-layer's nonlinearity where it has one of its own). Gradients are taken on a private
+it. Activations are reduced batch by batch as :func:`explorer.activations.neuron_totals`
+streams them (one run of the exported program; the activation is the output of
+``Layer.activation_node``, after the layer's nonlinearity where it has one of its own): a
+score holds per-neuron sums, never every image's activations. Gradients are taken on a private
 deep copy of ``bundle.model`` whose parameters do not require grad (the weight form
 re-enables one weight): the shared model is never put in train mode, never hooked and
 never given a ``.grad``.
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from explorer.activations import collect_activations, neurons_first
+from explorer.activations import neuron_totals, neurons_first
 from explorer.errors import PlanError
 from explorer.graph import Layer, logits_of
 
@@ -57,8 +58,7 @@ class MeanActivation:
 
     def score(self, layer: Layer, ctx: ScoreContext) -> torch.Tensor:
         data = needs_data(ctx, self.name)
-        acts = collect_activations(ctx.bundle, data, [layer.name])[layer.name]
-        return acts.abs().double().mean((0, 2)).float()
+        return neuron_totals(ctx.bundle, data, [layer.name])[layer.name].mean_abs.float()
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,7 @@ class APoZ:
 
     def score(self, layer: Layer, ctx: ScoreContext) -> torch.Tensor:
         data = needs_data(ctx, self.name)
-        acts = collect_activations(ctx.bundle, data, [layer.name])[layer.name]
-        return 1 - (acts == 0).double().mean((0, 2)).float()
+        return 1 - neuron_totals(ctx.bundle, data, [layer.name])[layer.name].apoz.float()
 
 
 @dataclass(frozen=True)

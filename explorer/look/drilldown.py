@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from explorer.activations import collect_activations, find_layer
+from explorer.activations import find_layer, per_image_means
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import DataError, ExplorerError
@@ -71,16 +71,22 @@ class Attribution:
 
 def rank_images(activations: torch.Tensor | np.ndarray, neuron: int, k: int = TOP_K
                 ) -> TopImages:
-    """The ``k`` samples of ``activations`` (N, neurons, positions) where ``neuron`` is most
-    active, averaged over positions; ties go to the lower index."""
+    """The ``k`` samples of ``activations`` where ``neuron`` is most active, averaged over
+    positions; ties go to the lower index.
+
+    ``activations`` is (N, neurons, positions), or (N, neurons) already averaged per image
+    (:func:`explorer.activations.per_image_means`, which streams).
+    """
     acts = to_numpy(activations)
-    if acts.ndim != 3:
-        raise ExplorerError(
-            f"Activations must be shaped (N, neurons, positions); got {acts.shape}.")
+    if acts.ndim not in (2, 3):
+        raise ExplorerError(f"Activations must be shaped (N, neurons, positions) or "
+                            f"(N, neurons); got {acts.shape}.")
     _check_index("neuron", neuron, acts.shape[1])
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise ExplorerError(f"k must be a positive integer; got {k!r}.")
-    per_image = acts[:, int(neuron), :].mean(axis=1, dtype=np.float64)
+    per_image = acts[:, int(neuron)]
+    if per_image.ndim == 2:
+        per_image = per_image.mean(axis=1, dtype=np.float64)
     order = np.argsort(-per_image, kind="stable")[:k]
     return TopImages(order.astype(np.int64), per_image[order].astype(np.float32))
 
@@ -89,11 +95,12 @@ def top_images(bundle: ModelBundle, data: ValidationSet, layer: str, neuron: int
                k: int = TOP_K) -> TopImages:
     """The ``k`` images of ``data`` on which ``neuron`` of ``layer`` is most active.
 
-    One run of the program over ``data`` (see :func:`explorer.activations.collect_activations`);
-    a page that already holds the layer's activations calls :func:`rank_images` instead.
+    One streamed run of the program over ``data``
+    (:func:`explorer.activations.per_image_means`: one number per image and neuron is held);
+    a page that already holds the layer's per-image means calls :func:`rank_images` instead.
     """
-    find_layer(bundle, layer)
-    return rank_images(collect_activations(bundle, data, [layer])[layer], neuron, k)
+    _check_index("neuron", neuron, find_layer(bundle, layer).neurons)
+    return rank_images(per_image_means(bundle, data, [layer])[layer], neuron, k)
 
 
 def attribution_map(bundle: ModelBundle, layer: str, neuron: int, image: torch.Tensor,

@@ -23,8 +23,9 @@ import torch
 from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 
-from explorer.activations import find_layer
+from explorer.activations import find_layer, per_image_means
 from explorer.bundle import ModelBundle
+from explorer.data import ValidationSet
 from explorer.errors import ExplorerError
 from explorer.look.stats import to_numpy
 
@@ -74,8 +75,8 @@ def cosine_matrix(weight: torch.Tensor | np.ndarray) -> np.ndarray:
 def correlation_matrix(activations: torch.Tensor | np.ndarray) -> np.ndarray:
     """Pearson correlation (neurons, neurons) of per-sample activations.
 
-    ``activations`` is (N, neurons) or (N, neurons, positions) as returned by
-    :func:`explorer.activations.collect_activations`; positions are averaged per sample first.
+    ``activations`` is (N, neurons, positions), or (N, neurons) with the positions already
+    averaged per sample (:func:`explorer.activations.per_image_means`, which streams).
     A neuron that is constant over the samples (a dead ReLU, say) has no defined
     correlation: we define it as 0 with every other neuron and 1 with itself, so the matrix
     has no NaN. With fewer than 2 samples every neuron is constant.
@@ -158,10 +159,17 @@ def activation_similarity(
 ) -> Similarity:
     """Pearson correlation of one layer's activations (N, neurons[, positions]), summarised.
 
-    Take ``activations`` from :func:`explorer.activations.collect_activations`, which runs the
-    model once for all layers.
+    Take ``activations`` from :func:`layer_correlation`'s per-image means
+    (:func:`explorer.activations.per_image_means`): (N, neurons) is all the correlation needs.
     """
     return summarize(correlation_matrix(activations), top_k, max_size)
+
+
+def layer_correlation(bundle: ModelBundle, data: ValidationSet | torch.Tensor, layer: str,
+                      batch_size: int | None = None) -> np.ndarray:
+    """:func:`correlation_matrix` (neurons, neurons) of ``layer`` on ``data``, streamed: only
+    each image's per-neuron mean (N, neurons) is held, never the positions."""
+    return correlation_matrix(per_image_means(bundle, data, [layer], batch_size)[layer])
 
 
 def _finish(sim: np.ndarray) -> np.ndarray:

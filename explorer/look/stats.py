@@ -12,13 +12,14 @@ shared parameter tensors.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
-from explorer.activations import collect_activations, find_layer
+from explorer.activations import NeuronTotals, Replay, find_layer, reduce_batches
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import ExplorerError
@@ -146,40 +147,59 @@ def summarize_activations(
             f"Activations of '{layer}' must be shaped (N, neurons, positions); "
             f"got {tuple(activations.shape)}."
         )
-    acts = to_numpy(activations)
-    n, _, positions = acts.shape
-    lo, hi = float(acts.min()), float(acts.max())
-    if lo == hi:  # numpy's own convention for a constant sample
-        lo, hi = lo - 0.5, hi + 0.5
-    edges = np.linspace(lo, hi, bins + 1)
-    counts, _ = np.histogram(acts, bins=edges)
-    is_zero = acts == 0
-    zeros_per_neuron = is_zero.sum(axis=(0, 2))
-    histogram = Histogram(
-        edges, counts.astype(np.int64), int(zeros_per_neuron.sum()), int(acts.size), "linear"
-    )
-    apoz = zeros_per_neuron / (n * positions)
-    return ActivationStats(
-        layer=layer,
-        histogram=histogram,
-        mean_abs=np.abs(acts).mean(axis=(0, 2), dtype=np.float64),
-        apoz=apoz,
-        dead=np.flatnonzero(zeros_per_neuron == n * positions).astype(np.int64),
-        samples=int(n),
-        positions=int(positions),
-    )
+    batches = [{layer: activations}]
+    return _summaries(batches, bins)[layer]
 
 
 def activation_stats(
     bundle: ModelBundle,
     data: ValidationSet | torch.Tensor,
     bins: int = DEFAULT_BINS,
-    batch_size: int = 512,
+    batch_size: int | None = None,
 ) -> dict[str, ActivationStats]:
-    """:class:`ActivationStats` of every prunable layer on ``data``, from a single pass."""
+    """:class:`ActivationStats` of every prunable layer on ``data``, streamed in batches.
+
+    Two passes over the batches (:class:`~explorer.activations.Replay`: one run of the model
+    when the activations are small): the first sums per neuron and finds each layer's range,
+    the second counts the histograms on bins fixed by those ranges. Memory: one batch, the
+    histograms and the per-neuron arrays, whatever the number of images.
+    """
     _check_bins(bins)
-    activations = collect_activations(bundle, data, batch_size=batch_size)
-    return {name: summarize_activations(name, acts, bins) for name, acts in activations.items()}
+    return _summaries(Replay(bundle, data, batch_size=batch_size), bins)
+
+
+def _summaries(batches: Iterable[dict[str, torch.Tensor]], bins: int
+               ) -> dict[str, ActivationStats]:
+    """:class:`ActivationStats` per layer of ``batches``, iterated twice (sums, then counts)."""
+    totals = reduce_batches(batches)
+    edges = {name: _edges(t.lo, t.hi, bins) for name, t in totals.items()}
+    counts = {name: np.zeros(bins, dtype=np.int64) for name in totals}
+    for batch in batches:
+        for name, acts in batch.items():
+            counts[name] += np.histogram(to_numpy(acts), bins=edges[name])[0]
+    return {name: _stats(name, t, Histogram(edges[name], counts[name], int(t.zeros.sum()),
+                                            t.values * t.zeros.numel(), "linear"))
+            for name, t in totals.items()}
+
+
+def _edges(lo: float, hi: float, bins: int) -> np.ndarray:
+    """``bins`` equal bins from ``lo`` to ``hi``; a constant sample gets numpy's unit range."""
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, bins + 1)
+
+
+def _stats(layer: str, totals: NeuronTotals, histogram: Histogram) -> ActivationStats:
+    zeros = totals.zeros.numpy()
+    return ActivationStats(
+        layer=layer,
+        histogram=histogram,
+        mean_abs=totals.mean_abs.numpy(),
+        apoz=totals.apoz.numpy(),
+        dead=np.flatnonzero(zeros == totals.values).astype(np.int64),
+        samples=totals.samples,
+        positions=totals.values // max(totals.samples, 1),
+    )
 
 
 def to_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -93,8 +93,10 @@ def test_rank_images_breaks_ties_by_index_and_checks_its_arguments():
     for bad in (dict(neuron=2), dict(neuron=-1), dict(neuron=True), dict(k=0)):
         with pytest.raises(ExplorerError):
             rank_images(acts, **{"neuron": 0, **bad})
+    per_image = acts.mean(axis=2, dtype=np.float64)  # (N, neurons): the same ranking
+    assert rank_images(per_image, 1, k=3).indices.tolist() == [1, 3, 0]
     with pytest.raises(ExplorerError, match="positions"):
-        rank_images(acts[:, :, 0], 0)
+        rank_images(acts[None], 0)
 
 
 def test_top_images_names_the_layers_that_exist(mlp, digits):
