@@ -14,7 +14,7 @@ iterates :class:`Replay`, which keeps the first pass's batches only while they a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,9 +85,8 @@ def collect_activations(
     single image's drill-down); the app and the criteria reduce :func:`stream_activations`.
     """
     chunks: dict[str, list[torch.Tensor]] = {}
-    for batch in stream_activations(bundle, data, layers, batch_size):
-        for name, acts in batch.items():
-            chunks.setdefault(name, []).append(acts)
+    for_each(stream_activations(bundle, data, layers, batch_size),
+             lambda name, acts: chunks.setdefault(name, []).append(acts))
     return {name: torch.cat(parts) for name, parts in chunks.items()}
 
 
@@ -95,10 +94,11 @@ def collect_activations(
 class Replay:
     """The batches of :func:`stream_activations`, iterable more than once.
 
-    The first iteration runs the model and keeps its batches while they take at most
-    ``keep_bytes``; when the whole set fitted, later iterations replay them from memory,
-    otherwise every iteration runs the model again. So a small set costs one forward pass
-    and a large one holds one batch (plus at most ``keep_bytes``) at a time.
+    The first iteration runs the model and keeps its batches while the whole set's
+    activations, projected from the batches seen so far, take at most ``keep_bytes``; when
+    the whole set was kept, later iterations replay it from memory, otherwise every
+    iteration runs the model again. So a small set costs one forward pass and a large one
+    holds one batch at a time.
     """
 
     bundle: ModelBundle
@@ -115,13 +115,16 @@ class Replay:
         if self.kept is not None:
             yield from self.kept
             return
+        images = _inputs(self.bundle, self.data).shape[0]
         kept: list[Batch] | None = []
-        held = 0
+        held = seen = 0
         for batch in self._stream():
             if kept is not None:
                 held += sum(acts.nbytes for acts in batch.values())
-                kept = None if held > self.keep_bytes else [*kept, batch]
+                seen += next(iter(batch.values())).shape[0]
+                kept = None if held * images > self.keep_bytes * seen else [*kept, batch]
             yield batch
+            batch = None  # not alive while the next batch runs
         self.kept = kept
 
     def _stream(self) -> Iterator[Batch]:
@@ -182,9 +185,8 @@ def neuron_totals(
 def reduce_batches(batches: Iterable[Batch]) -> dict[str, NeuronTotals]:
     """:class:`NeuronTotals` per layer of ``batches``, each ``{layer: (B, neurons, positions)}``."""
     totals: dict[str, NeuronTotals] = {}
-    for batch in batches:
-        for name, acts in batch.items():
-            totals.setdefault(name, NeuronTotals.empty(acts.shape[1])).add(acts)
+    for_each(batches, lambda name, acts: totals.setdefault(
+        name, NeuronTotals.empty(acts.shape[1])).add(acts))
     return totals
 
 
@@ -197,10 +199,19 @@ def per_image_means(
     """Each requested layer's activation averaged over positions per image, (N, neurons)
     float64, streamed: a convolution channel's map becomes one number per image."""
     parts: dict[str, list[np.ndarray]] = {}
-    for batch in stream_activations(bundle, data, layers, batch_size):
-        for name, acts in batch.items():
-            parts.setdefault(name, []).append(acts.numpy().mean(axis=2, dtype=np.float64))
+    for_each(stream_activations(bundle, data, layers, batch_size),
+             lambda name, acts: parts.setdefault(name, []).append(
+                 acts.numpy().mean(axis=2, dtype=np.float64)))
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
+def for_each(batches: Iterable[Batch], step: Callable[[str, torch.Tensor], object]) -> None:
+    """Call ``step(layer, activations)`` for every layer of every batch, holding one batch at
+    a time (a plain loop's variables would keep the last batch alive while the next runs)."""
+    for batch in batches:
+        for name, acts in batch.items():
+            step(name, acts)
+        batch = acts = None
 
 
 def default_batch(bundle: ModelBundle) -> int:

@@ -50,15 +50,18 @@ class MeanActivation:
     The "mean activation" criterion of Molchanov et al. 2017 ("Pruning Convolutional
     Neural Networks for Resource Efficient Inference", ICLR, arXiv:1611.06440, Sec. 2.2).
     Activations (N, neurons, positions) are averaged over samples and positions (H * W for
-    a convolution): score shape (neurons,).
+    a convolution): score shape (neurons,). ``batch_size``: images per streamed batch
+    (default: the evaluator's).
     """
 
     name: str = "activation"
     granularity: str = "neurons"
+    batch_size: int | None = None
 
     def score(self, layer: Layer, ctx: ScoreContext) -> torch.Tensor:
         data = needs_data(ctx, self.name)
-        return neuron_totals(ctx.bundle, data, [layer.name])[layer.name].mean_abs.float()
+        totals = neuron_totals(ctx.bundle, data, [layer.name], self.batch_size)
+        return totals[layer.name].mean_abs.float()
 
 
 @dataclass(frozen=True)
@@ -70,15 +73,18 @@ class APoZ:
     the fraction of exactly-zero activations over samples and positions, shape (neurons,).
     It is meaningful after a ReLU; a layer without a nonlinearity of its own (a residual
     branch's last convolution, whose ReLU follows the addition) is measured at its output,
-    where zeros are rare and every neuron scores about 1.
+    where zeros are rare and every neuron scores about 1. ``batch_size`` as for
+    :class:`MeanActivation`.
     """
 
     name: str = "apoz"
     granularity: str = "neurons"
+    batch_size: int | None = None
 
     def score(self, layer: Layer, ctx: ScoreContext) -> torch.Tensor:
         data = needs_data(ctx, self.name)
-        return 1 - neuron_totals(ctx.bundle, data, [layer.name])[layer.name].apoz.float()
+        totals = neuron_totals(ctx.bundle, data, [layer.name], self.batch_size)
+        return 1 - totals[layer.name].apoz.float()
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ def rank_images(activations: torch.Tensor | np.ndarray, neuron: int, k: int = TO
 
 
 def top_images(bundle: ModelBundle, data: ValidationSet, layer: str, neuron: int,
-               k: int = TOP_K) -> TopImages:
+               k: int = TOP_K, batch_size: int | None = None) -> TopImages:
     """The ``k`` images of ``data`` on which ``neuron`` of ``layer`` is most active.
 
     One streamed run of the program over ``data``
@@ -100,7 +100,7 @@ def top_images(bundle: ModelBundle, data: ValidationSet, layer: str, neuron: int
     a page that already holds the layer's per-image means calls :func:`rank_images` instead.
     """
     _check_index("neuron", neuron, find_layer(bundle, layer).neurons)
-    return rank_images(per_image_means(bundle, data, [layer])[layer], neuron, k)
+    return rank_images(per_image_means(bundle, data, [layer], batch_size)[layer], neuron, k)
 
 
 def attribution_map(bundle: ModelBundle, layer: str, neuron: int, image: torch.Tensor,

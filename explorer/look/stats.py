@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from explorer.activations import NeuronTotals, Replay, find_layer, reduce_batches
+from explorer.activations import NeuronTotals, Replay, find_layer, for_each, reduce_batches
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import ExplorerError
@@ -174,9 +174,11 @@ def _summaries(batches: Iterable[dict[str, torch.Tensor]], bins: int
     totals = reduce_batches(batches)
     edges = {name: _edges(t.lo, t.hi, bins) for name, t in totals.items()}
     counts = {name: np.zeros(bins, dtype=np.int64) for name in totals}
-    for batch in batches:
-        for name, acts in batch.items():
-            counts[name] += np.histogram(to_numpy(acts), bins=edges[name])[0]
+
+    def count(name: str, acts: torch.Tensor) -> None:
+        counts[name] += np.histogram(to_numpy(acts), bins=edges[name])[0]
+
+    for_each(batches, count)
     return {name: _stats(name, t, Histogram(edges[name], counts[name], int(t.zeros.sum()),
                                             t.values * t.zeros.numel(), "linear"))
             for name, t in totals.items()}
