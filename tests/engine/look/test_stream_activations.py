@@ -22,7 +22,6 @@ from test_stats import HOOKED, hooked_outputs
 from explorer.activations import Replay, stream_activations
 from explorer.criteria.base import ScoreContext
 from explorer.criteria.from_data import APoZ, MeanActivation
-from explorer.data import digits_validation
 from explorer.errors import ExplorerError
 from explorer.load.demos import load_demo
 from explorer.look.drilldown import top_images
@@ -32,17 +31,17 @@ from explorer.look.stats import activation_stats
 BATCH = 37
 
 
-@pytest.fixture(scope="module")
-def data():
-    return digits_validation()
+@pytest.fixture
+def bundle(any_demo):
+    return any_demo
 
 
-@pytest.fixture(scope="module", params=["digits-mlp", "digits-cnn", "digits-resnet"])
-def bundle(request):
-    return load_demo(request.param)
+@pytest.fixture
+def data(digits):
+    return digits
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def reference(bundle, data) -> dict[str, np.ndarray]:
     """Each hooked layer's activation on every image, (N, neurons, positions) float32."""
     parts = [hooked_outputs(bundle, data.x[s : s + BATCH]) for s in range(0, len(data), BATCH)]
