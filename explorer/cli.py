@@ -196,7 +196,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     else:
         criterion = default_criterion(granularity)
     grid = _grid_arg(args.grid) if args.grid else DEFAULT_GRID
-    judge = SplitEvaluator(bundle, data)  # scanned on the calibration part
+    # scanned on the calibration part
+    judge = SplitEvaluator(bundle, data, memory_budget=args.memory_budget)
     result = sensitivity(judge.calibration, granularity, criterion, grid, base=plan)
     if args.json:
         print(json.dumps({**result.to_dict(), **judge.report(result.base)}, indent=2))
@@ -237,7 +238,7 @@ def cmd_broke(args: argparse.Namespace) -> int:
 
     bundle, data = _load_bundle(args.model, args.data)
     plan = _load_plan(args.plan)
-    result = breakage(Evaluator(bundle, data), plan)
+    result = breakage(Evaluator(bundle, data, memory_budget=args.memory_budget), plan)
     if args.json:
         print(json.dumps({"model": bundle.name, "plan": plan.to_dict(), **result.to_dict()},
                          indent=2))
@@ -308,7 +309,8 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     bundle, data = _load_bundle(args.model, args.data)
     criterion = args.criterion or default_criterion(args.granularity)
     grid = _grid_arg(args.grid) if args.grid else DEFAULT_GRID
-    judge = SplitEvaluator(bundle, data)  # chosen on the calibration part, reported held-out
+    # chosen on the calibration part, reported on the held-out part
+    judge = SplitEvaluator(bundle, data, memory_budget=args.memory_budget)
     scan = sensitivity(judge.calibration, args.granularity, criterion, grid)
     result = suggest(scan, judge, target)
     if args.out:
@@ -366,6 +368,29 @@ def _model_command(sub, name: str, func, help: str, json_output: bool = True):
     return p
 
 
+def _budget_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--memory-budget", type=_size, metavar="SIZE",
+        help="memory kept for resuming evaluations from the unchanged part of the network, "
+             "e.g. 256M or 2G (0: none; each evaluation a full pass); default: a sixteenth of "
+             "the available memory, at most 512M")
+
+
+def _size(text: str) -> int:
+    """An argparse type: a number of bytes, with an optional K, M or G (powers of 1024)."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    number, unit = (text[:-1], units[text[-1].upper()]) if text[-1:].upper() in units \
+        else (text, 1)
+    try:
+        value = float(number) * unit
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 2**50:
+        raise argparse.ArgumentTypeError(f"a memory size is a number of bytes with an "
+                                         f"optional K, M or G, e.g. 256M; got {short(text)}.")
+    return int(value)
+
+
 def _count(what: str, maximum: int):
     """An argparse type: a whole number in [1, ``maximum``], worded as the engine's check."""
 
@@ -408,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "prunable layers, coupled groups, what cannot be pruned")
     p = _model_command(sub, "sensitivity", cmd_sensitivity,
                        "accuracy of each layer (or group) pruned alone")
+    _budget_option(p)
     p.add_argument("--plan", help="plan JSON file for the other layers; default: dense")
     p.add_argument("--granularity", choices=["weights", "neurons"],
                    help="default: the plan's, else weights")
@@ -423,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "other file is never emptied")
     p = _model_command(sub, "broke", cmd_broke, "per-class accuracy, confusion change and "
                        "flipped images of a plan against the dense model")
+    _budget_option(p)
     p.add_argument("--plan", help="plan JSON file; default: the dense model")
     p = _model_command(sub, "finetune", cmd_finetune, "fine-tune a plan's pruned model with "
                        "its masks fixed (or prune iteratively); save it")
@@ -441,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p = _model_command(sub, "suggest", cmd_suggest, "per-layer fractions meeting a target, "
                        "from a sensitivity scan, next to the uniform and global baselines")
+    _budget_option(p)
     p.add_argument("--target", required=True,
                    help="flops=4 (4x fewer FLOPs), size=8 (compression ratio) or drop=0.01 "
                    "(largest accuracy drop accepted)")

@@ -21,6 +21,7 @@ alone: sizes and FLOPs, with accuracy and loss None (see :class:`~explorer.metri
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -37,7 +38,8 @@ from explorer.metrics import CostModel, Metrics, metrics_from, score_logits
 from explorer.plan import Plan
 from explorer.progress import Cancelled, Progress, stop_now, tick
 
-DEFAULT_MEMORY_BUDGET = 512 * 2**20
+DEFAULT_MEMORY_BUDGET = 512 * 2**20  # the most a default budget is: 4 fit in a session
+MIN_MEMORY_BUDGET = 64 * 2**20
 BATCH_BYTES = 64 * 2**20  # node values one batch may hold while it runs
 MASKED_PARAMS_KEPT = 64
 METRICS_KEPT = 256
@@ -47,7 +49,8 @@ class Evaluator:
     """Evaluates plans for one model on one validation set (or on none: costs only).
 
     ``batch_size``: images per batch (default: as many as :data:`BATCH_BYTES` of node values
-    hold, from a probe run); ``memory_budget``: bytes of node values kept for resuming.
+    hold, from a probe run); ``memory_budget``: bytes of node values kept for resuming
+    (default: :func:`default_memory_budget`; 0 keeps none: every evaluation a full pass).
     """
 
     def __init__(
@@ -55,14 +58,14 @@ class Evaluator:
         bundle: ModelBundle,
         data: ValidationSet | None,
         scores: ScoreCache | None = None,
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        memory_budget: int | None = None,
         batch_size: int | None = None,
     ) -> None:
         self.bundle = bundle
         self.data = data
         self.scores = scores or ScoreCache(bundle, data)
         self.costs = CostModel(bundle)
-        self.memory_budget = memory_budget
+        self.memory_budget = default_memory_budget() if memory_budget is None else memory_budget
         self.batch_size = batch_size or batch_for(bundle, BATCH_BYTES)
         self.params = bundle.params()
         self.incremental = bundle.program.resumable
@@ -191,6 +194,28 @@ class Evaluator:
         metrics = metrics_from(costs, correct, loss, len(self.data))
         tick(progress, total, total, metrics)
         return metrics
+
+
+def default_memory_budget() -> int:
+    """Bytes of node values an evaluator keeps by default: a sixteenth of the memory this
+    machine has available now, between :data:`MIN_MEMORY_BUDGET` and
+    :data:`DEFAULT_MEMORY_BUDGET` (a laptop with 4 GiB free keeps 256 MiB)."""
+    return min(max(available_memory() // 16, MIN_MEMORY_BUDGET), DEFAULT_MEMORY_BUDGET)
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new work (Linux: MemAvailable; elsewhere: free pages)."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return DEFAULT_MEMORY_BUDGET * 16
 
 
 def batch_for(bundle: ModelBundle, nbytes: int) -> int:

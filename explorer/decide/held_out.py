@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from explorer.bundle import ModelBundle
 from explorer.data import DECISION_FRACTION, DecisionSplit, ValidationSet, split_for_decisions
-from explorer.evaluator import DEFAULT_MEMORY_BUDGET, Evaluator
+from explorer.evaluator import Evaluator, default_memory_budget
 from explorer.masks import ScoreCache
 from explorer.metrics import Metrics
 from explorer.plan import Plan
@@ -61,9 +61,10 @@ class SplitEvaluator:
         fraction: float = DECISION_FRACTION,
         seed: int | None = None,
         scores: ScoreCache | None = None,
+        memory_budget: int | None = None,
     ) -> None:
         split = None if data is None else split_for_decisions(data, fraction, seed)
-        self._start(bundle, split, scores)
+        self._start(bundle, split, scores, memory_budget)
 
     @classmethod
     def on_split(
@@ -74,13 +75,14 @@ class SplitEvaluator:
         judge._start(bundle, split, scores)
         return judge
 
-    def _start(
-        self, bundle: ModelBundle, split: DecisionSplit | None, scores: ScoreCache | None
-    ) -> None:
+    def _start(self, bundle: ModelBundle, split: DecisionSplit | None,
+               scores: ScoreCache | None, memory_budget: int | None = None) -> None:
+        """Both parts' evaluators, each with half of ``memory_budget`` (default: the
+        evaluator's default)."""
         self.bundle, self.split = bundle, split
         calibration = None if split is None else split.calibration
         self.scores = scores or ScoreCache(bundle, calibration)
-        budget = DEFAULT_MEMORY_BUDGET // 2
+        budget = (default_memory_budget() if memory_budget is None else memory_budget) // 2
         self.calibration = Evaluator(bundle, calibration, self.scores, budget)
         self.held_out = Evaluator(bundle, None if split is None else split.held_out,
                                   self.scores, budget)

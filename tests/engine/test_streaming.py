@@ -3,11 +3,15 @@ and what is kept for resuming stays within its byte budget (issue 11, memory).""
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from explorer import evaluator as evaluator_module
 from explorer.evaluator import BATCH_BYTES, Evaluator, full_forward_logits, node_bytes
 from explorer.masks import ScoreCache
 from explorer.plan import Plan
@@ -89,3 +93,26 @@ def test_a_cancelled_evaluation_returns_what_it_has_and_leaves_no_trace(cnn, dig
     fresh = Evaluator(cnn, digits, scores, batch_size=100)
     for plan in (second, first, second.with_sparsity("features.2", 0.4)):
         assert evaluator.evaluate(plan) == fresh.evaluate(plan)  # never remembered, exact
+
+
+@pytest.mark.parametrize(("available", "budget"), [(2**30, 64 * 2**20), (4 * 2**30, 256 * 2**20),
+                                                   (64 * 2**30, 512 * 2**20)])
+def test_the_default_budget_follows_the_machine(cnn, monkeypatch, available, budget):
+    monkeypatch.setattr(evaluator_module, "available_memory", lambda: available)
+    assert Evaluator(cnn, None).memory_budget == budget
+    assert Evaluator(cnn, None, memory_budget=0).memory_budget == 0
+
+
+def test_cli_memory_budget_keeps_the_numbers(tmp_path):
+    def scan(*extra: str) -> dict:
+        out = subprocess.run([sys.executable, "-m", "explorer.cli", "sensitivity", "--model",
+                              "digits-cnn", "--grid", "0,0.5,0.9", "--json", *extra],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    assert scan("--memory-budget", "0") == scan() == scan("--memory-budget", "1.5M")
+    bad = subprocess.run([sys.executable, "-m", "explorer.cli", "broke", "--model",
+                          "digits-cnn", "--memory-budget", "12X"], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and "a memory size is a number of bytes" in bad.stderr
