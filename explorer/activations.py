@@ -14,6 +14,7 @@ iterates :class:`Replay`, which keeps the first pass's batches only while they a
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -24,6 +25,8 @@ from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import DataError, ExplorerError
 from explorer.graph import Layer
+
+BATCH_BYTES = 64 * 2**20  # node values one batch of a run may hold (the evaluator's too)
 
 REPLAY_BYTES = 64 * 2**20  # activations a two-pass reduction keeps from its first pass
 
@@ -216,10 +219,48 @@ def for_each(batches: Iterable[Batch], step: Callable[[str, torch.Tensor], objec
 
 def default_batch(bundle: ModelBundle) -> int:
     """The evaluator's batch: as many images as about ``BATCH_BYTES`` of node values hold."""
-    # Imported here: the evaluator imports the criteria, which import this module.
-    from explorer.evaluator import BATCH_BYTES, batch_for
-
     return batch_for(bundle, BATCH_BYTES)
+
+
+def batch_for(bundle: ModelBundle, nbytes: int) -> int:
+    """How many images one batch may hold so its node values take about ``nbytes``."""
+    per_image, _ = node_bytes(bundle)
+    return max(1, nbytes // max(per_image, 1))
+
+
+def node_bytes(bundle: ModelBundle) -> tuple[int, int]:
+    """(bytes per image, fixed bytes) of the node values one run of ``bundle`` holds.
+
+    Measured once per model by running the graph on one and on two zero images of
+    ``bundle.input_shape`` (views that share memory counted once; the input and the
+    parameters left out).
+    """
+    known = _NODE_BYTES.get(bundle.program.module)
+    if known is None:
+        one, two = (_run_bytes(bundle, n) for n in (1, 2))
+        per_image = max(two - one, 0)
+        known = _NODE_BYTES[bundle.program.module] = (per_image, max(one - per_image, 0))
+    return known
+
+
+_NODE_BYTES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # graph -> node_bytes
+
+
+def _run_bytes(bundle: ModelBundle, batch: int) -> int:
+    """Bytes of the distinct tensors a run on ``batch`` images holds (input and parameters
+    excluded: they belong to the data and the model)."""
+    x = torch.zeros((batch, *bundle.input_shape))
+    _, state = bundle.program.run(x, keep=True)
+    params = {p.untyped_storage().data_ptr() for p in bundle.params().values()}
+    seen = {x.untyped_storage().data_ptr(), *params}
+    total = 0
+    for value in state.values:
+        if isinstance(value, torch.Tensor):
+            ptr = value.untyped_storage().data_ptr()
+            if ptr not in seen:
+                seen.add(ptr)
+                total += value.untyped_storage().nbytes()
+    return total
 
 
 def find_layer(bundle: ModelBundle, name: str) -> Layer:

@@ -4,8 +4,8 @@
   a new fraction is a lookup.
 * Sizes and FLOPs are arithmetic on per-layer figures (:class:`CostModel`).
 * The validation set streams through the graph in batches of ``batch_size`` images (sized
-  so one batch's node values take about :data:`BATCH_BYTES`): the memory a run holds does
-  not grow with the number of images, only the logits (N, classes) do.
+  so one batch's node values take about :data:`~explorer.activations.BATCH_BYTES`): the
+  memory a run holds does not grow with the number of images, only the logits do.
 * For as many batches as ``memory_budget`` holds, the value of every graph node from the
   dense run and from the last run is kept; a new plan recomputes those batches only from
   the first node that reads a parameter whose mask changed, the others from the input.
@@ -22,13 +22,13 @@ alone: sizes and FLOPs, with accuracy and loss None (see :class:`~explorer.metri
 from __future__ import annotations
 
 import os
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 
+from explorer.activations import BATCH_BYTES, batch_for
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import DataError
@@ -40,7 +40,6 @@ from explorer.progress import Cancelled, Progress, stop_now, tick
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20  # the most a default budget is: 4 fit in a session
 MIN_MEMORY_BUDGET = 64 * 2**20
-BATCH_BYTES = 64 * 2**20  # node values one batch may hold while it runs
 MASKED_PARAMS_KEPT = 64
 METRICS_KEPT = 256
 
@@ -216,47 +215,6 @@ def available_memory() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return DEFAULT_MEMORY_BUDGET * 16
-
-
-def batch_for(bundle: ModelBundle, nbytes: int) -> int:
-    """How many images one batch may hold so its node values take about ``nbytes``."""
-    per_image, _ = node_bytes(bundle)
-    return max(1, nbytes // max(per_image, 1))
-
-
-def node_bytes(bundle: ModelBundle) -> tuple[int, int]:
-    """(bytes per image, fixed bytes) of the node values one run of ``bundle`` holds.
-
-    Measured once per model by running the graph on one and on two zero images of
-    ``bundle.input_shape`` (views that share memory counted once; the input and the
-    parameters left out).
-    """
-    known = _NODE_BYTES.get(bundle.program.module)
-    if known is None:
-        one, two = (_run_bytes(bundle, n) for n in (1, 2))
-        per_image = max(two - one, 0)
-        known = _NODE_BYTES[bundle.program.module] = (per_image, max(one - per_image, 0))
-    return known
-
-
-_NODE_BYTES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # graph -> node_bytes
-
-
-def _run_bytes(bundle: ModelBundle, batch: int) -> int:
-    """Bytes of the distinct tensors a run on ``batch`` images holds (input and parameters
-    excluded: they belong to the data and the model)."""
-    x = torch.zeros((batch, *bundle.input_shape))
-    _, state = bundle.program.run(x, keep=True)
-    params = {p.untyped_storage().data_ptr() for p in bundle.params().values()}
-    seen = {x.untyped_storage().data_ptr(), *params}
-    total = 0
-    for value in state.values:
-        if isinstance(value, torch.Tensor):
-            ptr = value.untyped_storage().data_ptr()
-            if ptr not in seen:
-                seen.add(ptr)
-                total += value.untyped_storage().nbytes()
-    return total
 
 
 def full_forward_logits(bundle: ModelBundle, masks: Masks, x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """How much memory a model and its validation data take, checked before the data is read.
 
 The evaluator (:mod:`explorer.evaluator`) streams the validation set through the model's
-graph in batches: one batch's node values (about :data:`~explorer.evaluator.BATCH_BYTES`)
+graph in batches: one batch's node values (about :data:`~explorer.activations.BATCH_BYTES`)
 are held while it runs, plus the logits of every image; it also keeps the dense run's and
 the last run's node values of as many batches as its ``memory_budget`` holds, for resuming.
 A session also holds a :class:`~explorer.decide.held_out.SplitEvaluator`: a copy of the data
@@ -33,9 +33,10 @@ import threading
 import weakref
 from dataclasses import dataclass
 
+from explorer.activations import BATCH_BYTES, node_bytes
 from explorer.bundle import ModelBundle
 from explorer.errors import DataError, ExplorerError, short
-from explorer.evaluator import BATCH_BYTES, DEFAULT_MEMORY_BUDGET, node_bytes
+from explorer.evaluator import DEFAULT_MEMORY_BUDGET
 from explorer.limits import SERVER_MEMORY_BYTES, SESSION_MEMORY_BYTES
 from explorer.load.data_file import DataShape, bytes_text, check_sample_shape
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from explorer import evaluator as evaluator_module
-from explorer.evaluator import BATCH_BYTES, Evaluator, full_forward_logits, node_bytes
+from explorer.activations import BATCH_BYTES, node_bytes
+from explorer.evaluator import Evaluator, full_forward_logits
 from explorer.masks import ScoreCache
 from explorer.plan import Plan
 

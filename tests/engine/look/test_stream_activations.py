@@ -156,7 +156,7 @@ x = torch.rand(2000, 3, 32, 32)
 whole = sum(2000 * layer.neurons * 4 * (32 * 32 if layer.kind == "conv2d" else 1)
             for layer in bundle.layers)
 with peak_growth() as growth:
-    stats = activation_stats(bundle, x, batch_size=100)
+    stats = activation_stats(bundle, x, batch_size=50)
 assert stats["0"].samples == 2000
 print(whole, growth.bytes)
 """
@@ -171,6 +171,7 @@ def test_activation_stats_memory_does_not_grow_with_the_images():
     assert done.returncode == 0, done.stderr
     whole, grown = map(int, done.stdout.split()[-2:])
     assert whole > 500 * 2**20  # every image's activations at once: ~0.5 GB
-    # Streamed: about one batch's graph node values (~75 MiB for 100 images here, measured
-    # with a plain run); all at once it was the whole tensor, twice while concatenated.
+    # Streamed: about one batch's graph node values (~40-50 MiB for 50 images here; with 100
+    # images ~85-95 MiB, which came within reach of the bound on a loaded machine); all at
+    # once it was the whole tensor, twice while concatenated.
     assert grown < whole / 4, f"peak growth {grown / 2**20:.0f} MiB vs {whole / 2**20:.0f} MiB"
