@@ -8,6 +8,7 @@ from explorer.finetune.fixed_masks import (
     DEFAULT_LR,
     SCHEDULES,
     FinetuneSettings,
+    Finetuning,
     default_training_data,
 )
 from explorer.finetune.retrain import Retrained, plan_reproduces, retrain
@@ -62,7 +63,7 @@ def _start(settings: FinetuneSettings) -> None:
             report(done, total, f"validation accuracy {percent(record.val_accuracy)}",
                    list(records))
 
-        return retrain(bundle, plan, train, val, settings, progress=progress,
+        return retrain(Finetuning(bundle, plan, train, val, settings), progress=progress,
                        cancelled=report.cancelled, scores=scores)
 
     label = f"{'Iterative pruning' if settings.iterative else 'Fine-tuning'} of {bundle.name}"

@@ -259,7 +259,12 @@ def cmd_broke(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from explorer.evaluator import Evaluator
     from explorer.export.save import check_format, check_output, check_writable, save_model
-    from explorer.finetune.fixed_masks import FinetuneSettings, check_inputs, default_training_data
+    from explorer.finetune.fixed_masks import (
+        FinetuneSettings,
+        Finetuning,
+        check_inputs,
+        default_training_data,
+    )
     from explorer.finetune.retrain import retrain
     from explorer.load.data_file import load_data
 
@@ -280,8 +285,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     evaluator = Evaluator(bundle, data)
     dense, pruned = evaluator.evaluate(_load_plan(None)), evaluator.evaluate(plan)
-    run = retrain(bundle, plan, train, data, settings, progress=None if args.json else show,
-                  scores=evaluator.scores)
+    run = retrain(Finetuning(bundle, plan, train, data, settings),
+                  progress=None if args.json else show, scores=evaluator.scores)
     save_model(run.bundle, args.out)
     if args.json:
         print(json.dumps({"model": bundle.name, "out": args.out, "dense": dense.to_dict(),

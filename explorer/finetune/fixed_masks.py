@@ -90,6 +90,20 @@ class FinetuneSettings:
 
 
 @dataclass(frozen=True)
+class Finetuning:
+    """What one fine-tuning run works on: ``bundle``'s model pruned by ``plan``, trained on
+    ``train`` (N, *input_shape) and measured after each epoch on ``val`` (None: no
+    accuracy), with ``settings``. The data are checked when the run starts
+    (:func:`check_inputs`)."""
+
+    bundle: ModelBundle
+    plan: Plan
+    train: ValidationSet
+    val: ValidationSet | None
+    settings: FinetuneSettings
+
+
+@dataclass(frozen=True)
 class EpochRecord:
     """One epoch's figures: ``epoch`` of ``total`` counted over the whole run (every step
     of an iterative run), the mean training cross-entropy over its batches, and the
@@ -131,26 +145,19 @@ class FinetuneResult:
     seconds: float = 0.0
 
 
-def finetune(
-    bundle: ModelBundle,
-    plan: Plan,
-    train: ValidationSet,
-    val: ValidationSet | None,
-    settings: FinetuneSettings,
-    progress: Progress | None = None,
-    cancelled: Cancelled | None = None,
-    scores: ScoreCache | None = None,
-) -> FinetuneResult:
-    """Train a copy of ``bundle.model`` pruned by ``plan`` for ``settings.epochs`` epochs
-    on ``train`` (N, *input_shape) with the plan's masks fixed; ``val`` gives the accuracy
-    after each epoch. ``progress(epoch, epochs, record)`` gets each epoch's
-    :class:`EpochRecord`; ``cancelled()`` is checked between batches. ``scores`` (a cache on
-    ``bundle``) reuses importance scores. ``settings.threads`` sets torch's intra-op threads
-    of the calling thread for the run; ``settings.steps`` is not used here (see
-    :func:`explorer.finetune.retrain.retrain`)."""
+def finetune(run: Finetuning, progress: Progress | None = None,
+             cancelled: Cancelled | None = None,
+             scores: ScoreCache | None = None) -> FinetuneResult:
+    """Train a copy of ``run.bundle``'s model pruned by ``run.plan`` for
+    ``run.settings.epochs`` epochs with the plan's masks fixed. ``progress(epoch, epochs,
+    record)`` gets each epoch's :class:`EpochRecord`; ``cancelled()`` is checked between
+    batches. ``scores`` (a cache on the bundle) reuses importance scores.
+    ``settings.threads`` sets torch's intra-op threads of the calling thread for the run;
+    ``settings.steps`` is not used here (see :func:`explorer.finetune.retrain.retrain`)."""
     start = time.monotonic()
+    bundle, train, val, settings = run.bundle, run.train, run.val, run.settings
     check_inputs(bundle, train, val)
-    masks = masks_for(bundle, plan, scores or ScoreCache(bundle, val))
+    masks = masks_for(bundle, run.plan, scores or ScoreCache(bundle, val))
     model = trainable_copy(bundle)
     apply_masks(model, masks, with_updates=True)
     records: list[EpochRecord] = []

@@ -34,6 +34,7 @@ from explorer.errors import ExplorerError, PlanError
 from explorer.finetune.fixed_masks import (
     FinetuneResult,
     FinetuneSettings,
+    Finetuning,
     StepRecord,
     accuracy,
     apply_masks,
@@ -68,17 +69,10 @@ def step_plan(plan: Plan, share: float) -> Plan:
     return replace(plan, sparsity={k: v * share for k, v in plan.sparsity.items()})
 
 
-def iterative_prune(
-    bundle: ModelBundle,
-    plan: Plan,
-    train: ValidationSet,
-    val: ValidationSet | None,
-    settings: FinetuneSettings,
-    progress: Progress | None = None,
-    cancelled: Cancelled | None = None,
-) -> FinetuneResult:
-    """Reach ``plan`` in ``settings.steps`` prune / fine-tune rounds of ``settings.epochs``
-    epochs each, the sparsity following ``settings.schedule``.
+def iterative_prune(run: Finetuning, progress: Progress | None = None,
+                    cancelled: Cancelled | None = None) -> FinetuneResult:
+    """Reach ``run.plan`` in ``settings.steps`` prune / fine-tune rounds of
+    ``settings.epochs`` epochs each, the sparsity following ``settings.schedule``.
 
     ``progress(epoch, epochs, record)`` gets each epoch's
     :class:`~explorer.finetune.fixed_masks.EpochRecord` (``step`` set), counted over the whole run;
@@ -87,6 +81,7 @@ def iterative_prune(
     :func:`~explorer.finetune.fixed_masks.finetune`.
     """
     start = time.monotonic()
+    bundle, plan, train, val, settings = run.bundle, run.plan, run.train, run.val, run.settings
     if settings.steps is None:
         raise ExplorerError("Iterative pruning needs a number of steps (settings.steps); "
                             "got None, which means fine-tuning the plan once.")

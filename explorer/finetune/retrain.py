@@ -18,7 +18,13 @@ from torch import nn
 
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
-from explorer.finetune.fixed_masks import FinetuneResult, FinetuneSettings, bundle_at, finetune
+from explorer.finetune.fixed_masks import (
+    FinetuneResult,
+    FinetuneSettings,
+    Finetuning,
+    bundle_at,
+    finetune,
+)
 from explorer.finetune.iterative import iterative_prune
 from explorer.masks import Masks, ScoreCache
 from explorer.metrics import Metrics, metrics_from, score_logits
@@ -48,28 +54,19 @@ class Retrained:
         }
 
 
-def retrain(
-    bundle: ModelBundle,
-    plan: Plan,
-    train: ValidationSet,
-    val: ValidationSet | None,
-    settings: FinetuneSettings,
-    progress: Progress | None = None,
-    cancelled: Cancelled | None = None,
-    scores: ScoreCache | None = None,
-) -> Retrained:
-    """Fine-tune ``plan`` on ``bundle`` (``settings.steps`` None) or prune to it in
-    ``settings.steps`` rounds; see the two engines for the rest. ``scores`` (a cache on
-    ``bundle`` and ``val``) reuses the scores that already gave the plan's masks; iterative
+def retrain(run: Finetuning, progress: Progress | None = None,
+            cancelled: Cancelled | None = None, scores: ScoreCache | None = None) -> Retrained:
+    """Fine-tune ``run.plan`` once (``settings.steps`` None) or prune to it in
+    ``settings.steps`` rounds; see the two engines for the rest. ``scores`` (a cache on the
+    bundle and ``run.val``) reuses the scores that already gave the plan's masks; iterative
     pruning scores each step's retrained weights afresh."""
-    if settings.iterative:
-        result = iterative_prune(bundle, plan, train, val, settings, progress=progress,
-                                 cancelled=cancelled)
+    if run.settings.iterative:
+        result = iterative_prune(run, progress=progress, cancelled=cancelled)
     else:
-        result = finetune(bundle, plan, train, val, settings, progress=progress,
-                          cancelled=cancelled, scores=scores)
-    new = finetuned_bundle(bundle, plan, result, settings)
-    return Retrained(result, new, result_metrics(new, result.masks, val), plan, settings)
+        result = finetune(run, progress=progress, cancelled=cancelled, scores=scores)
+    new = finetuned_bundle(run.bundle, run.plan, result, run.settings)
+    return Retrained(result, new, result_metrics(new, result.masks, run.val), run.plan,
+                     run.settings)
 
 
 def weights_digest(model: nn.Module) -> str:

@@ -16,7 +16,7 @@ from torch.nn.utils import prune
 
 from explorer.data import digits_train
 from explorer.evaluator import Evaluator
-from explorer.finetune.fixed_masks import FinetuneSettings
+from explorer.finetune.fixed_masks import FinetuneSettings, Finetuning
 from explorer.finetune.retrain import retrain
 from explorer.plan import Plan
 from explorer.ui.format import percent
@@ -41,7 +41,7 @@ def test_a_run_shows_its_result_and_becomes_a_model_to_explore(open_page, charts
     assert not at.exception and not at.error
     finished(at)
 
-    engine = retrain(mlp, PLAN, digits_train(), digits, FinetuneSettings(3))
+    engine = retrain(Finetuning(mlp, PLAN, digits_train(), digits, FinetuneSettings(3)))
     pruned = Evaluator(mlp, digits).evaluate(PLAN).accuracy
     assert metric(at, "Fine-tuned accuracy") == percent(engine.metrics.accuracy)
     assert metric(at, "Pruned, not fine-tuned") == percent(pruned)

@@ -19,7 +19,7 @@ from explorer.cli import main
 from explorer.data import digits_train
 from explorer.errors import ExplorerError
 from explorer.export.outputs import EXPORT_FILES, export_all
-from explorer.finetune.fixed_masks import FinetuneSettings, check_inputs, finetune
+from explorer.finetune.fixed_masks import FinetuneSettings, Finetuning, check_inputs, finetune
 from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS
 from explorer.plan import Plan
 
@@ -88,7 +88,7 @@ def test_the_engine_bounds_the_same_job_sizes_for_the_app(cnn, digits):
     train = digits_train()
     with pytest.raises(ExplorerError, match=f"epochs must be a whole number from 1 to "
                                             f"{MAX_FINETUNE_EPOCHS}"):
-        finetune(cnn, WEIGHTS, train, digits, FinetuneSettings(MAX_FINETUNE_EPOCHS + 1))
+        finetune(Finetuning(cnn, WEIGHTS, train, digits, FinetuneSettings(MAX_FINETUNE_EPOCHS + 1)))
     with pytest.raises(ExplorerError, match=f"steps must be a whole number from 1 to "
                                             f"{MAX_ITERATIVE_STEPS}"):
         FinetuneSettings(1, 1e-3, MAX_ITERATIVE_STEPS + 1)

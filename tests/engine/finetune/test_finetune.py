@@ -21,7 +21,13 @@ from explorer.data import digits_train
 from explorer.errors import DataError, ExplorerError, ModelError, PlanError
 from explorer.evaluator import Evaluator
 from explorer.export.save import save_model
-from explorer.finetune.fixed_masks import FinetuneSettings, bundle_at, finetune, overlap
+from explorer.finetune.fixed_masks import (
+    FinetuneSettings,
+    Finetuning,
+    bundle_at,
+    finetune,
+    overlap,
+)
 from explorer.finetune.iterative import iterative_prune, schedule
 from explorer.finetune.retrain import plan_reproduces, retrain
 from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS
@@ -62,7 +68,8 @@ def test_pruned_weights_stay_zero_and_the_rest_learn(mlp, digits, train):
         counts.append((done, total))
         seen.append(record)
 
-    result = finetune(mlp, MLP_PLAN, train, digits, FinetuneSettings(3), progress=progress)
+    result = finetune(Finetuning(mlp, MLP_PLAN, train, digits, FinetuneSettings(3)),
+                      progress=progress)
     assert all(torch.equal(v, mlp.model.state_dict()[k]) for k, v in before.items()), \
         "the shared model was written"
     tuned = dict(result.model.named_parameters())
@@ -77,7 +84,7 @@ def test_pruned_weights_stay_zero_and_the_rest_learn(mlp, digits, train):
 def test_fine_tuning_wins_accuracy_back(mlp, digits, train):
     plan = Plan(scope="global", amount=0.9)
     pruned = Evaluator(mlp, digits).evaluate(plan).accuracy
-    result = finetune(mlp, plan, train, digits, FinetuneSettings(5))
+    result = finetune(Finetuning(mlp, plan, train, digits, FinetuneSettings(5)))
     # the accuracy recorded each epoch is the model's own on the validation images
     correct = int((result.model(digits.x).argmax(1) == digits.y).sum())
     assert result.epochs[-1].val_accuracy == correct / len(digits)
@@ -87,7 +94,7 @@ def test_fine_tuning_wins_accuracy_back(mlp, digits, train):
 def test_a_neuron_plan_on_a_resnet_keeps_every_coupled_slice_zero(resnet, digits, train):
     plan = Plan(granularity="neurons", criterion="l1", scope="global", amount=0.4)
     masks = Evaluator(resnet, digits).masks(plan)
-    result = finetune(resnet, plan, train, digits, FinetuneSettings(1))
+    result = finetune(Finetuning(resnet, plan, train, digits, FinetuneSettings(1)))
     tuned = dict(result.model.named_parameters())
     assert any("bn" in n for n in masks.masks)  # BatchNorm entries follow their channels
     for name, keep in masks.masks.items():
@@ -104,7 +111,8 @@ def test_a_merge_plan_starts_from_its_merged_values(mlp, digits, train):
                 sparsity={"fc1": 0.3})
     masks = Evaluator(mlp, digits).masks(plan)
     assert masks.updates
-    result = finetune(mlp, plan, train, digits, FinetuneSettings(2), cancelled=lambda: True)
+    result = finetune(Finetuning(mlp, plan, train, digits, FinetuneSettings(2)),
+                      cancelled=lambda: True)
     assert result.cancelled and result.epochs == []
     want = {**dict(mlp.model.named_parameters()), **masks.apply(mlp.params())}
     for name, p in result.model.named_parameters():
@@ -114,7 +122,7 @@ def test_a_merge_plan_starts_from_its_merged_values(mlp, digits, train):
 
 def test_a_run_cancelled_at_once_is_the_pruned_model_buffers_and_all(resnet, digits, train):
     plan = Plan(scope="global", amount=0.5)
-    result = finetune(resnet, plan, train, digits, FinetuneSettings(3),
+    result = finetune(Finetuning(resnet, plan, train, digits, FinetuneSettings(3)),
                       cancelled=lambda: True)
     pruned = {**resnet.model.state_dict(), **Evaluator(resnet, digits).masks(plan).apply(
         resnet.params())}
@@ -126,7 +134,7 @@ def test_a_run_cancelled_at_once_is_the_pruned_model_buffers_and_all(resnet, dig
 
 def test_cancel_keeps_what_was_trained_so_far(mlp, digits, train):
     seen = []
-    result = finetune(mlp, MLP_PLAN, train, digits, FinetuneSettings(50),
+    result = finetune(Finetuning(mlp, MLP_PLAN, train, digits, FinetuneSettings(50)),
                       progress=lambda done, total, record: seen.append(record),
                       cancelled=lambda: len(seen) >= 2)
     assert result.cancelled and len(result.epochs) == 2
@@ -137,8 +145,8 @@ def test_cancel_keeps_what_was_trained_so_far(mlp, digits, train):
 
 
 def test_a_rerun_reproduces_the_same_weights(mlp, digits, train):
-    a = finetune(mlp, MLP_PLAN, train, digits, FinetuneSettings(2))
-    b = finetune(mlp, MLP_PLAN, train, digits, FinetuneSettings(2))
+    a = finetune(Finetuning(mlp, MLP_PLAN, train, digits, FinetuneSettings(2)))
+    b = finetune(Finetuning(mlp, MLP_PLAN, train, digits, FinetuneSettings(2)))
     for (name, p), q in zip(a.model.named_parameters(), b.model.parameters(), strict=True):
         assert torch.equal(p, q), name
 
@@ -184,8 +192,8 @@ def test_settings_give_the_report_keys_the_cli_always_printed():
 
 def test_iterative_steps_remove_their_share_and_masks_only_grow(mlp, digits, train):
     plan = Plan(criterion="random", sparsity={"fc1": 0.6, "fc2": 0.6})
-    result = iterative_prune(mlp, plan, train, digits,
-                             FinetuneSettings(1, steps=3, schedule="linear"))
+    result = iterative_prune(Finetuning(mlp, plan, train, digits,
+                                        FinetuneSettings(1, steps=3, schedule="linear")))
     sizes = {la: math.prod(mlp.layer(la).weight_shape) for la in ("fc1", "fc2")}
     total = sum(math.prod(la.weight_shape) for la in mlp.layers)
     for rec in result.steps:
@@ -206,7 +214,8 @@ def test_han_et_al_2015_on_digits_mlp(mlp, digits, train):
     evaluator = Evaluator(mlp, digits)
     dense = evaluator.evaluate(Plan()).accuracy
     one_shot = evaluator.evaluate(HAN_PLAN).accuracy
-    run = retrain(mlp, HAN_PLAN, train, digits, FinetuneSettings(8, steps=5, schedule="cubic"))
+    run = retrain(Finetuning(mlp, HAN_PLAN, train, digits,
+                             FinetuneSettings(8, steps=5, schedule="cubic")))
     seconds = time.monotonic() - start
 
     tuned = dict(run.result.model.named_parameters())
@@ -226,7 +235,7 @@ def test_han_et_al_2015_on_digits_mlp(mlp, digits, train):
 
 
 def test_the_result_is_a_model_to_explore_and_save(mlp, digits, train, tmp_path):
-    run = retrain(mlp, MLP_PLAN, train, digits, FinetuneSettings(2))
+    run = retrain(Finetuning(mlp, MLP_PLAN, train, digits, FinetuneSettings(2)))
     report = run.to_dict()
     assert list(report)[:5] == ["plan", "epochs_per_run", "lr", "iterative_steps", "schedule"]
     assert run.bundle.card["settings"] == FinetuneSettings(2).to_dict()
@@ -252,7 +261,7 @@ def test_a_model_known_only_as_a_graph_is_saved_as_a_program(mlp, digits, train,
     torch.export.save(torch.export.export(mlp.model, (digits.x[:2],),
                                           dynamic_shapes=({0: batch},)), path)
     graph = load_model(path)
-    run = retrain(graph, MLP_PLAN, train, digits, FinetuneSettings(1))
+    run = retrain(Finetuning(graph, MLP_PLAN, train, digits, FinetuneSettings(1)))
     with pytest.raises(ModelError, match="not a demo architecture"):
         save_model(run.bundle, tmp_path / "out.safetensors")
     loaded = load_model(save_model(run.bundle, tmp_path / "out.pt2"))
@@ -274,23 +283,23 @@ class NoGrad(nn.Module):
 def test_bad_inputs_get_clear_errors(mlp, digits, train, tmp_path):
     one = FinetuneSettings(1)
     with pytest.raises(DataError, match="no validation data"):
-        finetune(mlp, MLP_PLAN, train, None, one)
+        finetune(Finetuning(mlp, MLP_PLAN, train, None, one))
     with pytest.raises(ExplorerError, match="epochs must be"):
-        finetune(mlp, MLP_PLAN, train, digits, FinetuneSettings(0))
+        finetune(Finetuning(mlp, MLP_PLAN, train, digits, FinetuneSettings(0)))
     with pytest.raises(ExplorerError, match="learning rate must be"):
-        finetune(mlp, MLP_PLAN, train, digits, FinetuneSettings(1, lr=-1.0))
+        finetune(Finetuning(mlp, MLP_PLAN, train, digits, FinetuneSettings(1, lr=-1.0)))
     with pytest.raises(DataError, match="360 of the 360 validation samples"):
-        finetune(mlp, MLP_PLAN, digits, digits, one)
+        finetune(Finetuning(mlp, MLP_PLAN, digits, digits, one))
     assert overlap(train, digits) == 0
     import numpy as np
 
     np.savez(tmp_path / "flat.npz", x=train.x.flatten(1).numpy(), y=train.y.numpy())
     with pytest.raises(DataError, match=r"Reshape x to \(N, 1, 8, 8\)"):
-        finetune(mlp, MLP_PLAN, load_data(tmp_path / "flat.npz"), digits, one)
+        finetune(Finetuning(mlp, MLP_PLAN, load_data(tmp_path / "flat.npz"), digits, one))
     with pytest.raises(PlanError, match="removes nothing"):
-        iterative_prune(mlp, Plan(), train, digits, FinetuneSettings(1, steps=3))
+        iterative_prune(Finetuning(mlp, Plan(), train, digits, FinetuneSettings(1, steps=3)))
     with pytest.raises(ExplorerError, match="Iterative pruning needs a number of steps"):
-        iterative_prune(mlp, MLP_PLAN, train, digits, one)
+        iterative_prune(Finetuning(mlp, MLP_PLAN, train, digits, one))
     frozen = bundle_from_module(NoGrad().eval(), "frozen", (1, 8, 8), source="file")
     with pytest.raises(ModelError, match="cannot be trained here"):
-        finetune(frozen, Plan(), train, digits, one)
+        finetune(Finetuning(frozen, Plan(), train, digits, one))
