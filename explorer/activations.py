@@ -224,7 +224,11 @@ def default_batch(bundle: ModelBundle) -> int:
 
 def batch_for(bundle: ModelBundle, nbytes: int) -> int:
     """How many images one batch may hold so its node values take about ``nbytes``."""
-    per_image, _ = node_bytes(bundle)
+    return images_in(nbytes, node_bytes(bundle)[0])
+
+
+def images_in(nbytes: int, per_image: int) -> int:
+    """How many images of ``per_image`` bytes of node values ``nbytes`` hold (at least one)."""
     return max(1, nbytes // max(per_image, 1))
 
 

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from explorer.activations import BATCH_BYTES, batch_for
+from explorer.activations import default_batch
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import DataError
@@ -47,9 +47,10 @@ METRICS_KEPT = 256
 class Evaluator:
     """Evaluates plans for one model on one validation set (or on none: costs only).
 
-    ``batch_size``: images per batch (default: as many as :data:`BATCH_BYTES` of node values
-    hold, from a probe run); ``memory_budget``: bytes of node values kept for resuming
-    (default: :func:`default_memory_budget`; 0 keeps none: every evaluation a full pass).
+    ``batch_size``: images per batch (default:
+    :func:`~explorer.activations.default_batch`, from a probe run); ``memory_budget``:
+    bytes of node values kept for resuming (default: :func:`default_memory_budget`; 0 keeps
+    none: every evaluation a full pass).
     """
 
     def __init__(
@@ -65,7 +66,7 @@ class Evaluator:
         self.scores = scores or ScoreCache(bundle, data)
         self.costs = CostModel(bundle)
         self.memory_budget = default_memory_budget() if memory_budget is None else memory_budget
-        self.batch_size = batch_size or batch_for(bundle, BATCH_BYTES)
+        self.batch_size = batch_size or default_batch(bundle)
         self.params = bundle.params()
         self.incremental = bundle.program.resumable
         self._states: dict[int, dict[str, RunState]] = {}  # batch -> "dense" / "last" state

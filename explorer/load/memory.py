@@ -33,7 +33,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 
-from explorer.activations import BATCH_BYTES, node_bytes
+from explorer.activations import BATCH_BYTES, images_in, node_bytes
 from explorer.bundle import ModelBundle
 from explorer.errors import DataError, ExplorerError, short
 from explorer.evaluator import DEFAULT_MEMORY_BUDGET
@@ -74,7 +74,7 @@ def estimate(bundle: ModelBundle, shape: DataShape, samples: int | None = None) 
 def _estimate(
     bundle: ModelBundle, shape: DataShape, n: int, per_image: int, fixed: int
 ) -> MemoryEstimate:
-    batch = max(1, BATCH_BYTES // max(per_image, 1))  # the evaluator streams in batches
+    batch = images_in(BATCH_BYTES, per_image)  # the evaluator streams in batches
     logits = n * bundle.num_classes * 4  # (N, classes) float32, every image's
     run = min(n, batch) * per_image + logits
     kept = EVALUATOR_SETS * min(2 * n * per_image, DEFAULT_MEMORY_BUDGET)  # dense and last
