@@ -22,13 +22,17 @@ with st.expander("Upload your own model", expanded=waiting), st.form("upload", b
     st.caption(texts.UPLOAD_SAFETY)
     model_file = st.file_uploader("Model file", key="upload_model")
     data_file = st.file_uploader("Validation data (optional)", key="upload_data")
-    if st.form_submit_button("Load") and model_file is not None:
-        try:
-            with st.spinner("Loading and analysing the model..."):
-                state.add_upload(model_file, data_file)
-            st.rerun()
-        except ExplorerError as exc:
-            st.error(f"Could not load it: {exc} The current model stays loaded.")
+    if st.form_submit_button("Load"):
+        if model_file is None:  # e.g. Load pressed before the file finished uploading
+            st.warning("Choose a model file first and wait until its upload has finished, "
+                       "then press Load.")
+        else:
+            try:
+                with st.spinner("Loading and analysing the model..."):
+                    state.add_upload(model_file, data_file)
+                st.rerun()
+            except ExplorerError as exc:
+                st.error(f"Could not load it: {exc} The current model stays loaded.")
 
 dense = session.dense()
 st.subheader(f"{bundle.name}")

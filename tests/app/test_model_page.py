@@ -75,6 +75,14 @@ def test_bad_upload_shows_a_message_and_keeps_the_model(cnn):
         assert list(at.dataframe[0].value["layer"]) == cnn.layer_names
 
 
+def test_load_without_a_file_says_so(cnn):
+    at = open_page(model="digits-cnn")
+    next(b for b in at.button if b.label == "Load").click().run()
+    assert not at.exception and not at.error
+    assert at.warning and "Choose a model file first" in at.warning[0].value
+    assert at.session_state["model"] == "digits-cnn"
+
+
 def _pickled_module() -> bytes:
     buffer = io.BytesIO()
     torch.save(torch.nn.Linear(2, 2), buffer)

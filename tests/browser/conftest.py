@@ -247,6 +247,15 @@ class AppPage:
             with self.rerun():
                 thumb.press(key)
 
+    def choose_file(self, uploader_label: str, name: str, content: bytes) -> None:
+        """Choose ``content`` as file ``name`` in the uploader ``uploader_label`` and wait
+        until it reached the server: a form submitted while the chip still says "Cancel
+        upload of ..." carries no file (seen in CI: Load pressed, nothing loaded)."""
+        uploader = self.page.get_by_test_id("stFileUploader").filter(has_text=uploader_label)
+        uploader.locator("input[type='file']").set_input_files(
+            files=[{"name": name, "mimeType": "application/octet-stream", "buffer": content}])
+        expect(uploader.get_by_role("button", name=f"Remove {name}", exact=True)).to_be_visible()
+
     def navigate(self, title: str, path: str) -> None:
         """Click the sidebar link ``title`` and wait until page ``path`` has run."""
         with self.rerun():

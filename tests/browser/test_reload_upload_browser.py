@@ -26,10 +26,7 @@ def upload_model(app, content: bytes) -> None:
     load = app.page.get_by_test_id("stFormSubmitButton").get_by_role("button", name="Load")
     if not load.is_visible():
         form.click()
-    uploader = app.page.get_by_test_id("stFileUploader").filter(has_text="Model file")
-    uploader.locator("input[type='file']").set_input_files(
-        files=[{"name": NAME, "mimeType": "application/octet-stream", "buffer": content}])
-    expect(uploader).to_contain_text(NAME)
+    app.choose_file("Model file", NAME, content)
     with app.rerun():
         load.click()
 

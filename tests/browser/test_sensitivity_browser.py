@@ -50,10 +50,7 @@ def open_with_wide_model(open_app, wide: bytes):
     """A new session that uploaded the wide CNN (Model page), then opened Sensitivity."""
     app = open_app("/?model=digits-mlp")
     app.page.get_by_text("Upload your own model", exact=True).click()
-    uploader = app.page.get_by_test_id("stFileUploader").filter(has_text="Model file")
-    uploader.locator("input[type='file']").set_input_files(
-        files=[{"name": WIDE, "mimeType": "application/octet-stream", "buffer": wide}])
-    expect(uploader).to_contain_text(WIDE)
+    app.choose_file("Model file", WIDE, wide)
     with app.rerun(timeout=SCAN_MS):
         app.page.get_by_test_id("stFormSubmitButton").get_by_role("button", name="Load").click()
     model_box = app.page.get_by_test_id("stSidebar").get_by_role("combobox", name="Model")
