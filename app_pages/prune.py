@@ -10,6 +10,7 @@ from dataclasses import replace
 import streamlit as st
 
 from explorer.errors import ExplorerError
+from explorer.metrics import Metrics
 from explorer.plan import GRANULARITIES, Plan, criterion_names
 from explorer.ui import state, texts
 from explorer.ui.charts import prune as charts
@@ -125,33 +126,61 @@ def _groups() -> None:
 
 
 def _metrics(plan: Plan) -> None:
+    """The plan's metrics; on a large validation set first an estimate on a stratified
+    subset, then the exact value once every batch ran. A slider moved meanwhile reruns the
+    page at the next batch: the newest plan wins, moves do not queue."""
+    slot, refining = st.empty(), {}
+    total = len(session.data) if session.data is not None else 0
+
+    def show(done: int, batches: int, so_far: Metrics) -> None:
+        if so_far.samples == session.evaluator.estimate_samples:
+            with slot.container():
+                _cards(so_far, dense, estimate=True)
+                refining["bar"] = st.progress(done / batches)
+        elif "bar" in refining:
+            refining["bar"].progress(done / batches,
+                                     f"refining: {so_far.samples:,} of {total:,} images")
+
     try:
-        metrics, dense = session.evaluate(plan), session.dense()
+        dense = session.dense()
+        metrics = session.evaluate(plan, progress=show)
     except ExplorerError as exc:  # e.g. a data-driven criterion on an architecture-only model
         st.error(f"This plan cannot be evaluated: {exc}")
         return
+    with slot.container():
+        _cards(metrics, dense)
+    st.plotly_chart(charts.per_layer(metrics), key="per_layer")
+    if metrics.accuracy is not None:
+        st.plotly_chart(charts.tradeoff(session.history(), plan, dense), key="tradeoff")
+
+
+def _cards(metrics: Metrics, dense: Metrics, estimate: bool = False) -> None:
+    """Accuracy, loss and the cost cards; an estimate's accuracy and loss read "≈ ..." and
+    its caption says on how many images."""
     measured = metrics.accuracy is not None
+    approx = "≈ " if estimate else ""
     cols = [*st.columns(3), *st.columns(3)[:2]]  # two rows: long numbers stay readable
     if measured:
         lo, hi = metrics.accuracy_ci
-        cols[0].metric("Accuracy", percent(metrics.accuracy),
+        cols[0].metric("Accuracy", approx + percent(metrics.accuracy),
                        f"{(metrics.accuracy - dense.accuracy) * 100:+.2f} pts",
                        help=f"95% Wilson interval {percent(lo)} - {percent(hi)} "
                             f"on {metrics.samples} images")
-        cols[1].metric("Loss", f"{metrics.loss:.4f}", f"{metrics.loss - dense.loss:+.4f}",
-                       delta_color="inverse")
+        cols[1].metric("Loss", f"{approx}{metrics.loss:.4f}",
+                       f"{metrics.loss - dense.loss:+.4f}", delta_color="inverse")
     else:
         cols[0].metric("Accuracy", "n/a", help=state.NO_DATA_NOTE)
         cols[1].metric("Loss", "n/a", help=state.NO_DATA_NOTE)
     metric_cards.cost_cards(cols[2], cols[3], cols[4], metrics)
     sizes = "sizes in bytes: " + ", ".join(f"{k} {v:,}" for k, v in metrics.size_bytes.items())
-    if measured:
+    if estimate:
+        st.caption(f"Estimate on {metrics.samples:,} of {len(session.data):,} images "
+                   f"(a fixed stratified subset; 95% interval {percent(lo)} - {percent(hi)}), "
+                   "refining on the rest")
+    elif measured:
         st.caption(f"Accuracy 95% interval: {percent(lo)} - {percent(hi)} · {sizes}")
     else:
         st.caption(f"{state.NO_DATA_NOTE} · {sizes}")
-    st.plotly_chart(charts.per_layer(metrics), key="per_layer")
-    if measured:
-        st.plotly_chart(charts.tradeoff(session.history(), plan, dense), key="tradeoff")
 
 
 # Not a fragment: the sidebar's plan summary and download must follow every slider move,

@@ -106,7 +106,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                             "to choose from; give --data.")
         data = stratified_subset(data, args.samples)
     # One plan, one pass: nothing to resume from later, so no node values are kept.
-    metrics = Evaluator(bundle, data, memory_budget=0).evaluate(plan)
+    metrics = Evaluator(bundle, data, memory_budget=0, estimate_samples=0).evaluate(plan)
     result = {"model": bundle.name, "samples": metrics.samples, "plan": plan.to_dict(),
               **metrics.to_dict()}
     if args.json:

@@ -38,6 +38,7 @@ from explorer.load.zoo import ZOO
 from explorer.masks import ScoreCache
 from explorer.metrics import Metrics
 from explorer.plan import Plan
+from explorer.progress import Progress
 from explorer.ui.urls import UPLOAD_PREFIX, plan_from_query, plan_to_query, upload_name
 
 DEFAULT_MODEL = "digits-cnn"
@@ -109,10 +110,13 @@ class Session:
     def plan(self) -> Plan:
         return st.session_state[PLAN_KEY]
 
-    def evaluate(self, plan: Plan | None = None) -> Metrics:
-        """Metrics of ``plan`` (default: the current plan); recorded in the history."""
+    def evaluate(self, plan: Plan | None = None, progress: Progress | None = None) -> Metrics:
+        """Metrics of ``plan`` (default: the current plan); recorded in the history.
+        ``progress`` hears the estimate and the refinement (see
+        :meth:`~explorer.evaluator.Evaluator.evaluate`); a rerun it raises stops the
+        evaluation there, and the newest plan's run starts."""
         plan = plan or self.plan
-        metrics = self.evaluator.evaluate(plan)
+        metrics = self.evaluator.evaluate(plan, progress)
         history = st.session_state.setdefault(HISTORY_KEY, {}).setdefault(self.model_id, {})
         history[plan.key] = (plan, metrics)
         while len(history) > HISTORY_LIMIT:
