@@ -11,14 +11,12 @@ here. Skipped (by the ``browser`` fixture) where /usr/bin/chromium is missing.
 
 from __future__ import annotations
 
-import io
 import re
 import time
 
 import pytest
-import torch
+from exported_models import exported, wide_cnn
 from playwright.sync_api import expect
-from torch import nn
 
 from explorer.load.model_file import load_model_bytes
 
@@ -33,17 +31,7 @@ BAR = "[data-testid='stProgress'] [role='progressbar']"
 @pytest.fixture(scope="module")
 def wide() -> bytes:
     """A three-convolution CNN for (1, 8, 8) digits, exported with a dynamic batch."""
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(1, WIDTH // 2, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(WIDTH // 2, WIDTH, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(WIDTH, WIDTH, 3, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(WIDTH * 64, 10)).eval()
-    program = torch.export.export(model, (torch.zeros(2, 1, 8, 8),),
-                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
-    buffer = io.BytesIO()
-    torch.export.save(program, buffer)
-    return buffer.getvalue()
+    return exported(wide_cnn(WIDTH))
 
 
 def open_with_wide_model(open_app, wide: bytes):
