@@ -106,7 +106,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                             "to choose from; give --data.")
         data = stratified_subset(data, args.samples)
     # One plan, one pass: nothing to resume from later, so no node values are kept.
-    metrics = Evaluator(bundle, data, memory_budget=0, estimate_samples=0).evaluate(plan)
+    metrics = Evaluator(bundle, data, memory_budget=0, estimate_samples=0,
+                        device=args.device).evaluate(plan)
     result = {"model": bundle.name, "samples": metrics.samples, "plan": plan.to_dict(),
               **metrics.to_dict()}
     if args.json:
@@ -197,7 +198,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         criterion = default_criterion(granularity)
     grid = _grid_arg(args.grid) if args.grid else DEFAULT_GRID
     # scanned on the calibration part
-    judge = SplitEvaluator(bundle, data, memory_budget=args.memory_budget)
+    judge = SplitEvaluator(bundle, data, memory_budget=args.memory_budget, device=args.device)
     result = sensitivity(judge.calibration, granularity, criterion, grid, base=plan)
     if args.json:
         print(json.dumps({**result.to_dict(), **judge.report(result.base)}, indent=2))
@@ -238,7 +239,8 @@ def cmd_broke(args: argparse.Namespace) -> int:
 
     bundle, data = _load_bundle(args.model, args.data)
     plan = _load_plan(args.plan)
-    result = breakage(Evaluator(bundle, data, memory_budget=args.memory_budget), plan)
+    result = breakage(Evaluator(bundle, data, memory_budget=args.memory_budget,
+                                device=args.device), plan)
     if args.json:
         print(json.dumps({"model": bundle.name, "plan": plan.to_dict(), **result.to_dict()},
                          indent=2))
@@ -315,7 +317,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     criterion = args.criterion or default_criterion(args.granularity)
     grid = _grid_arg(args.grid) if args.grid else DEFAULT_GRID
     # chosen on the calibration part, reported on the held-out part
-    judge = SplitEvaluator(bundle, data, memory_budget=args.memory_budget)
+    judge = SplitEvaluator(bundle, data, memory_budget=args.memory_budget, device=args.device)
     scan = sensitivity(judge.calibration, args.granularity, criterion, grid)
     result = suggest(scan, judge, target)
     if args.out:
@@ -381,6 +383,13 @@ def _budget_option(parser: argparse.ArgumentParser) -> None:
              "the available memory, at most 512M")
 
 
+def _device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto",
+        help="where the model runs: auto (default) is a CUDA GPU where torch has one, else "
+             "the CPU; the numbers are the same up to floating-point rounding")
+
+
 def _size(text: str) -> int:
     """An argparse type: a number of bytes, with an optional K, M or G (powers of 1024)."""
     units = {"K": 2**10, "M": 2**20, "G": 2**30}
@@ -431,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _model_command(sub, "evaluate", cmd_evaluate,
                        "accuracy, size and FLOPs of a model under a plan")
     p.add_argument("--plan", help="plan JSON file; default: the dense model")
+    _device_option(p)
     p.add_argument("--samples", type=int, metavar="N",
                    help="evaluate a fixed subset of N images, each class in proportion "
                         "(the same N images every run); default: every image")
@@ -439,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _model_command(sub, "sensitivity", cmd_sensitivity,
                        "accuracy of each layer (or group) pruned alone")
     _budget_option(p)
+    _device_option(p)
     p.add_argument("--plan", help="plan JSON file for the other layers; default: dense")
     p.add_argument("--granularity", choices=["weights", "neurons"],
                    help="default: the plan's, else weights")
@@ -455,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _model_command(sub, "broke", cmd_broke, "per-class accuracy, confusion change and "
                        "flipped images of a plan against the dense model")
     _budget_option(p)
+    _device_option(p)
     p.add_argument("--plan", help="plan JSON file; default: the dense model")
     p = _model_command(sub, "finetune", cmd_finetune, "fine-tune a plan's pruned model with "
                        "its masks fixed (or prune iteratively); save it")
@@ -474,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _model_command(sub, "suggest", cmd_suggest, "per-layer fractions meeting a target, "
                        "from a sensitivity scan, next to the uniform and global baselines")
     _budget_option(p)
+    _device_option(p)
     p.add_argument("--target", required=True,
                    help="flops=4 (4x fewer FLOPs), size=8 (compression ratio) or drop=0.01 "
                    "(largest accuracy drop accepted)")
@@ -492,6 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "device"):  # a device that is not there: refused before any work
+            from explorer.evaluator import resolve_device
+
+            args.device = resolve_device(args.device)
         return args.func(args)
     except ExplorerError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -34,6 +34,10 @@ class PlanError(ExplorerError):
     """The pruning plan is malformed or does not fit the model."""
 
 
+class DeviceError(ExplorerError):
+    """The compute device asked for (CUDA) is not available to this machine's torch."""
+
+
 def short(value: object) -> str:
     """``repr(value)`` cut to about :data:`SHORT_CHARS` characters (never built in full)."""
     if isinstance(value, int) and value.bit_length() > 128:  # repr refuses > 4,300 digits

@@ -25,6 +25,12 @@ are the full evaluation's: the order of the images changes no count.
 
 Without data (``data=None``, an architecture-only model) an evaluation is the arithmetic
 alone: sizes and FLOPs, with accuracy and loss None (see :class:`~explorer.metrics.Metrics`).
+
+Device: the graph runs on CUDA where this machine's torch has a CUDA device (``device``:
+see :func:`resolve_device`) and never needs one. The shared bundle stays on the CPU: the
+evaluator runs its graph with a copy of every tensor it reads on the device
+(:meth:`~explorer.graph.Program.tensors_on`), moves each batch there and brings the logits
+back to score them on the CPU. On the CPU nothing is copied or moved.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import torch.nn.functional as F
 from explorer.activations import default_batch
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet, stratified_subset
-from explorer.errors import DataError
+from explorer.errors import DataError, DeviceError, short
 from explorer.graph import RunState, logits_of
 from explorer.masks import Masks, ScoreCache, masks_for
 from explorer.metrics import CostModel, Metrics, metrics_from, score_logits
@@ -65,7 +71,9 @@ class Evaluator:
     bytes of node values kept for resuming (default: :func:`default_memory_budget`; 0 keeps
     none: every evaluation a full pass); ``estimate_samples``: the size of the stratified
     subset evaluated first (default: :func:`estimate_size`; 0 or at least half the set: no
-    estimate, the images in file order).
+    estimate, the images in file order); ``device``: where the graph runs (default: CUDA
+    where available, see :func:`resolve_device`). The kept node values live on that
+    device: on a GPU the memory budget counts GPU memory.
     """
 
     def __init__(
@@ -76,9 +84,16 @@ class Evaluator:
         memory_budget: int | None = None,
         batch_size: int | None = None,
         estimate_samples: int | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
         self.bundle = bundle
         self.data = data
+        self.device = resolve_device(device)
+        on_cpu = self.device.type == "cpu"
+        # Elsewhere, every tensor the graph reads, copied there once (none without data).
+        self._on_device = ({} if on_cpu or data is None
+                           else bundle.program.tensors_on(self.device))
+        self._made_on = None if on_cpu else self.device  # where new tensors are made
         self.scores = scores or ScoreCache(bundle, data)
         self.costs = CostModel(bundle)
         self.memory_budget = default_memory_budget() if memory_budget is None else memory_budget
@@ -129,15 +144,15 @@ class Evaluator:
         states consistent (each state carries the parameter keys it was run with)."""
         if self.data is None:
             raise DataError(f"'{self.bundle.name}' has no validation data to run on.")
-        overrides = self._masked(masks)
+        overrides = {**self._on_device, **self._masked(masks)}
         for batch, (start, end) in enumerate(self._bounds):
-            x = self.data.x[self._rows(start, end)]
+            x = self.data.x[self._rows(start, end)].to(self.device)
             logits, begun = self._run_batch(batch, x, overrides, masks)
             if batch == 0:
                 self.last_start = begun
             if not self._states:
                 self.incremental = False
-            yield logits
+            yield logits.cpu()
 
     def _run_batch(self, batch: int, x: torch.Tensor, overrides: dict[str, torch.Tensor],
                    masks: Masks) -> tuple[torch.Tensor, int]:
@@ -148,7 +163,7 @@ class Evaluator:
         resume = max(kept.values(), key=lambda s: program.resume_index(masks.keys, s),
                      default=None)
         logits, state = program.run(x, overrides, masks.keys, resume=resume,
-                                    keep=self.incremental)
+                                    keep=self.incremental, device=self._made_on)
         if state is not None:
             self._keep(batch, x, state, masks)
         return logits, 0 if resume is None else program.resume_index(masks.keys, resume)
@@ -160,7 +175,8 @@ class Evaluator:
         if entry is None:
             if self.kept_bytes + 2 * state.nbytes > self.memory_budget:
                 return
-            dense = state if not masks.keys else self.bundle.program.run(x, keep=True)[1]
+            dense = state if not masks.keys else self.bundle.program.run(
+                x, self._on_device, keep=True, device=self._made_on)[1]
             entry = self._states[batch] = {"dense": dense}
         entry["last"] = state
 
@@ -176,13 +192,13 @@ class Evaluator:
         return sum(s.nbytes for s in states.values())
 
     def _masked(self, masks: Masks) -> dict[str, torch.Tensor]:
-        """Masked (and, for merge plans, updated) parameter tensors, reused while a
-        parameter's key stays the same."""
+        """Masked (and, for merge plans, updated) parameter tensors on the device (made on
+        the CPU), reused while a parameter's key stays the same."""
         out = {}
         for name in {**masks.masks, **masks.updates}:
             key = (name, masks.keys[name])
             if key not in self._masked_params:
-                self._masked_params[key] = masks.value(name, self.params)
+                self._masked_params[key] = masks.value(name, self.params).to(self.device)
             self._masked_params.move_to_end(key)
             out[name] = self._masked_params[key]
         while len(self._masked_params) > MASKED_PARAMS_KEPT:
@@ -254,6 +270,27 @@ def estimate_size(bundle: ModelBundle, images: int) -> int:
         return images
     return min(max(int(ESTIMATE_SECONDS * NOMINAL_FLOP_RATE / bundle.flops), MIN_ESTIMATE),
                images)
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """Where evaluations run: ``None`` or ``"auto"`` is CUDA where this machine's torch has
+    a CUDA device, else the CPU; ``"cpu"``; ``"cuda"`` (or ``"cuda:1"``) only where it has
+    that device (a DeviceError otherwise)."""
+    if name is None or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise DeviceError(f"The device must be auto, cpu or cuda; got {short(name)}.")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("CUDA was asked for but this machine's torch has no CUDA device; "
+                          "use --device cpu or auto.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DeviceError(f"{device} was asked for but this machine has "
+                          f"{torch.cuda.device_count()} CUDA device(s); use --device cuda.")
+    return device
 
 
 def default_memory_budget() -> int:

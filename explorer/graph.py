@@ -9,8 +9,9 @@ parameters are ``get_attr`` nodes named as in ``model.state_dict()``). On that g
   the next layer's input columns) or why its neurons cannot be removed on their own;
 
 and we run the graph node by node with parameters swapped in (never written into the
-model), optionally resuming from a cached state so that only the part of the network after
-the first changed parameter is recomputed.
+model; on a GPU, every tensor it reads is swapped for a copy there), optionally resuming
+from a cached state so that only the part of the network after the first changed
+parameter is recomputed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from torch import fx
 from torch.fx.node import map_arg
 
-from explorer.errors import ModelError
+from explorer.errors import ModelError, short
 
 aten = torch.ops.aten
 LAYER_OPS = {aten.linear.default: "linear", aten.conv2d.default: "conv2d"}
@@ -113,6 +114,9 @@ class Program:
             for n in self.nodes
             if n.op == "call_function"
         )
+        # Factory ops (zeros, arange, ...) that torch.export pinned to the tracing device.
+        self._pinned = {i for i, n in enumerate(self.nodes)
+                        if isinstance(n.kwargs.get("device"), torch.device)}
 
     def resume_index(self, keys: Mapping[str, object], state: RunState) -> int:
         """First node to recompute when parameters have ``keys`` and ``state`` had its own."""
@@ -122,6 +126,24 @@ class Program:
     def params(self) -> dict[str, torch.Tensor]:
         return dict(self.module.named_parameters())
 
+    def tensors_on(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """Every tensor the graph reads by name (parameters, buffers, constants) copied to
+        ``device``: the ``overrides`` that run it there while ``module`` stays where it is.
+
+        A module called as a whole would read its own tensors where they are: one that
+        holds any is a ModelError (the guard module ``torch.export`` adds holds none).
+        """
+        read = {n.target: _fetch_attr(self.module, n.target) for n in self.nodes
+                if n.op in ("get_attr", "call_module")}
+        for target, found in read.items():
+            if isinstance(found, torch.nn.Module) and _holds_tensors(found):
+                raise ModelError(
+                    f"The model's graph calls the module {short(target)} as a whole, so it "
+                    f"cannot run on {device.type}: evaluate it on the CPU (--device cpu)."
+                )
+        return {target: found.to(device) for target, found in read.items()
+                if isinstance(found, torch.Tensor)}
+
     def run(
         self,
         x: torch.Tensor,
@@ -129,13 +151,16 @@ class Program:
         keys: Mapping[str, object] | None = None,
         resume: RunState | None = None,
         keep: bool = False,
+        device: torch.device | None = None,
     ) -> tuple[torch.Tensor, RunState | None]:
         """Run the graph on ``x`` (N, ...) with ``overrides`` replacing named parameters.
 
         ``keys`` name the version of each overridden parameter; with ``resume``, nodes
         before the first consumer of a parameter whose key changed are taken from
-        ``resume`` instead of recomputed. Returns the logits (N, classes) and, with
-        ``keep``, the new state to resume from next time.
+        ``resume`` instead of recomputed. ``device``: where ops that make new tensors
+        (zeros, arange) make them, for a run whose ``x`` and :meth:`tensors_on` overrides
+        are there (None: where the graph was traced). Returns the logits (N, classes) and,
+        with ``keep``, the new state to resume from next time.
         """
         overrides = overrides or {}
         keys = dict(keys or {})
@@ -159,6 +184,8 @@ class Program:
                 if node.op == "placeholder":
                     values[i] = x
                 elif node.op == "call_function":
+                    if device is not None and i in self._pinned:
+                        kwargs = {**kwargs, "device": device}
                     values[i] = node.target(*args, **kwargs)
                 elif node.op == "call_module":
                     values[i] = self.module.get_submodule(node.target)(*args, **kwargs)
@@ -179,6 +206,10 @@ def _fetch_attr(module: torch.nn.Module, target: str) -> torch.Tensor:
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def _holds_tensors(module: torch.nn.Module) -> bool:
+    return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
 
 
 def logits_of(output: object) -> torch.Tensor:

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import NamedTuple
 
+import torch
+
 from explorer.bundle import ModelBundle
 from explorer.data import DECISION_FRACTION, DecisionSplit, ValidationSet, split_for_decisions
 from explorer.evaluator import Evaluator, default_memory_budget
@@ -52,6 +54,9 @@ class SplitEvaluator:
         fraction: the share of each class in the calibration part.
         seed: None for the file-order rule, else the seed of the order within each class.
         scores: a score cache computed on the calibration part (default: a new one).
+        memory_budget: bytes of node values both parts keep, together (default: the
+            evaluator's default).
+        device: where both parts are evaluated (default: CUDA where available).
     """
 
     def __init__(
@@ -62,9 +67,10 @@ class SplitEvaluator:
         seed: int | None = None,
         scores: ScoreCache | None = None,
         memory_budget: int | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
         split = None if data is None else split_for_decisions(data, fraction, seed)
-        self._start(bundle, split, scores, memory_budget)
+        self._start(bundle, split, scores, memory_budget, device)
 
     @classmethod
     def on_split(
@@ -76,16 +82,17 @@ class SplitEvaluator:
         return judge
 
     def _start(self, bundle: ModelBundle, split: DecisionSplit | None,
-               scores: ScoreCache | None, memory_budget: int | None = None) -> None:
+               scores: ScoreCache | None, memory_budget: int | None = None,
+               device: str | torch.device | None = None) -> None:
         """Both parts' evaluators, each with half of ``memory_budget`` (default: the
         evaluator's default)."""
         self.bundle, self.split = bundle, split
         calibration = None if split is None else split.calibration
         self.scores = scores or ScoreCache(bundle, calibration)
         budget = (default_memory_budget() if memory_budget is None else memory_budget) // 2
-        self.calibration = Evaluator(bundle, calibration, self.scores, budget)
+        self.calibration = Evaluator(bundle, calibration, self.scores, budget, device=device)
         self.held_out = Evaluator(bundle, None if split is None else split.held_out,
-                                  self.scores, budget)
+                                  self.scores, budget, device=device)
         self._judged: OrderedDict[str, SplitMetrics] = OrderedDict()
 
     def evaluate(self, plan: Plan) -> SplitMetrics:

@@ -1,13 +1,17 @@
-"""What every page shares: the sidebar (model, plan file) and the page header."""
+"""What every page shares: the sidebar (model, plan file, device) and the page header."""
 
 from __future__ import annotations
 
 import streamlit as st
+import torch
 
 from explorer.errors import ExplorerError
 from explorer.plan import Plan
 from explorer.ui import state
 from explorer.ui.state import Session
+
+DEVICE_KEY = "device"  # where this session's evaluations run: "cuda" or "cpu" (unset: auto)
+DEVICE_PICKER_KEY = "device_picker"
 
 
 def page_setup(title: str, explanation: str) -> Session:
@@ -69,6 +73,22 @@ def _sidebar(session: Session) -> None:
         )
         st.file_uploader("Load a plan (JSON)", type=["json"], key="plan_file",
                          on_change=_on_plan_file)
+        _device_setting()
+
+
+def _device_setting() -> None:
+    """Where this session's evaluations run: a choice only where torch has a CUDA device."""
+    if not torch.cuda.is_available():
+        st.caption("Device: CPU (this machine's torch has no CUDA device)")
+        return
+    st.session_state[DEVICE_PICKER_KEY] = st.session_state.get(DEVICE_KEY, "cuda")
+    st.selectbox("Device", ["cuda", "cpu"], key=DEVICE_PICKER_KEY, on_change=_on_device,
+                 help="Where the model runs; the numbers are the same up to rounding.")
+
+
+def _on_device() -> None:
+    st.session_state[DEVICE_KEY] = st.session_state[DEVICE_PICKER_KEY]
+    st.session_state.pop(state.EVALUATORS_KEY, None)  # rebuilt on the new device
 
 
 def plan_summary(plan: Plan) -> str:
