@@ -129,12 +129,15 @@ def _metrics(plan: Plan) -> None:
     """The plan's metrics; on a large validation set first an estimate on a stratified
     subset, then the exact value once every batch ran. A slider moved meanwhile reruns the
     page at the next batch: the newest plan wins, moves do not queue."""
-    slot, refining = st.empty(), {}
+    # The placeholder is made at the first estimate, not before: made up front, it would
+    # blank the previous plan's cards for as long as the estimate takes.
+    refining: dict = {}
     total = len(session.data) if session.data is not None else 0
 
     def show(done: int, batches: int, so_far: Metrics) -> None:
         if so_far.samples == session.evaluator.estimate_samples:
-            with slot.container():
+            refining["slot"] = st.empty()
+            with refining["slot"].container():
                 _cards(so_far, dense, estimate=True)
                 refining["bar"] = st.progress(done / batches)
         elif "bar" in refining:
@@ -147,7 +150,7 @@ def _metrics(plan: Plan) -> None:
     except ExplorerError as exc:  # e.g. a data-driven criterion on an architecture-only model
         st.error(f"This plan cannot be evaluated: {exc}")
         return
-    with slot.container():
+    with refining["slot"].container() if "slot" in refining else st.container():
         _cards(metrics, dense)
     st.plotly_chart(charts.per_layer(metrics), key="per_layer")
     if metrics.accuracy is not None:
