@@ -10,9 +10,6 @@ from explorer.plan import Plan
 from explorer.ui import state
 from explorer.ui.state import Session
 
-DEVICE_KEY = "device"  # where this session's evaluations run: "cuda" or "cpu" (unset: auto)
-DEVICE_PICKER_KEY = "device_picker"
-
 
 def page_setup(title: str, explanation: str) -> Session:
     """Load this session's model and plan, draw the sidebar and the page's header."""
@@ -81,13 +78,13 @@ def _device_setting() -> None:
     if not torch.cuda.is_available():
         st.caption("Device: CPU (this machine's torch has no CUDA device)")
         return
-    st.session_state[DEVICE_PICKER_KEY] = st.session_state.get(DEVICE_KEY, "cuda")
-    st.selectbox("Device", ["cuda", "cpu"], key=DEVICE_PICKER_KEY, on_change=_on_device,
+    st.session_state[state.DEVICE_PICKER_KEY] = st.session_state.get(state.DEVICE_KEY, "cuda")
+    st.selectbox("Device", ["cuda", "cpu"], key=state.DEVICE_PICKER_KEY, on_change=_on_device,
                  help="Where the model runs; the numbers are the same up to rounding.")
 
 
 def _on_device() -> None:
-    st.session_state[DEVICE_KEY] = st.session_state[DEVICE_PICKER_KEY]
+    st.session_state[state.DEVICE_KEY] = st.session_state[state.DEVICE_PICKER_KEY]
     st.session_state.pop(state.EVALUATORS_KEY, None)  # rebuilt on the new device
 
 

@@ -56,6 +56,8 @@ PICKER_KEY = "model_picker"  # the sidebar's model picker
 PLAN_FILE_KEY = "plan_file"  # the sidebar's plan uploader
 PENDING_KEY = "pending_upload"  # a link's upload not loaded yet: {"name": ..., "plan": ...}
 SLIDER_PREFIX = "sparsity::"  # + layer name: the Prune page's slider of that layer
+DEVICE_KEY = "device"  # where this session's evaluations run: "cuda" or "cpu" (unset: auto)
+DEVICE_PICKER_KEY = "device_picker"  # the sidebar's device choice (shown only with CUDA)
 
 
 @st.cache_resource(show_spinner="Loading the demo model...")
@@ -219,7 +221,8 @@ def current_session() -> Session:
     bundle, data, key = _bundle_and_data(model_id)
     evaluators = st.session_state.setdefault(EVALUATORS_KEY, {})
     if model_id not in evaluators:
-        evaluators[model_id] = Evaluator(bundle, data, shared_scores(key, bundle, data))
+        evaluators[model_id] = Evaluator(bundle, data, shared_scores(key, bundle, data),
+                                         device=st.session_state.get(DEVICE_KEY))
     try:
         st.session_state[PLAN_KEY].check(bundle)
     except ExplorerError as exc:
