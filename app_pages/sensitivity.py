@@ -62,7 +62,8 @@ scans = scan_cache.shared_scans()
 shown_by_model = st.session_state.setdefault(SHOWN, {})
 
 
-def _work(key: tuple, evaluator: Evaluator, base: Plan, grid: tuple[float, ...]) -> jobs.Work:
+def _work(key: tuple, evaluator: Evaluator, base: Plan, grid: tuple[float, ...],
+          screen: bool) -> jobs.Work:
     """The job: the scan, reporting "unit k of n" and the curves so far; cached when whole."""
     granularity, criterion = base.granularity, base.criterion
     units = evaluator.bundle.units(granularity)
@@ -81,7 +82,7 @@ def _work(key: tuple, evaluator: Evaluator, base: Plan, grid: tuple[float, ...])
         report(0, total, f"unit 1 of {len(units)}: starting")
         start = time.perf_counter()
         result = sensitivity(evaluator, granularity, criterion, grid, base,
-                             progress=progress, cancelled=report.cancelled)
+                             progress=progress, cancelled=report.cancelled, screen=screen)
         seconds = time.perf_counter() - start
         scans.put(key, result, seconds)
         return key, result, seconds
@@ -89,9 +90,9 @@ def _work(key: tuple, evaluator: Evaluator, base: Plan, grid: tuple[float, ...])
     return run
 
 
-def _start(key: tuple, base: Plan, grid: tuple[float, ...]) -> None:
+def _start(key: tuple, base: Plan, grid: tuple[float, ...], screen: bool) -> None:
     evaluator = Evaluator(bundle, judge.split.calibration, judge.scores)  # the job's own
-    jobs.start(JOB, "Sensitivity scan", _work(key, evaluator, base, grid))
+    jobs.start(JOB, "Sensitivity scan", _work(key, evaluator, base, grid, screen))
 
 
 def _finish(job: jobs.Job) -> None:
@@ -132,6 +133,11 @@ def _draw(result: Sensitivity, seconds: float, source: str) -> None:
                f"{where} {seconds:.1f} s{closing} on {dense.samples} calibration images; "
                f"dense accuracy {percent(dense.accuracy)} on them, "
                f"{percent(held_out.accuracy)} on the {held_out.samples} held-out images.")
+    if not result.exact:
+        st.caption(f"**Screened**: each point is an estimate on {result.samples:,} of the "
+                   f"{dense.samples:,} calibration images (a fixed stratified subset; one "
+                   f"image is {1 / result.samples:.2%}). Tick **Exact points** for full "
+                   "evaluations; a suggestion's plan is always checked on every image.")
     note(judge)
     if source == "cached":
         st.info("**Cached**: this scan was computed before (in this or another session). "
@@ -201,7 +207,14 @@ with left:
     grid = STEPS[step]
     base = scan_base(plan if choice == PLAN_BASE and not problem else None, granularity,
                      criterion)
-    key = (session.key, granularity, criterion, grid, base.key)
+    calibration = judge.calibration
+    screenable = (calibration.data is not None
+                  and calibration.estimate_samples < len(calibration.data))
+    exact = not screenable or st.checkbox(
+        "Exact points", key="sens_exact", persist_state="session",
+        help=f"evaluate every point on all calibration images; otherwise each point is "
+             f"screened on {calibration.estimate_samples:,} of them, much faster")
+    key = (session.key, granularity, criterion, grid, base.key, exact)
     st.caption(f"{len(units)} units x {len(grid)} fractions = {len(units) * len(grid)} "
                "evaluations" + (f"; {len(skipped)} layers skipped" if skipped else ""))
     running = (job := jobs.get(JOB)) is not None and job.running
@@ -220,7 +233,7 @@ with left:
         st.session_state.setdefault(LAST, {})[session.model_id] = result
     elif (run or recompute) and not blocked:
         try:
-            _start(key, base, grid)
+            _start(key, base, grid, screen=not exact)
         except jobs.JobRefused as exc:
             st.error(str(exc))
         else:

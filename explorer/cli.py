@@ -199,7 +199,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     grid = _grid_arg(args.grid) if args.grid else DEFAULT_GRID
     # scanned on the calibration part
     judge = SplitEvaluator(bundle, data, memory_budget=args.memory_budget, device=args.device)
-    result = sensitivity(judge.calibration, granularity, criterion, grid, base=plan)
+    result = sensitivity(judge.calibration, granularity, criterion, grid, base=plan,
+                         screen=not args.exact)
     if args.json:
         print(json.dumps({**result.to_dict(), **judge.report(result.base)}, indent=2))
         return 0
@@ -318,7 +319,8 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     grid = _grid_arg(args.grid) if args.grid else DEFAULT_GRID
     # chosen on the calibration part, reported on the held-out part
     judge = SplitEvaluator(bundle, data, memory_budget=args.memory_budget, device=args.device)
-    scan = sensitivity(judge.calibration, args.granularity, criterion, grid)
+    scan = sensitivity(judge.calibration, args.granularity, criterion, grid,
+                       screen=not args.exact)
     result = suggest(scan, judge, target)
     if args.out:
         try:
@@ -381,6 +383,14 @@ def _budget_option(parser: argparse.ArgumentParser) -> None:
         help="memory kept for resuming evaluations from the unchanged part of the network, "
              "e.g. 256M or 2G (0: none; each evaluation a full pass); default: a sixteenth of "
              "the available memory, at most 512M")
+
+
+def _exact_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--exact", action="store_true",
+        help="evaluate every scan point on all images (default: on a large validation set "
+             "each point is screened on a fixed stratified subset and says so in 'samples'; "
+             "a suggestion's plan is always checked on all images)")
 
 
 def _device_option(parser: argparse.ArgumentParser) -> None:
@@ -450,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "accuracy of each layer (or group) pruned alone")
     _budget_option(p)
     _device_option(p)
+    _exact_option(p)
     p.add_argument("--plan", help="plan JSON file for the other layers; default: dense")
     p.add_argument("--granularity", choices=["weights", "neurons"],
                    help="default: the plan's, else weights")
@@ -487,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "from a sensitivity scan, next to the uniform and global baselines")
     _budget_option(p)
     _device_option(p)
+    _exact_option(p)
     p.add_argument("--target", required=True,
                    help="flops=4 (4x fewer FLOPs), size=8 (compression ratio) or drop=0.01 "
                    "(largest accuracy drop accepted)")

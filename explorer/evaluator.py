@@ -233,6 +233,24 @@ class Evaluator:
             self._metrics.popitem(last=False)
         return metrics
 
+    def estimate(self, plan: Plan) -> Metrics:
+        """``plan``'s metrics on the stratified subset alone (``samples`` says how many
+        images): what a sweep screens with. Without an estimate phase (a small set, no data)
+        it is :meth:`evaluate`'s exact answer. The subset's batches come first in the
+        layout, so their kept states resume a sweep's unchanged prefix."""
+        if self.data is None or self.estimate_samples >= len(self.data):
+            return self.evaluate(plan)
+        key = ("estimate", plan.key)
+        if key not in self._metrics:
+            first = sum(1 for start, _ in self._bounds if start < self.estimate_samples)
+            masks = self.masks(plan)
+            self._metrics[key] = self._measured(masks, self.costs.costs(masks), None,
+                                                _after(first))
+        self._metrics.move_to_end(key)
+        while len(self._metrics) > METRICS_KEPT:
+            self._metrics.popitem(last=False)
+        return self._metrics[key]
+
     def _measured(self, masks: Masks, costs, progress: Progress | None,
                   cancelled: Cancelled | None) -> Metrics:
         """Metrics over the batches run before ``cancelled()``: all of them, as one."""
@@ -255,6 +273,12 @@ class Evaluator:
         metrics = metrics_from(costs, correct, loss, len(self.data))
         tick(progress, total, total, metrics)
         return metrics
+
+
+def _after(batches: int) -> Cancelled:
+    """A ``cancelled`` that stops an evaluation after its first ``batches`` batches."""
+    asked = iter(range(batches - 1))
+    return lambda: next(asked, None) is None
 
 
 def _chunks(start: int, end: int, size: int) -> list[tuple[int, int]]:

@@ -42,7 +42,9 @@ class UnitCurve:
 
     ``layers`` are the layers set to each fraction (one for weights, the coupled group for
     neurons). ``accuracy`` and ``loss`` hold None for a model without validation data;
-    ``flops_effective`` is per input sample, 2 per multiply-add (see :mod:`explorer.metrics`).
+    ``flops_effective`` is per input sample, 2 per multiply-add (see :mod:`explorer.metrics`);
+    ``samples`` is the number of images behind each point (a screened point: the
+    stratified subset's; an exact one: every image).
     """
 
     unit: str
@@ -51,6 +53,7 @@ class UnitCurve:
     accuracy: tuple[float | None, ...]
     loss: tuple[float | None, ...]
     flops_effective: tuple[int, ...]
+    samples: tuple[int, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -60,6 +63,7 @@ class UnitCurve:
             "accuracy": list(self.accuracy),
             "loss": list(self.loss),
             "flops_effective": list(self.flops_effective),
+            "samples": list(self.samples),
         }
 
 
@@ -69,7 +73,8 @@ class Sensitivity:
 
     ``skipped`` maps each layer that cannot be pruned at ``granularity`` to the reason;
     ``cancelled`` is True when the scan stopped early (its curves are then partial);
-    ``samples`` is the number of validation images it ran on (0 without data).
+    ``samples`` is the number of validation images it ran on (0 without data) and ``exact``
+    whether every point ran on all of them (False: screened on the stratified subset).
     """
 
     model: str
@@ -81,6 +86,7 @@ class Sensitivity:
     skipped: dict[str, str]
     cancelled: bool = False
     samples: int = 0
+    exact: bool = True
 
     def unit(self, name: str) -> UnitCurve:
         return next(u for u in self.units if u.unit == name)
@@ -94,6 +100,7 @@ class Sensitivity:
             "base": self.base.to_dict(),
             "cancelled": self.cancelled,
             "samples": self.samples,
+            "exact": self.exact,
             "units": [u.to_dict() for u in self.units],
             "skipped": dict(self.skipped),
         }
@@ -130,6 +137,7 @@ def sensitivity(
     base: Plan | None = None,
     progress: Progress | None = None,
     cancelled: Cancelled | None = None,
+    screen: bool = False,
 ) -> Sensitivity:
     """Accuracy, loss and effective FLOPs of each unit pruned alone over ``grid``.
 
@@ -147,6 +155,11 @@ def sensitivity(
             (``cancelled`` False) — for drawing a scan while it runs.
         cancelled: called before each evaluation; when it returns True the scan stops and
             the partial result is returned with ``cancelled=True``.
+        screen: evaluate each point on the evaluator's stratified subset only
+            (:meth:`~explorer.evaluator.Evaluator.estimate`): on a large validation set a
+            fraction of the cost, each point's ``samples`` saying so; decisions taken from
+            the scan are then checked with full evaluations (as :mod:`explorer.decide.suggest`
+            does). Without an estimate phase every point is exact anyway.
 
     Raises:
         PlanError: a bad granularity, criterion, grid or base plan.
@@ -161,6 +174,10 @@ def sensitivity(
     curves: list[UnitCurve] = []
     stopped = False
 
+    measure = evaluator.estimate if screen else evaluator.evaluate
+    images = 0 if evaluator.data is None else len(evaluator.data)
+    screened = screen and evaluator.estimate_samples < images
+
     def result(units_so_far: list[UnitCurve], stopped: bool) -> Sensitivity:
         return Sensitivity(
             model=evaluator.bundle.name,
@@ -171,7 +188,8 @@ def sensitivity(
             units=tuple(units_so_far),
             skipped=skipped,
             cancelled=stopped,
-            samples=0 if evaluator.data is None else len(evaluator.data),
+            samples=evaluator.estimate_samples if screened else images,
+            exact=not screened,
         )
 
     for unit, members in units.items():
@@ -183,8 +201,8 @@ def sensitivity(
             plan = base
             for member in members:
                 plan = plan.with_sparsity(member, fraction)
-            m = evaluator.evaluate(plan)
-            points.append((fraction, m.accuracy, m.loss, m.flops["effective"]))
+            m = measure(plan)
+            points.append((fraction, m.accuracy, m.loss, m.flops["effective"], m.samples))
             done += 1
             if progress is not None:  # the result so far is built only when reported
                 progress(done, total, result([*curves, _curve(unit, members, points)],
@@ -197,5 +215,5 @@ def sensitivity(
 
 
 def _curve(unit: str, members: tuple[str, ...], points: list[tuple]) -> UnitCurve:
-    fractions, accuracy, loss, flops = zip(*points, strict=True)
-    return UnitCurve(unit, members, fractions, accuracy, loss, flops)
+    fractions, accuracy, loss, flops, samples = zip(*points, strict=True)
+    return UnitCurve(unit, members, fractions, accuracy, loss, flops, samples)

@@ -214,7 +214,8 @@ def _check(sens: Sensitivity, evaluator: Evaluator) -> None:
     if any(a is None for u in sens.units for a in u.accuracy) or evaluator.data is None:
         raise DataError(f"'{sens.model}' has no validation data: a suggestion weighs the "
                         "accuracy each layer loses, which needs it.")
-    if sens.samples != len(evaluator.data):
+    ran_on = len(evaluator.data) if sens.exact else evaluator.estimate_samples
+    if sens.samples != ran_on:
         raise PlanError(f"The sensitivity scan ran on {sens.samples} images, not on the "
                         f"{len(evaluator.data)} calibration images the suggestion is chosen "
                         "on: run the scan on the calibration part.")

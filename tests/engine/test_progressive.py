@@ -99,3 +99,19 @@ def test_half_the_set_or_more_is_no_estimate(cnn, digits):
     heard = []
     evaluator.evaluate(PLANS[1], progress=lambda done, total, m: heard.append(m.samples))
     assert len(digits) // 2 + 1 not in heard
+
+
+def test_estimate_alone_is_the_subsets_metrics_and_resumes(cnn, digits):
+    """What a sweep screens with: the subset's numbers, from the subset's batches only."""
+    evaluator = Evaluator(cnn, digits, estimate_samples=45, batch_size=20)  # 3 batches
+    subset = stratified_subset(digits, 45)
+    for plan in PLANS:
+        screened = evaluator.estimate(plan)
+        assert screened.samples == 45
+        assert screened.correct == pruned_correct(cnn, plan, subset.x, subset.y)
+        assert evaluator.estimate(plan) is screened  # remembered
+    plan = Plan(sparsity={"classifier.1": 0.3})
+    evaluator.estimate(plan)
+    assert evaluator.last_start > 0  # the last layer's change resumed the kept prefix
+    small = Evaluator(cnn, digits)  # no estimate phase: the exact value
+    assert small.estimate(plan) == small.evaluate(plan)
