@@ -6,6 +6,8 @@ import streamlit as st
 import torch
 
 from explorer.errors import ExplorerError
+from explorer.evaluator import default_memory_budget
+from explorer.limits import MiB
 from explorer.plan import Plan
 from explorer.ui import state
 from explorer.ui.state import Session
@@ -71,6 +73,7 @@ def _sidebar(session: Session) -> None:
         st.file_uploader("Load a plan (JSON)", type=["json"], key="plan_file",
                          on_change=_on_plan_file)
         _device_setting()
+        _memory_setting()
 
 
 def _device_setting() -> None:
@@ -85,7 +88,30 @@ def _device_setting() -> None:
 
 def _on_device() -> None:
     st.session_state[state.DEVICE_KEY] = st.session_state[state.DEVICE_PICKER_KEY]
-    st.session_state.pop(state.EVALUATORS_KEY, None)  # rebuilt on the new device
+    state.drop_evaluators()  # rebuilt on the new device
+
+
+BUDGETS = {"auto": None, "none": 0, "64 MiB": 64 * MiB, "128 MiB": 128 * MiB,
+           "256 MiB": 256 * MiB, "512 MiB": 512 * MiB}  # at most the default's cap
+
+
+def _memory_setting() -> None:
+    """How much memory this session's evaluators keep for resuming slider moves."""
+    chosen = st.session_state.get(state.BUDGET_KEY)
+    st.session_state[state.BUDGET_PICKER_KEY] = next(
+        (label for label, value in BUDGETS.items() if value == chosen), "auto")
+    st.selectbox(
+        "Memory for fast slider moves", list(BUDGETS), key=state.BUDGET_PICKER_KEY,
+        on_change=_on_budget,
+        help=f"Activations kept so that a slider move recomputes only the layers after the "
+             f"one it changed. auto: a sixteenth of the memory free now, at most 512 MiB "
+             f"(here {default_memory_budget() // MiB} MiB); none: every move runs the whole "
+             "network. More memory: faster moves on large validation sets.")
+
+
+def _on_budget() -> None:
+    st.session_state[state.BUDGET_KEY] = BUDGETS[st.session_state[state.BUDGET_PICKER_KEY]]
+    state.drop_evaluators()  # rebuilt with the new budget
 
 
 def plan_summary(plan: Plan) -> str:

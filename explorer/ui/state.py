@@ -56,8 +56,11 @@ PICKER_KEY = "model_picker"  # the sidebar's model picker
 PLAN_FILE_KEY = "plan_file"  # the sidebar's plan uploader
 PENDING_KEY = "pending_upload"  # a link's upload not loaded yet: {"name": ..., "plan": ...}
 SLIDER_PREFIX = "sparsity::"  # + layer name: the Prune page's slider of that layer
+JUDGES_KEY = "split_evaluators"  # {model id: (bundle, data, SplitEvaluator)}
 DEVICE_KEY = "device"  # where this session's evaluations run: "cuda" or "cpu" (unset: auto)
 DEVICE_PICKER_KEY = "device_picker"  # the sidebar's device choice (shown only with CUDA)
+BUDGET_KEY = "memory_budget"  # bytes an evaluator keeps for resuming (unset: the default)
+BUDGET_PICKER_KEY = "memory_budget_picker"  # the sidebar's memory choice
 
 
 @st.cache_resource(show_spinner="Loading the demo model...")
@@ -222,7 +225,7 @@ def current_session() -> Session:
     evaluators = st.session_state.setdefault(EVALUATORS_KEY, {})
     if model_id not in evaluators:
         evaluators[model_id] = Evaluator(bundle, data, shared_scores(key, bundle, data),
-                                         device=st.session_state.get(DEVICE_KEY))
+                                         **evaluator_settings())
     try:
         st.session_state[PLAN_KEY].check(bundle)
     except ExplorerError as exc:
@@ -231,6 +234,19 @@ def current_session() -> Session:
     session = Session(model_id, bundle, data, evaluators[model_id], key)
     sync_url(session)
     return session
+
+
+def evaluator_settings() -> dict:
+    """This session's settings for every evaluator it builds: memory budget and device."""
+    return {"memory_budget": st.session_state.get(BUDGET_KEY),
+            "device": st.session_state.get(DEVICE_KEY)}
+
+
+def drop_evaluators() -> None:
+    """Forget this session's evaluators: the next page run builds them with the current
+    settings (their remembered metrics go; the shared score caches stay)."""
+    st.session_state.pop(EVALUATORS_KEY, None)
+    st.session_state.pop(JUDGES_KEY, None)
 
 
 def sync_url(session: Session) -> None:

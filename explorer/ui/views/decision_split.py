@@ -10,19 +10,19 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer.decide.held_out import SplitEvaluator
+from explorer.ui import state
 from explorer.ui.state import Session
-
-JUDGES_KEY = "split_evaluators"  # session key: {model id: (bundle, data, SplitEvaluator)}
 
 
 def judge_of(session: Session) -> SplitEvaluator:
     """The session's split evaluator for its model (a new one when the model or data under
     that id changed)."""
-    store = st.session_state.setdefault(JUDGES_KEY, {})
+    store = st.session_state.setdefault(state.JUDGES_KEY, {})
     entry = store.get(session.model_id)
     if entry is None or entry[0] is not session.bundle or entry[1] is not session.data:
         entry = store[session.model_id] = (session.bundle, session.data,
-                                           SplitEvaluator(session.bundle, session.data))
+                                           SplitEvaluator(session.bundle, session.data,
+                                                          **state.evaluator_settings()))
     return entry[2]
 
 
