@@ -1,15 +1,18 @@
-"""Slider release -> updated metric, in headless Chromium, ours vs a naive app, one run.
+"""Slider key press -> updated metric -> idle page, in headless Chromium, side by side.
 
-Starts two Streamlit servers side by side (the Prune page of app.py, and bench/naive_app.py),
-then alternately presses ArrowRight on the same layer's slider in each (one key press is one
-committed slider value and one rerun) and times until the "FLOPs per sample" metric shows a
-new value. Run by hand: ``python bench/browser_slider.py [--moves 15]``.
+Starts three Streamlit servers: the Prune page of app.py (ours), bench/naive_app.py with its
+metrics drawn first (``NAIVE_METRICS_FIRST=1``, the naive app's best order) and
+bench/minimal_app.py (the floor: one slider, one metric). Presses ArrowRight on the same
+layer's slider in each in turn (one key press is one committed slider value and one rerun;
+the floor has one slider) and times until the "FLOPs per sample" metric shows a new value
+and until the page is idle. Run by hand: ``python bench/browser_slider.py [--moves 15]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import socket
 import statistics
 import subprocess
@@ -39,13 +42,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(script: str):
+def server(script: str, env: dict | None = None):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.port", str(port),
          "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )
     try:
         for _ in range(300):
@@ -60,13 +64,15 @@ def server(script: str):
         proc.wait(timeout=20)
 
 
-def thumb(page, layer: str):
-    slider = page.locator("[data-testid='stSlider']").filter(has_text=layer).first
+def thumb(page, layer: str | None):
+    sliders = page.locator("[data-testid='stSlider']")
+    slider = sliders.first if layer is None else sliders.filter(has_text=layer).first
     return slider.locator("input[type='range']")
 
 
-def move(page, layer: str) -> float:
-    """Press ArrowRight on ``layer``'s slider; seconds until the FLOPs metric changes."""
+def move(page, layer: str | None) -> tuple[float, float]:
+    """Press ArrowRight on ``layer``'s slider (None: the first); seconds until the FLOPs
+    metric changes and until the page is idle again."""
     before = page.evaluate(FLOPS_JS)
     handle = thumb(page, layer)
     handle.focus()
@@ -74,9 +80,10 @@ def move(page, layer: str) -> float:
     handle.press("ArrowRight")
     page.wait_for_function(f"(prev) => ({FLOPS_JS})() !== prev", arg=before, polling="raf",
                            timeout=30000)
-    elapsed = time.perf_counter() - start
-    page.wait_for_selector(IDLE, timeout=30000)
-    return elapsed
+    changed = time.perf_counter() - start
+    page.wait_for_function(f"() => document.querySelector(\"{IDLE}\") !== null",
+                           polling="raf", timeout=30000)
+    return changed, time.perf_counter() - start
 
 
 def main() -> None:
@@ -85,37 +92,46 @@ def main() -> None:
     parser.add_argument("--layers", default="features.0,classifier.1,classifier.5")
     args = parser.parse_args()
     layers = args.layers.split(",")
-    with server("app.py") as ours_url, server("bench/naive_app.py") as naive_url, \
-            sync_playwright() as pw:
+    with server("app.py") as ours_url, \
+            server("bench/naive_app.py", {"NAIVE_METRICS_FIRST": "1"}) as naive_url, \
+            server("bench/minimal_app.py") as floor_url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        ours = browser.new_page(viewport={"width": 1600, "height": 1200})
-        naive = browser.new_page(viewport={"width": 1600, "height": 1200})
-        ours.goto(f"{ours_url}/?model=digits-cnn")
-        ours.wait_for_selector(IDLE, timeout=120000)
-        ours.goto(f"{ours_url}/?model=digits-cnn")
-        ours.wait_for_selector(IDLE, timeout=120000)
-        ours.goto(f"{ours_url}/prune?model=digits-cnn")
-        naive.goto(naive_url)
-        for page in (ours, naive):
+        pages = {kind: browser.new_page(viewport={"width": 1600, "height": 1200})
+                 for kind in ("ours", "naive", "floor")}
+        pages["ours"].goto(f"{ours_url}/?model=digits-cnn")
+        pages["ours"].wait_for_selector(IDLE, timeout=120000)
+        pages["ours"].goto(f"{ours_url}/prune?model=digits-cnn")
+        pages["naive"].goto(naive_url)
+        pages["floor"].goto(floor_url)
+        for page in pages.values():
             page.wait_for_selector("[data-testid='stMetric']", timeout=120000)
             page.wait_for_selector(IDLE, timeout=120000)
-        print(f"{'layer':<16}{'naive ms':>10}{'ours ms':>10}{'speed-up':>10}")
-        all_naive, all_ours = [], []
+        kinds = list(pages)
+        print(f"{'layer':<14}" + "".join(f"{k + ' metric':>14}{k + ' idle':>12}" for k in kinds)
+              + f"{'metric/floor':>14}{'idle/naive':>12}")
+        every = {k: ([], []) for k in kinds}
         for layer in layers:
-            times = {"ours": [], "naive": []}
+            times = {k: ([], []) for k in kinds}
             for i in range(args.moves):
-                pair = [("ours", ours), ("naive", naive)]
-                for kind, page in pair if i % 2 else pair[::-1]:
-                    times[kind].append(move(page, layer))
-            n = statistics.median(times["naive"]) * 1e3
-            o = statistics.median(times["ours"]) * 1e3
-            all_naive += times["naive"]
-            all_ours += times["ours"]
-            print(f"{layer:<16}{n:>10.1f}{o:>10.1f}{n / o:>9.1f}x")
-        n, o = statistics.median(all_naive) * 1e3, statistics.median(all_ours) * 1e3
-        print(f"{'all':<16}{n:>10.1f}{o:>10.1f}{n / o:>9.1f}x")
+                order = kinds[i % 3:] + kinds[:i % 3]  # each goes first in turn
+                for kind in order:
+                    changed, idle = move(pages[kind], None if kind == "floor" else layer)
+                    times[kind][0].append(changed)
+                    times[kind][1].append(idle)
+                    every[kind][0].append(changed)
+                    every[kind][1].append(idle)
+            _row(layer, times, kinds)
+        _row("all", every, kinds)
         browser.close()
+
+
+def _row(name: str, times: dict, kinds: list[str]) -> None:
+    med = {k: (statistics.median(times[k][0]) * 1e3, statistics.median(times[k][1]) * 1e3)
+           for k in kinds}
+    print(f"{name:<14}" + "".join(f"{med[k][0]:>14.0f}{med[k][1]:>12.0f}" for k in kinds)
+          + f"{med['ours'][0] / med['floor'][0]:>13.2f}x"
+          + f"{med['ours'][1] / med['naive'][1]:>11.2f}x", flush=True)
 
 
 if __name__ == "__main__":
