@@ -50,3 +50,10 @@ MAX_JOBS_PER_SESSION = 2
 # reconnect within it (a network blip) keeps the job; Streamlit itself keeps a disconnected
 # session 120 s for reconnects, but nobody watches a job that long after its tab is gone.
 ORPHANED_JOB_SECONDS = 10
+
+# An app script run whose evaluation is smaller than this (FLOPs per image x images) runs
+# torch on one intra-op thread, larger ones on torch's default. On small work the threads
+# mostly spin-wait on each other, the browser and other sessions: a digits-cnn slider move's
+# evaluation (1.1 GFLOPs) took 13-124 ms with 2 threads and 6-7 ms with 1 on a loaded 2-core
+# machine here. Large work (a CIFAR ResNet-18 on 3,000 images: 3.3 TFLOPs) needs the cores.
+SMALL_EVALUATION_FLOPS = 5 * 10**9

@@ -18,12 +18,14 @@ import itertools
 from dataclasses import dataclass
 
 import streamlit as st
+import torch
 
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet, digits_validation
 from explorer.errors import ExplorerError
 from explorer.evaluator import Evaluator
 from explorer.finetune.retrain import weights_digest
+from explorer.limits import SMALL_EVALUATION_FLOPS
 from explorer.load.data_file import (
     DataShape,
     check_compatible,
@@ -222,6 +224,7 @@ def current_session() -> Session:
     if model_id not in model_choices():
         model_id = st.session_state[MODEL_KEY] = DEFAULT_MODEL
     bundle, data, key = _bundle_and_data(model_id)
+    torch.set_num_threads(run_threads(bundle, data))
     evaluators = st.session_state.setdefault(EVALUATORS_KEY, {})
     if model_id not in evaluators:
         evaluators[model_id] = Evaluator(bundle, data, shared_scores(key, bundle, data),
@@ -234,6 +237,17 @@ def current_session() -> Session:
     session = Session(model_id, bundle, data, evaluators[model_id], key)
     sync_url(session)
     return session
+
+
+TORCH_THREADS = torch.get_num_threads()  # torch's default in this process, before any run
+
+
+def run_threads(bundle: ModelBundle, data: ValidationSet | None) -> int:
+    """torch intra-op threads for this script run (its own thread): one for a small
+    evaluation, torch's default for a large one (see
+    :data:`~explorer.limits.SMALL_EVALUATION_FLOPS`)."""
+    work = bundle.flops * (0 if data is None else len(data))
+    return 1 if work < SMALL_EVALUATION_FLOPS else TORCH_THREADS
 
 
 def evaluator_settings() -> dict:

@@ -1,12 +1,17 @@
-"""The app's memory setting: what a session's evaluators keep for resuming slider moves."""
+"""The app's evaluator settings: what a session's evaluators keep for resuming slider moves
+(a sidebar choice), and how many torch threads a script run uses."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from pagetest import metric, open_url
 
 from explorer.evaluator import Evaluator, default_memory_budget
+from explorer.limits import SMALL_EVALUATION_FLOPS
 from explorer.plan import Plan
 from explorer.ui.format import percent
+from explorer.ui.state import TORCH_THREADS, run_threads
 
 
 def _picker(at):
@@ -37,3 +42,10 @@ def test_a_budget_reaches_the_split_evaluators_too():
     judge = at.session_state["split_evaluators"]["digits-mlp"][2]
     # the split's two evaluators share the budget: half each (explorer.decide.held_out)
     assert judge.calibration.memory_budget == judge.held_out.memory_budget == 32 * 2**20
+
+
+def test_a_small_evaluation_runs_on_one_thread_a_large_one_on_the_default(cnn, digits):
+    assert cnn.flops * len(digits) < SMALL_EVALUATION_FLOPS
+    assert run_threads(cnn, digits) == 1
+    assert run_threads(replace(cnn, flops=1_110_845_440), digits) == TORCH_THREADS
+    assert run_threads(cnn, None) == 1  # costs only
