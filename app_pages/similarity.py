@@ -44,7 +44,7 @@ def similarity(key: str, layer: str, kind: str, _bundle: ModelBundle,
     """The layer's ordered similarity (weights: cosine; activations: correlation)."""
     if kind == "weights":
         return weight_similarity(_bundle, layer)
-    return activation_similarity(drilldown_view.layer_activations(key, layer, _bundle, _data))
+    return activation_similarity(drilldown_view.summary(key, layer, _bundle, _data).means)
 
 
 def _choose(layer: str, pair: tuple[int, int]) -> None:
@@ -149,34 +149,34 @@ if pair is None:
     st.caption("The most similar pair. Click a heatmap cell or a table row to compare others.")
 weight = bundle.params()[layer.weight].detach()
 weights = weight[[i, j]].reshape(2, -1).float().numpy()
-try:
-    acts = (None if data is None
-            else drilldown_view.layer_activations(session.key, name, bundle, data))
-except ExplorerError as exc:
-    acts = None
-    st.warning(f"No activations for {name}: {exc}")
-cols = st.columns(3 if acts is not None else 1)
+summarised = binned = None
+if data is not None:
+    try:
+        summarised = drilldown_view.summary(session.key, name, bundle, data)
+        binned = drilldown_view.histograms(session.key, name, bundle, data)
+    except ExplorerError as exc:
+        st.warning(f"No activations for {name}: {exc}")
+cols = st.columns(3 if summarised is not None else 1)
 cols[0].metric("Cosine of incoming weights", f"{cosine_matrix(weights)[0, 1]:.4f}")
-if acts is not None:
-    pair_acts = acts[:, [i, j], :]
-    cols[1].metric("Correlation of activations", f"{correlation_matrix(pair_acts)[0, 1]:.4f}",
+if summarised is not None:
+    pair_means = summarised.means[:, [i, j]]
+    cols[1].metric("Correlation of activations", f"{correlation_matrix(pair_means)[0, 1]:.4f}",
                    help="Pearson, over the validation images (a channel's map averaged)")
-    zeros = [percent(float(z)) for z in (pair_acts == 0).mean(axis=(0, 2))]
+    zeros = [percent(float(z)) for z in summarised.apoz[[i, j]]]
     cols[2].metric("Zero outputs (APoZ)", f"{zeros[0]} · {zeros[1]}",
                    help=f"the fraction of outputs exactly 0: neuron {i} · neuron {j}")
 
 view = charts.weight_view(layer, bundle.input_shape, first=name == names[0])
-figures = st.columns(2 if acts is not None else 1, gap="large")
+figures = st.columns(2 if binned is not None else 1, gap="large")
 figures[0].plotly_chart(charts.incoming_weights(weights, (i, j), view), key="sim_weights")
-if acts is not None:
-    figures[1].plotly_chart(
-        charts.activation_histograms((pair_acts[:, 0], pair_acts[:, 1]), (i, j)),
-        key="sim_activations")
-    figures[1].caption(f"On {acts.shape[0]} validation images"
-                       + (f", {acts.shape[2]} positions each." if acts.shape[2] > 1 else "."))
+if binned is not None:
+    figures[1].plotly_chart(charts.activation_histograms((binned.of(i), binned.of(j)), (i, j)),
+                            key="sim_activations")
+    figures[1].caption(drilldown_view.positions_note(summarised)
+                       + " Each neuron is binned on its own range.")
 
 st.markdown(f"**What excites neuron {i} and neuron {j}**: the validation images each responds "
             "to most, and why, for the first of them")
 for column, neuron in zip(st.columns(2, gap="large"), (i, j), strict=True):
     with column:
-        drilldown_view.neuron_examples(session.key, bundle, data, name, neuron, acts)
+        drilldown_view.neuron_examples(session.key, bundle, data, name, neuron, summarised)

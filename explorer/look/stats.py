@@ -85,7 +85,7 @@ def magnitude_histogram(
     Linear bins span ``[0, max|v|]``; log bins span ``[min nonzero |v|, max|v|]`` with exact
     zeros reported in ``Histogram.zeros`` (see :class:`Histogram`).
     """
-    _check_bins(bins)
+    check_bins(bins)
     mags = np.abs(to_numpy(values)).ravel()
     zeros = int(np.count_nonzero(mags == 0))
     if scale == "linear":
@@ -141,7 +141,7 @@ def summarize_activations(
     layer: str, activations: torch.Tensor, bins: int = DEFAULT_BINS
 ) -> ActivationStats:
     """Reduce one layer's activations (N, neurons, positions) to :class:`ActivationStats`."""
-    _check_bins(bins)
+    check_bins(bins)
     if activations.dim() != 3:
         raise ExplorerError(
             f"Activations of '{layer}' must be shaped (N, neurons, positions); "
@@ -164,7 +164,7 @@ def activation_stats(
     the second counts the histograms on bins fixed by those ranges. Memory: one batch, the
     histograms and the per-neuron arrays, whatever the number of images.
     """
-    _check_bins(bins)
+    check_bins(bins)
     return _summaries(Replay(bundle, data, batch_size=batch_size), bins)
 
 
@@ -172,7 +172,7 @@ def _summaries(batches: Iterable[dict[str, torch.Tensor]], bins: int
                ) -> dict[str, ActivationStats]:
     """:class:`ActivationStats` per layer of ``batches``, iterated twice (sums, then counts)."""
     totals = reduce_batches(batches)
-    edges = {name: _edges(t.lo, t.hi, bins) for name, t in totals.items()}
+    edges = {name: linear_edges(t.lo, t.hi, bins) for name, t in totals.items()}
     counts = {name: np.zeros(bins, dtype=np.int64) for name in totals}
 
     def count(name: str, acts: torch.Tensor) -> None:
@@ -184,7 +184,7 @@ def _summaries(batches: Iterable[dict[str, torch.Tensor]], bins: int
             for name, t in totals.items()}
 
 
-def _edges(lo: float, hi: float, bins: int) -> np.ndarray:
+def linear_edges(lo: float, hi: float, bins: int) -> np.ndarray:
     """``bins`` equal bins from ``lo`` to ``hi``; a constant sample gets numpy's unit range."""
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
@@ -211,6 +211,6 @@ def to_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(values)
 
 
-def _check_bins(bins: int) -> None:
+def check_bins(bins: int) -> None:
     if isinstance(bins, bool) or not isinstance(bins, int | np.integer) or bins < 1:
         raise ExplorerError(f"The number of bins must be a positive integer; got {bins!r}.")

@@ -19,8 +19,15 @@ import torch
 import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 
-from explorer.look.similarity import cosine_matrix, summarize, weight_similarity
+from explorer.activations import collect_activations
+from explorer.look.similarity import (
+    correlation_matrix,
+    cosine_matrix,
+    summarize,
+    weight_similarity,
+)
 from explorer.ui.charts import similarity as charts
+from explorer.ui.format import percent
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "similarity.py")
 
@@ -138,7 +145,7 @@ def test_top_pair_equals_brute_force_cosine(model, fixture, layer, request):
     ("digits-mlp", "mlp", "fc2", (7, 90), None),  # deeper linear: bars
     ("digits-resnet", "resnet", "layer2.downsample.0", (0, 31), None),  # 1x1 conv: bars
 ])
-def test_selected_pair_shows_both_neurons(model, fixture, layer, pair, shape, request):
+def test_selected_pair_shows_both_neurons(model, fixture, layer, pair, shape, request, digits):
     i, j = pair
     rows = weight_rows(request.getfixturevalue(fixture), layer)
     at = open_page(model, sim_layer=layer, sim_pair={"layer": layer, "i": i, "j": j})
@@ -160,8 +167,16 @@ def test_selected_pair_shows_both_neurons(model, fixture, layer, pair, shape, re
     assert activations["layout"]["title"]["text"] == f"Activations of neuron {i} and neuron {j}"
     assert [t["name"] for t in activations["data"]] == [f"neuron {i}", f"neuron {j}"]
     cosine = F.cosine_similarity(rows[i].double(), rows[j].double(), dim=0).item()
-    shown = next(m.value for m in at.metric if m.label == "Cosine of incoming weights")
-    assert shown == f"{cosine:.4f}"
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Cosine of incoming weights"] == f"{cosine:.4f}"
+    # The streamed summary's numbers are those of every image's activations at once.
+    acts = collect_activations(request.getfixturevalue(fixture), digits,
+                               [layer])[layer][:, [i, j]].numpy()
+    assert shown["Correlation of activations"] == f"{correlation_matrix(acts)[0, 1]:.4f}"
+    assert shown["Zero outputs (APoZ)"] == " · ".join(
+        percent(float(z)) for z in (acts == 0).mean(axis=(0, 2)))
+    for trace in activations["data"]:
+        assert array(trace["y"]).sum() == acts.shape[0] * acts.shape[2]
 
 
 def test_the_page_reopens_on_the_remembered_pair():

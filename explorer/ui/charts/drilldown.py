@@ -10,7 +10,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from explorer.ui.charts.similarity import DIVERGING, FIRST, WeightView
+from explorer.look.stats import Histogram
+from explorer.ui.charts.similarity import DIVERGING, FIRST, WeightView, histogram_bars
 
 GREYS = "Greys"  # 0 white, 1 black: a digit's ink (high values) is dark
 
@@ -102,19 +103,12 @@ def incoming_weights(row: np.ndarray, neuron: int, view: WeightView) -> go.Figur
     return fig
 
 
-def activation_histogram(values: np.ndarray, neuron: int, bins: int = 40) -> go.Figure:
-    """One neuron's activations (any shape: samples, and positions for a convolution),
-    binned here with numpy, on a log count axis (after a ReLU the bin at 0 dwarfs the rest).
-    """
-    lo, hi = float(values.min()), float(values.max())
-    if lo == hi:
-        lo, hi = lo - 0.5, hi + 0.5
-    counts, edges = np.histogram(values, bins=np.linspace(lo, hi, bins + 1))
-    fig = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges),
-                           marker_color=FIRST, name=f"neuron {neuron}",
-                           hovertemplate="%{x:.3f}: %{y} values<extra></extra>"))
+def activation_histogram(hist: Histogram, neuron: int) -> go.Figure:
+    """One neuron's pre-binned activations (samples, and positions for a convolution) on a
+    log count axis (after a ReLU the bin at 0 dwarfs the rest)."""
+    fig = go.Figure(histogram_bars(hist, f"neuron {neuron}", FIRST))
     fig.update_layout(title={"text": f"Neuron {neuron}: activations"}, height=340,
-                      xaxis_title="activation",
+                      xaxis_title="activation", bargap=0,
                       yaxis={"title": {"text": "count (log)"}, "type": "log"},
                       margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False)
     return fig

@@ -25,6 +25,7 @@ from plotly.subplots import make_subplots
 
 from explorer.graph import Layer
 from explorer.look.similarity import Similarity
+from explorer.look.stats import Histogram
 
 OVERLAY_MAX = 320  # clickable points per side: every cell of every demo layer
 HUNDREDTHS = 100  # colour levels per unit of similarity: z = round((value + 1) * 100)
@@ -195,34 +196,32 @@ def incoming_weights(rows: np.ndarray, neurons: tuple[int, int], view: WeightVie
     return fig
 
 
-def activation_histograms(values: tuple[np.ndarray, np.ndarray], neurons: tuple[int, int],
-                          bins: int = 40) -> go.Figure:
-    """Two neurons' activation histograms on shared bins, overlaid, on a log count axis
-    (after a ReLU the bin at 0 dwarfs the rest); binned here with numpy.
-
-    ``values`` holds each neuron's activations (any shape: samples, and spatial positions
-    for a convolution), in ``neurons`` order.
+def activation_histograms(histograms: tuple[Histogram, Histogram], neurons: tuple[int, int]
+                          ) -> go.Figure:
+    """Two neurons' activation histograms, overlaid, on a log count axis (after a ReLU the
+    bin at 0 dwarfs the rest). Each is pre-binned on its own neuron's range
+    (:class:`~explorer.look.layer_summary.NeuronHistograms`), in ``neurons`` order.
     """
     i, j = neurons
-    lo = float(min(v.min() for v in values))
-    hi = float(max(v.max() for v in values))
-    if lo == hi:
-        lo, hi = lo - 0.5, hi + 0.5
-    edges = np.linspace(lo, hi, bins + 1)
-    centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     fig = go.Figure()
-    for neuron, v, colour in zip(neurons, values, (FIRST, SECOND), strict=True):
-        counts, _ = np.histogram(v, bins=edges)
-        fig.add_bar(x=centres.tolist(), y=counts.tolist(), width=widths.tolist(),
-                    name=f"neuron {neuron}", marker_color=colour, opacity=0.6,
-                    hovertemplate="%{x:.3f}: %{y} values<extra>neuron " + str(neuron)
-                                  + "</extra>")
+    for neuron, hist, colour in zip(neurons, histograms, (FIRST, SECOND), strict=True):
+        fig.add_trace(histogram_bars(hist, f"neuron {neuron}", colour, opacity=0.6))
     fig.update_layout(title={"text": f"Activations of neuron {i} and neuron {j}"},
                       barmode="overlay", height=340, xaxis_title="activation",
                       yaxis={"title": {"text": "count (log)"}, "type": "log"},
                       margin={"l": 10, "r": 10, "t": 70, "b": 10},
                       legend={"orientation": "h", "y": -0.25})
     return fig
+
+
+def histogram_bars(hist: Histogram, name: str, colour: str, opacity: float = 1.0) -> go.Bar:
+    """A pre-binned histogram as bars: one per bin, as wide as the bin, its range on hover."""
+    lo, hi = hist.edges[:-1], hist.edges[1:]
+    return go.Bar(x=(lo + hi) / 2, y=hist.counts, width=hi - lo, name=name,
+                  marker={"color": colour, "line": {"width": 0}}, opacity=opacity,
+                  customdata=np.stack([lo, hi], axis=1),
+                  hovertemplate="a in %{customdata[0]:.3g} - %{customdata[1]:.3g}<br>"
+                                f"%{{y:,}} values<extra>{name}</extra>")
 
 
 def _compact(values: np.ndarray) -> np.ndarray:

@@ -12,11 +12,16 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from explorer.activations import collect_activations
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import ExplorerError
 from explorer.look.drilldown import TOP_K, Attribution, TopImages, attribution_map, rank_images
+from explorer.look.layer_summary import (
+    LayerSummary,
+    NeuronHistograms,
+    layer_summary,
+    neuron_histograms,
+)
 from explorer.ui.charts import drilldown as charts
 from explorer.ui.charts.similarity import weight_view
 from explorer.ui.state import NO_DATA_NOTE
@@ -26,11 +31,25 @@ NO_DATA = f"Top images and attributions need validation data. {NO_DATA_NOTE}"
 
 
 @st.cache_data(show_spinner="Running the validation images through the model...",
-               max_entries=32)
-def layer_activations(key: str, layer: str, _bundle: ModelBundle,
-                      _data: ValidationSet) -> np.ndarray:
-    """``layer``'s activations on the validation set, (N, neurons, positions) float32."""
-    return collect_activations(_bundle, _data, [layer])[layer].numpy()
+               max_entries=16)
+def summary(key: str, layer: str, _bundle: ModelBundle, _data: ValidationSet) -> LayerSummary:
+    """``layer``'s per-image means, APoZ and range per neuron on the validation set (one
+    streamed pass: N x neurons numbers are kept, never the positions)."""
+    return layer_summary(_bundle, _data, layer)
+
+
+@st.cache_data(show_spinner="Binning the layer's activations...", max_entries=16)
+def histograms(key: str, layer: str, _bundle: ModelBundle,
+               _data: ValidationSet) -> NeuronHistograms:
+    """Every neuron's activation histogram of ``layer`` (a second streamed pass, once per
+    layer: a click on another neuron or pair draws from it without running the model)."""
+    return neuron_histograms(_bundle, _data, summary(key, layer, _bundle, _data))
+
+
+def positions_note(layer: LayerSummary) -> str:
+    """What a chart of the layer's activations counts: images, and positions per image."""
+    return (f"On {layer.samples} validation images"
+            + (f", {layer.positions} positions each." if layer.positions > 1 else "."))
 
 
 @st.cache_data(show_spinner="Explaining with captum (NeuronConductance)...", max_entries=256)
@@ -44,17 +63,17 @@ def _explain(triple: tuple[str, str, int]) -> None:
 
 
 def neuron_examples(key: str, bundle: ModelBundle, data: ValidationSet | None, layer: str,
-                    neuron: int, acts: np.ndarray | None) -> None:
+                    neuron: int, summarised: LayerSummary | None) -> None:
     """The neuron's top validation images, and on request the attribution of the first.
 
-    ``acts`` are the layer's activations (N, neurons, positions), or None without data.
+    ``summarised`` is the layer's :func:`summary`, or None without data.
     """
     if data is None:
         st.info(NO_DATA)
         return
-    if acts is None:
+    if summarised is None:
         return
-    top = rank_images(acts, neuron, TOP_K)
+    top = rank_images(summarised.means, neuron, TOP_K)
     pictures = np.stack([charts.picture(data.x[i].numpy()) for i in top.indices])
     st.plotly_chart(charts.top_images(pictures, top.indices, top.values, neuron),
                     key=f"dd_top::{layer}::{neuron}", config={"displaylogo": False})
@@ -100,19 +119,19 @@ def neuron_drilldown(key: str, bundle: ModelBundle, data: ValidationSet | None, 
     """One neuron: incoming weights, activation histogram, top images, attribution map."""
     spec = bundle.layer(layer)
     st.subheader(f"Neuron {neuron} of {layer}")
-    acts = None
+    summarised = binned = None
     if data is not None:
         try:
-            acts = layer_activations(key, layer, bundle, data)
+            summarised = summary(key, layer, bundle, data)
+            binned = histograms(key, layer, bundle, data)
         except ExplorerError as exc:
             st.warning(f"No activations for {layer}: {exc}")
     row = bundle.params()[spec.weight].detach()[neuron].reshape(-1).float().numpy()
     view = weight_view(spec, bundle.input_shape, first=layer == bundle.layer_names[0])
     left, right = st.columns(2, gap="large")
     left.plotly_chart(charts.incoming_weights(row, neuron, view), key="dd_weights")
-    if acts is not None:
-        right.plotly_chart(charts.activation_histogram(acts[:, neuron], neuron),
+    if binned is not None:
+        right.plotly_chart(charts.activation_histogram(binned.of(neuron), neuron),
                            key="dd_activations")
-        right.caption(f"On {acts.shape[0]} validation images"
-                      + (f", {acts.shape[2]} positions each." if acts.shape[2] > 1 else "."))
-    neuron_examples(key, bundle, data, layer, neuron, acts)
+        right.caption(positions_note(summarised))
+    neuron_examples(key, bundle, data, layer, neuron, summarised)

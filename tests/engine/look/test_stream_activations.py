@@ -140,18 +140,21 @@ def test_bad_arguments_are_refused_before_the_model_runs(cnn, digits):
 
 # ------------------------------------------------------------------------------- memory
 
-MEASURE = """
-import sys
+CIFAR_SIZE = """
 import torch
 from torch import nn
 from hostile_files import peak_growth
 from explorer.bundle import bundle_from_module
-from explorer.look.stats import activation_stats
 
 torch.manual_seed(0)
 model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1),
                       nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
 bundle = bundle_from_module(model, "cifar-size", (3, 32, 32))
+"""  # a memory script's start: a model with two 32-channel 32x32 layers
+
+MEASURE = CIFAR_SIZE + """
+from explorer.look.stats import activation_stats
+
 x = torch.rand(2000, 3, 32, 32)
 whole = sum(2000 * layer.neurons * 4 * (32 * 32 if layer.kind == "conv2d" else 1)
             for layer in bundle.layers)
@@ -164,14 +167,20 @@ print(whole, growth.bytes)
 
 @pytest.mark.slow
 def test_activation_stats_memory_does_not_grow_with_the_images():
-    # A fresh process: after hundreds of tests the heap's freed blocks blur the peak.
-    tests = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", MEASURE], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(tests)}, timeout=600)
-    assert done.returncode == 0, done.stderr
-    whole, grown = map(int, done.stdout.split()[-2:])
+    whole, grown = whole_and_growth(MEASURE)
     assert whole > 500 * 2**20  # every image's activations at once: ~0.5 GB
     # Streamed: about one batch's graph node values (~40-50 MiB for 50 images here; with 100
     # images ~85-95 MiB, which came within reach of the bound on a loaded machine); all at
     # once it was the whole tensor, twice while concatenated.
     assert grown < whole / 4, f"peak growth {grown / 2**20:.0f} MiB vs {whole / 2**20:.0f} MiB"
+
+
+def whole_and_growth(script: str) -> tuple[int, int]:
+    """The two numbers ``script`` prints last (bytes all at once, peak growth streamed), run
+    in a fresh process: after hundreds of tests the heap's freed blocks blur the peak."""
+    tests = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(tests)}, timeout=600)
+    assert done.returncode == 0, done.stderr
+    whole, grown = map(int, done.stdout.split()[-2:])
+    return whole, grown
