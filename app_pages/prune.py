@@ -125,10 +125,11 @@ def _groups() -> None:
                         f"({members[0].neurons} channels): {params}")
 
 
-def _metrics(plan: Plan) -> None:
-    """The plan's metrics; on a large validation set first an estimate on a stratified
-    subset, then the exact value once every batch ran. A slider moved meanwhile reruns the
-    page at the next batch: the newest plan wins, moves do not queue."""
+def _metrics(plan: Plan) -> tuple[Metrics, Metrics] | None:
+    """The plan's cards, and its metrics with the dense model's (None: it cannot be
+    evaluated). On a large validation set first an estimate on a stratified subset, then
+    the exact value once every batch ran; a slider moved meanwhile reruns the page at the
+    next batch: the newest plan wins, moves do not queue."""
     # The placeholder is made at the first estimate, not before: made up front, it would
     # blank the previous plan's cards for as long as the estimate takes.
     refining: dict = {}
@@ -149,9 +150,13 @@ def _metrics(plan: Plan) -> None:
         metrics = session.evaluate(plan, progress=show)
     except ExplorerError as exc:  # e.g. a data-driven criterion on an architecture-only model
         st.error(f"This plan cannot be evaluated: {exc}")
-        return
+        return None
     with refining["slot"].container() if "slot" in refining else st.container():
         _cards(metrics, dense)
+    return metrics, dense
+
+
+def _charts(plan: Plan, metrics: Metrics, dense: Metrics) -> None:
     st.plotly_chart(charts.per_layer(metrics), key="per_layer")
     if metrics.accuracy is not None:
         st.plotly_chart(charts.tradeoff(session.history(), plan, dense), key="tradeoff")
@@ -188,8 +193,17 @@ def _cards(metrics: Metrics, dense: Metrics, estimate: bool = False) -> None:
 
 # Not a fragment: the sidebar's plan summary and download must follow every slider move,
 # and a fragment cannot redraw the sidebar. The sidebar costs little beside the metrics.
+# The cards come first where the evaluation is quick (no estimate phase): the browser
+# redraws the page once per element it receives, so the fewer elements before the numbers,
+# the sooner they show. Where it refines over seconds, the controls come first.
 plan = session.plan
 left, right = st.columns([1, 2], gap="large")
+with right:
+    cards, figures = st.container(), st.container()
+quick = session.data is None or session.evaluator.estimate_samples >= len(session.data)
+if quick:
+    with cards:
+        shown = _metrics(plan)
 with left:
     _controls(plan)
     b1, b2 = st.columns(2)
@@ -198,5 +212,9 @@ with left:
     b2.button("Reset", on_click=state.reset, width="stretch")
     st.download_button("Download this plan (JSON)", plan.to_json(), file_name="plan.json",
                        mime="application/json", width="stretch")
-with right:
-    _metrics(plan)
+if not quick:
+    with cards:
+        shown = _metrics(plan)
+if shown is not None:
+    with figures:
+        _charts(plan, *shown)
