@@ -163,7 +163,8 @@ class Evaluator:
         resume = max(kept.values(), key=lambda s: program.resume_index(masks.keys, s),
                      default=None)
         logits, state = program.run(x, overrides, masks.keys, resume=resume,
-                                    keep=self.incremental, device=self._made_on)
+                                    keep=self.incremental, device=self._made_on,
+                                    compact=True)
         if state is not None:
             self._keep(batch, x, state, masks)
         return logits, 0 if resume is None else program.resume_index(masks.keys, resume)
@@ -176,7 +177,7 @@ class Evaluator:
             if self.kept_bytes + 2 * state.nbytes > self.memory_budget:
                 return
             dense = state if not masks.keys else self.bundle.program.run(
-                x, self._on_device, keep=True, device=self._made_on)[1]
+                x, self._on_device, keep=True, device=self._made_on, compact=True)[1]
             entry = self._states[batch] = {"dense": dense}
         entry["last"] = state
 

@@ -16,6 +16,7 @@ parameter is recomputed.
 
 from __future__ import annotations
 
+import bisect
 import math
 import operator
 from collections.abc import Mapping
@@ -89,6 +90,7 @@ class RunState:
     values: list
     keys: dict[str, object]
     nbytes: int
+    starts: tuple[int, ...] | None = None  # a compact state: the nodes a run may resume at
 
 
 @dataclass
@@ -99,6 +101,7 @@ class Program:
     nodes: list[fx.Node] = field(init=False)
     first_use: dict[str, int] = field(init=False)
     resumable: bool = field(init=False)
+    starts: tuple[int, ...] = field(init=False)  # where a compact state's run may resume
 
     def __post_init__(self) -> None:
         self.nodes = list(self.module.graph.nodes)
@@ -114,14 +117,36 @@ class Program:
             for n in self.nodes
             if n.op == "call_function"
         )
+        self._needed = self._needed_for_resuming()
         # Factory ops (zeros, arange, ...) that torch.export pinned to the tracing device.
         self._pinned = {i for i, n in enumerate(self.nodes)
                         if isinstance(n.kwargs.get("device"), torch.device)}
 
+    def _needed_for_resuming(self) -> list[bool]:
+        """Which node values a compact state keeps: those computed before a node a run may
+        resume at (:attr:`starts`: a linear or convolution reading a parameter, or the
+        output) and read at or after it. A conv's raw output read only by its batch norm
+        is not kept: a run that would start at the norm starts at the conv instead."""
+        self.starts = tuple(sorted(
+            {i for i in self.first_use.values()
+             if i < len(self.nodes) and self.nodes[i].target in LAYER_OPS}
+            | {len(self.nodes) - 1}))
+        needed = []
+        for i, node in enumerate(self.nodes):
+            last = max((self._index[u] for u in node.users), default=-1)
+            after = bisect.bisect_right(self.starts, i)
+            needed.append(node.op != "get_attr" and after < len(self.starts)
+                          and self.starts[after] <= last)
+        return needed
+
     def resume_index(self, keys: Mapping[str, object], state: RunState) -> int:
         """First node to recompute when parameters have ``keys`` and ``state`` had its own."""
         changed = {p for p in set(keys) | set(state.keys) if keys.get(p) != state.keys.get(p)}
-        return min((self.first_use.get(p, 0) for p in changed), default=len(self.nodes))
+        first = min((self.first_use.get(p, 0) for p in changed), default=len(self.nodes))
+        if state.starts is None:
+            return first
+        return state.starts[bisect.bisect_right(state.starts, first) - 1] \
+            if first >= state.starts[0] else 0
 
     def params(self) -> dict[str, torch.Tensor]:
         return dict(self.module.named_parameters())
@@ -152,6 +177,7 @@ class Program:
         resume: RunState | None = None,
         keep: bool = False,
         device: torch.device | None = None,
+        compact: bool = False,
     ) -> tuple[torch.Tensor, RunState | None]:
         """Run the graph on ``x`` (N, ...) with ``overrides`` replacing named parameters.
 
@@ -160,7 +186,9 @@ class Program:
         ``resume`` instead of recomputed. ``device``: where ops that make new tensors
         (zeros, arange) make them, for a run whose ``x`` and :meth:`tensors_on` overrides
         are there (None: where the graph was traced). Returns the logits (N, classes) and,
-        with ``keep``, the new state to resume from next time.
+        with ``keep``, the new state to resume from next time: every node's value, or with
+        ``compact`` only those a resumed run reads (see :meth:`_needed_for_resuming`).
+        A state's ``nbytes`` leaves out the parameters: they are the model's, not its.
         """
         overrides = overrides or {}
         keys = dict(keys or {})
@@ -196,8 +224,12 @@ class Program:
         logits = logits_of(output)
         state = None
         if keep:
-            nbytes = sum(v.nbytes for v in values if isinstance(v, torch.Tensor))
-            state = RunState(values, keys, nbytes)
+            if compact:
+                values = [v if need else None for v, need in zip(values, self._needed,
+                                                                  strict=True)]
+            nbytes = sum(v.nbytes for v, n in zip(values, self.nodes, strict=True)
+                         if isinstance(v, torch.Tensor) and n.op != "get_attr")
+            state = RunState(values, keys, nbytes, self.starts if compact else None)
         return logits, state
 
 

@@ -47,11 +47,11 @@ def test_streaming_equals_all_at_once(any_demo, digits, granularity):
 
 def test_a_tiny_budget_keeps_some_batches_and_changes_no_number(cnn, digits):
     batch = 40  # 9 batches
-    per_image, _ = node_bytes(cnn)
-    budget = 3 * 2 * batch * per_image  # dense and last states of three batches, about
     scores = ScoreCache(cnn, digits)
-    tight = Evaluator(cnn, digits, scores, memory_budget=budget, batch_size=batch)
     roomy = Evaluator(cnn, digits, scores, batch_size=batch)
+    roomy.evaluate(Plan())  # one (dense) state per batch: what a batch's state takes
+    budget = 3 * 2 * roomy.kept_bytes // roomy.kept_batches  # dense and last of 3 batches
+    tight = Evaluator(cnn, digits, scores, memory_budget=budget, batch_size=batch)
     none = Evaluator(cnn, digits, scores, memory_budget=0, batch_size=batch)
     for plan in walk(cnn, "weights", steps=8, seed=5):
         metrics = [e.evaluate(plan) for e in (tight, roomy, none)]
