@@ -250,6 +250,24 @@ def node_bytes(bundle: ModelBundle) -> tuple[int, int]:
 _NODE_BYTES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # graph -> node_bytes
 
 
+def horizon_bytes(bundle: ModelBundle) -> dict[int, int]:
+    """Bytes per image of a compact state (:meth:`~explorer.graph.Program.run`) for each
+    horizon a run may resume from: measured once per model on two zero images."""
+    known = _HORIZON_BYTES.get(bundle.program.module)
+    if known is None:
+        program = bundle.program
+        _, state = program.run(torch.zeros((2, *bundle.input_shape)), keep=True)
+        sizes = [(last, v.nbytes // 2) for v, last, n in
+                 zip(state.values, program.read_until, program.nodes, strict=True)
+                 if isinstance(v, torch.Tensor) and n.op != "get_attr"]
+        known = {h: sum(b for last, b in sizes if last >= h) for h in program.starts}
+        _HORIZON_BYTES[program.module] = known
+    return known
+
+
+_HORIZON_BYTES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # graph -> bytes
+
+
 def _run_bytes(bundle: ModelBundle, batch: int) -> int:
     """Bytes of the distinct tensors a run on ``batch`` images holds (input and parameters
     excluded: they belong to the data and the model)."""

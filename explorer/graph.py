@@ -102,6 +102,7 @@ class Program:
     first_use: dict[str, int] = field(init=False)
     resumable: bool = field(init=False)
     starts: tuple[int, ...] = field(init=False)  # where a compact state's run may resume
+    read_until: list[int] = field(init=False)  # per node: the last start that reads it
 
     def __post_init__(self) -> None:
         self.nodes = list(self.module.graph.nodes)
@@ -117,16 +118,18 @@ class Program:
             for n in self.nodes
             if n.op == "call_function"
         )
-        self._needed = self._needed_for_resuming()
+        self.read_until = self._needed_for_resuming()
         # Factory ops (zeros, arange, ...) that torch.export pinned to the tracing device.
         self._pinned = {i for i, n in enumerate(self.nodes)
                         if isinstance(n.kwargs.get("device"), torch.device)}
 
-    def _needed_for_resuming(self) -> list[bool]:
-        """Which node values a compact state keeps: those computed before a node a run may
-        resume at (:attr:`starts`: a linear or convolution reading a parameter, or the
-        output) and read at or after it. A conv's raw output read only by its batch norm
-        is not kept: a run that would start at the norm starts at the conv instead."""
+    def _needed_for_resuming(self) -> list[int]:
+        """For each node, the last point a run may resume at that reads its value (-1: none).
+
+        Runs resume at :attr:`starts`: a linear or convolution that reads a parameter, or
+        the output. A compact state with horizon h keeps the values a run resuming at some
+        start >= h reads: those whose entry here is >= h. A conv's raw output, read only by
+        its batch norm, is -1: a run that would start at the norm starts at the conv."""
         self.starts = tuple(sorted(
             {i for i in self.first_use.values()
              if i < len(self.nodes) and self.nodes[i].target in LAYER_OPS}
@@ -134,9 +137,9 @@ class Program:
         needed = []
         for i, node in enumerate(self.nodes):
             last = max((self._index[u] for u in node.users), default=-1)
-            after = bisect.bisect_right(self.starts, i)
-            needed.append(node.op != "get_attr" and after < len(self.starts)
-                          and self.starts[after] <= last)
+            before = bisect.bisect_right(self.starts, last) - 1  # the last start <= last
+            read = (node.op != "get_attr" and before >= 0 and self.starts[before] > i)
+            needed.append(self.starts[before] if read else -1)
         return needed
 
     def resume_index(self, keys: Mapping[str, object], state: RunState) -> int:
@@ -145,6 +148,8 @@ class Program:
         first = min((self.first_use.get(p, 0) for p in changed), default=len(self.nodes))
         if state.starts is None:
             return first
+        if not state.starts:
+            return 0
         return state.starts[bisect.bisect_right(state.starts, first) - 1] \
             if first >= state.starts[0] else 0
 
@@ -178,6 +183,7 @@ class Program:
         keep: bool = False,
         device: torch.device | None = None,
         compact: bool = False,
+        horizon: int = 0,
     ) -> tuple[torch.Tensor, RunState | None]:
         """Run the graph on ``x`` (N, ...) with ``overrides`` replacing named parameters.
 
@@ -187,7 +193,8 @@ class Program:
         (zeros, arange) make them, for a run whose ``x`` and :meth:`tensors_on` overrides
         are there (None: where the graph was traced). Returns the logits (N, classes) and,
         with ``keep``, the new state to resume from next time: every node's value, or with
-        ``compact`` only those a resumed run reads (see :meth:`_needed_for_resuming`).
+        ``compact`` only those a run resuming at a start >= ``horizon`` reads (see
+        :meth:`_needed_for_resuming`; a change before the horizon then runs whole).
         A state's ``nbytes`` leaves out the parameters: they are the model's, not its.
         """
         overrides = overrides or {}
@@ -225,11 +232,12 @@ class Program:
         state = None
         if keep:
             if compact:
-                values = [v if need else None for v, need in zip(values, self._needed,
-                                                                  strict=True)]
+                values = [v if last >= horizon else None
+                          for v, last in zip(values, self.read_until, strict=True)]
             nbytes = sum(v.nbytes for v, n in zip(values, self.nodes, strict=True)
                          if isinstance(v, torch.Tensor) and n.op != "get_attr")
-            state = RunState(values, keys, nbytes, self.starts if compact else None)
+            starts = tuple(i for i in self.starts if i >= horizon) if compact else None
+            state = RunState(values, keys, nbytes, starts)
         return logits, state
 
 
