@@ -65,11 +65,12 @@ def stream_activations(
 
 def _batches(bundle: ModelBundle, x: torch.Tensor, wanted: list[Layer],
              batch_size: int) -> Iterator[Batch]:
-    index = {node.name: i for i, node in enumerate(bundle.program.nodes)}
+    program = bundle.program
     for start in range(0, x.shape[0], batch_size):
-        _, state = bundle.program.run(x[start : start + batch_size], keep=True)
+        _, state = program.run(x[start : start + batch_size], keep=True)
         values = state.values
-        batch = {layer.name: neurons_first(layer, values[index[layer.activation_node]].float())
+        batch = {layer.name: neurons_first(
+                     layer, values[program.index_of(layer.activation_node)].float())
                  for layer in wanted}
         del values, state  # the other node values go now, this batch before the next runs
         yield batch

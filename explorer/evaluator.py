@@ -166,7 +166,7 @@ class Evaluator:
                      default=None)
         logits, state = program.run(x, overrides, masks.keys, resume=resume,
                                     keep=self.incremental, device=self._made_on,
-                                    compact=True, horizon=self.horizon)
+                                    horizon=self.horizon)
         if state is not None:
             self._keep(batch, x, state, masks)
         return logits, 0 if resume is None else program.resume_index(masks.keys, resume)
@@ -179,8 +179,7 @@ class Evaluator:
             if self.kept_bytes + 2 * state.nbytes > self.memory_budget:
                 return
             dense = state if not masks.keys else self.bundle.program.run(
-                x, self._on_device, keep=True, device=self._made_on, compact=True,
-                horizon=self.horizon)[1]
+                x, self._on_device, keep=True, device=self._made_on, horizon=self.horizon)[1]
             entry = self._states[batch] = {"dense": dense}
         entry["last"] = state
 
@@ -293,9 +292,7 @@ def choose_horizon(bundle: ModelBundle, images: int, budget: int) -> int:
     images, and a move of layer L at or after h saves the FLOPs before L on each of them;
     with every layer equally likely to move, the horizon saving the most forward time
     wins (the earliest among equals)."""
-    program = bundle.program
-    index = {node.name: i for i, node in enumerate(program.nodes)}
-    layers = sorted((index[la.node], la.flops) for la in bundle.layers if la.node in index)
+    layers = sorted((bundle.program.index_of(la.node), la.flops) for la in bundle.layers)
     before, done = [], 0
     for at, flops in layers:
         before.append((at, done))

@@ -107,6 +107,7 @@ class Program:
     def __post_init__(self) -> None:
         self.nodes = list(self.module.graph.nodes)
         self._index = {n: i for i, n in enumerate(self.nodes)}
+        self._by_name = {n.name: i for i, n in enumerate(self.nodes)}
         self.first_use = {}
         for n in self.nodes:
             if n.op == "get_attr":
@@ -118,22 +119,21 @@ class Program:
             for n in self.nodes
             if n.op == "call_function"
         )
-        self.read_until = self._needed_for_resuming()
-        # Factory ops (zeros, arange, ...) that torch.export pinned to the tracing device.
-        self._pinned = {i for i, n in enumerate(self.nodes)
-                        if isinstance(n.kwargs.get("device"), torch.device)}
-
-    def _needed_for_resuming(self) -> list[int]:
-        """For each node, the last point a run may resume at that reads its value (-1: none).
-
-        Runs resume at :attr:`starts`: a linear or convolution that reads a parameter, or
-        the output. A compact state with horizon h keeps the values a run resuming at some
-        start >= h reads: those whose entry here is >= h. A conv's raw output, read only by
-        its batch norm, is -1: a run that would start at the norm starts at the conv."""
+        # Runs resume at a linear or convolution that reads a parameter, or at the output.
         self.starts = tuple(sorted(
             {i for i in self.first_use.values()
              if i < len(self.nodes) and self.nodes[i].target in LAYER_OPS}
             | {len(self.nodes) - 1}))
+        self.read_until = self._read_until()
+        # Factory ops (zeros, arange, ...) that torch.export pinned to the tracing device.
+        self._pinned = {i for i, n in enumerate(self.nodes)
+                        if isinstance(n.kwargs.get("device"), torch.device)}
+
+    def _read_until(self) -> list[int]:
+        """For each node, the last of :attr:`starts` that a run resuming there reads its
+        value at (-1: none). A compact state with horizon h keeps the values whose entry is
+        >= h. A conv's raw output, read only by its batch norm, is -1: a run that would
+        start at the norm starts at the conv."""
         needed = []
         for i, node in enumerate(self.nodes):
             last = max((self._index[u] for u in node.users), default=-1)
@@ -148,13 +148,16 @@ class Program:
         first = min((self.first_use.get(p, 0) for p in changed), default=len(self.nodes))
         if state.starts is None:
             return first
-        if not state.starts:
-            return 0
-        return state.starts[bisect.bisect_right(state.starts, first) - 1] \
-            if first >= state.starts[0] else 0
+        at = bisect.bisect_right(state.starts, first) - 1  # the last start <= first
+        return state.starts[at] if at >= 0 else 0
 
     def params(self) -> dict[str, torch.Tensor]:
         return dict(self.module.named_parameters())
+
+    def index_of(self, name: str) -> int:
+        """The position of the node called ``name`` (a layer's ``node`` or
+        ``activation_node``) in :attr:`nodes` and in a state's values."""
+        return self._by_name[name]
 
     def tensors_on(self, device: torch.device) -> dict[str, torch.Tensor]:
         """Every tensor the graph reads by name (parameters, buffers, constants) copied to
@@ -182,8 +185,7 @@ class Program:
         resume: RunState | None = None,
         keep: bool = False,
         device: torch.device | None = None,
-        compact: bool = False,
-        horizon: int = 0,
+        horizon: int | None = None,
     ) -> tuple[torch.Tensor, RunState | None]:
         """Run the graph on ``x`` (N, ...) with ``overrides`` replacing named parameters.
 
@@ -193,8 +195,8 @@ class Program:
         (zeros, arange) make them, for a run whose ``x`` and :meth:`tensors_on` overrides
         are there (None: where the graph was traced). Returns the logits (N, classes) and,
         with ``keep``, the new state to resume from next time: every node's value, or with
-        ``compact`` only those a run resuming at a start >= ``horizon`` reads (see
-        :meth:`_needed_for_resuming`; a change before the horizon then runs whole).
+        a ``horizon`` (a compact state) only those a run resuming at a start >= ``horizon``
+        reads (see :meth:`_read_until`; a change before the horizon then runs whole).
         A state's ``nbytes`` leaves out the parameters: they are the model's, not its.
         """
         overrides = overrides or {}
@@ -231,12 +233,13 @@ class Program:
         logits = logits_of(output)
         state = None
         if keep:
-            if compact:
+            starts = None
+            if horizon is not None:
                 values = [v if last >= horizon else None
                           for v, last in zip(values, self.read_until, strict=True)]
+                starts = tuple(i for i in self.starts if i >= horizon)
             nbytes = sum(v.nbytes for v, n in zip(values, self.nodes, strict=True)
                          if isinstance(v, torch.Tensor) and n.op != "get_attr")
-            starts = tuple(i for i in self.starts if i >= horizon) if compact else None
             state = RunState(values, keys, nbytes, starts)
         return logits, state
 

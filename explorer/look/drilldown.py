@@ -121,9 +121,8 @@ def attribution_map(bundle: ModelBundle, layer: str, neuron: int, image: torch.T
     neuron = int(neuron)
     x = _one_image(bundle, image)
     logits, state = bundle.program.run(x, keep=True)
-    index = {node.name: i for i, node in enumerate(bundle.program.nodes)}
-    output = state.values[index[spec.node]]
-    activation = state.values[index[spec.activation_node]][0]
+    output = state.values[bundle.program.index_of(spec.node)]
+    activation = state.values[bundle.program.index_of(spec.activation_node)][0]
     del state
     if target is None:
         target = int(logits.argmax(dim=1))

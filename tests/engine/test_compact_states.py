@@ -16,7 +16,7 @@ def test_a_compact_state_resumes_every_layer_change_exactly(any_demo, digits):
     program = any_demo.program
     x = digits.x[:50]
     _, full = program.run(x, keep=True)
-    _, compact = program.run(x, keep=True, compact=True)
+    _, compact = program.run(x, keep=True, horizon=0)
     assert compact.nbytes <= full.nbytes
     params = any_demo.params()
     resumed = 0
@@ -24,7 +24,7 @@ def test_a_compact_state_resumes_every_layer_change_exactly(any_demo, digits):
         halved = {layer.weight: params[layer.weight] * 0.5}
         keys = {layer.weight: "halved"}
         from_compact, again = program.run(x, halved, keys, resume=compact, keep=True,
-                                          compact=True)
+                                          horizon=0)
         whole, _ = program.run(x, halved, keys)
         assert torch.equal(from_compact, whole), layer.name
         resumed += program.resume_index(keys, compact) > 0
@@ -40,7 +40,7 @@ def test_compact_states_leave_out_what_no_resumed_run_reads():
     bundle = load_demo("resnet18-cifar")
     x = torch.zeros((2, *bundle.input_shape))
     _, full = bundle.program.run(x, keep=True)
-    _, compact = bundle.program.run(x, keep=True, compact=True)
+    _, compact = bundle.program.run(x, keep=True, horizon=0)
     print(f"per image: full {full.nbytes / 2 / 2**20:.2f} MiB, "
           f"compact {compact.nbytes / 2 / 2**20:.2f} MiB")
     assert compact.nbytes < full.nbytes / 2
@@ -63,7 +63,7 @@ def test_the_horizon_trades_where_a_run_resumes_for_how_many_images_it_covers():
 
 def test_a_late_horizon_changes_no_number_and_resumes_every_batch(cnn, digits):
     per_image = horizon_bytes(cnn)
-    last = [n.name for n in cnn.program.nodes].index(cnn.layers[-1].node)
+    last = cnn.program.index_of(cnn.layers[-1].node)
     budget = 2 * len(digits) * per_image[last] + 1  # all images only past the last layer
     tight = Evaluator(cnn, digits, memory_budget=budget, batch_size=40)
     none = Evaluator(cnn, digits, tight.scores, memory_budget=0, batch_size=40)
