@@ -200,7 +200,7 @@ plan = session.plan
 left, right = st.columns([1, 2], gap="large")
 with right:
     cards, figures = st.container(), st.container()
-quick = session.data is None or session.evaluator.estimate_samples >= len(session.data)
+quick = not session.evaluator.refines
 if quick:
     with cards:
         shown = _metrics(plan)

@@ -208,9 +208,7 @@ with left:
     base = scan_base(plan if choice == PLAN_BASE and not problem else None, granularity,
                      criterion)
     calibration = judge.calibration
-    screenable = (calibration.data is not None
-                  and calibration.estimate_samples < len(calibration.data))
-    exact = not screenable or st.checkbox(
+    exact = not calibration.refines or st.checkbox(
         "Exact points", key="sens_exact", persist_state="session",
         help=f"evaluate every point on all calibration images; otherwise each point is "
              f"screened on {calibration.estimate_samples:,} of them, much faster")

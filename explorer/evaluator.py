@@ -104,7 +104,7 @@ class Evaluator:
         self.horizon = 0 if data is None or not self.incremental else choose_horizon(
             bundle, len(data), self.memory_budget)
         self._masked_params: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-        self._metrics: OrderedDict[str, Metrics] = OrderedDict()
+        self._metrics: OrderedDict[str | tuple, Metrics] = OrderedDict()
         self.last_start = 0  # index of the first recomputed node in the last run's 1st batch
         self.estimate_samples, self._order, self._bounds = self._layout(estimate_samples)
 
@@ -125,6 +125,12 @@ class Evaluator:
         order = torch.cat([first, torch.nonzero(rest).flatten()])
         bounds = _chunks(0, estimate_samples, self.batch_size)
         return estimate_samples, order, bounds + _chunks(estimate_samples, n, self.batch_size)
+
+    @property
+    def refines(self) -> bool:
+        """Whether evaluations answer in two steps: the stratified estimate, then the rest
+        (False without data or where the estimate would be most of the set)."""
+        return self.data is not None and self.estimate_samples < len(self.data)
 
     def _rows(self, start: int, end: int) -> slice | torch.Tensor:
         """Which images of the data batch ``[start, end)`` of the evaluation order holds."""
@@ -231,28 +237,30 @@ class Evaluator:
             metrics = self._measured(masks, costs, progress, cancelled)
             if metrics.samples < len(self.data):
                 return metrics
-        self._metrics[key] = metrics
-        while len(self._metrics) > METRICS_KEPT:
-            self._metrics.popitem(last=False)
-        return metrics
+        return self._remember(key, metrics)
 
     def estimate(self, plan: Plan) -> Metrics:
         """``plan``'s metrics on the stratified subset alone (``samples`` says how many
         images): what a sweep screens with. Without an estimate phase (a small set, no data)
         it is :meth:`evaluate`'s exact answer. The subset's batches come first in the
         layout, so their kept states resume a sweep's unchanged prefix."""
-        if self.data is None or self.estimate_samples >= len(self.data):
+        if not self.refines:
             return self.evaluate(plan)
         key = ("estimate", plan.key)
-        if key not in self._metrics:
-            first = sum(1 for start, _ in self._bounds if start < self.estimate_samples)
-            masks = self.masks(plan)
-            self._metrics[key] = self._measured(masks, self.costs.costs(masks), None,
-                                                _after(first))
-        self._metrics.move_to_end(key)
+        if key in self._metrics:
+            self._metrics.move_to_end(key)
+            return self._metrics[key]
+        first = sum(1 for start, _ in self._bounds if start < self.estimate_samples)
+        masks = self.masks(plan)
+        return self._remember(key, self._measured(masks, self.costs.costs(masks), None,
+                                                  _after(first)))
+
+    def _remember(self, key: str | tuple, metrics: Metrics) -> Metrics:
+        """Keep ``metrics`` under ``key`` among the :data:`METRICS_KEPT` most recent."""
+        self._metrics[key] = metrics
         while len(self._metrics) > METRICS_KEPT:
             self._metrics.popitem(last=False)
-        return self._metrics[key]
+        return metrics
 
     def _measured(self, masks: Masks, costs, progress: Progress | None,
                   cancelled: Cancelled | None) -> Metrics:

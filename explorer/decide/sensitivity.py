@@ -176,7 +176,7 @@ def sensitivity(
 
     measure = evaluator.estimate if screen else evaluator.evaluate
     images = 0 if evaluator.data is None else len(evaluator.data)
-    screened = screen and evaluator.estimate_samples < images
+    screened = screen and evaluator.refines
 
     def result(units_so_far: list[UnitCurve], stopped: bool) -> Sensitivity:
         return Sensitivity(
