@@ -91,7 +91,8 @@ def _work(key: tuple, evaluator: Evaluator, base: Plan, grid: tuple[float, ...],
 
 
 def _start(key: tuple, base: Plan, grid: tuple[float, ...], screen: bool) -> None:
-    evaluator = Evaluator(bundle, judge.split.calibration, judge.scores)  # the job's own
+    evaluator = Evaluator(bundle, judge.split.calibration, judge.scores,  # the job's own
+                          **state.evaluator_settings())
     jobs.start(JOB, "Sensitivity scan", _work(key, evaluator, base, grid, screen))
 
 
