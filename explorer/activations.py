@@ -204,9 +204,14 @@ def per_image_means(
     float64, streamed: a convolution channel's map becomes one number per image."""
     parts: dict[str, list[np.ndarray]] = {}
     for_each(stream_activations(bundle, data, layers, batch_size),
-             lambda name, acts: parts.setdefault(name, []).append(
-                 acts.numpy().mean(axis=2, dtype=np.float64)))
+             lambda name, acts: parts.setdefault(name, []).append(image_means(acts)))
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
+def image_means(acts: torch.Tensor) -> np.ndarray:
+    """One batch's activations (B, neurons, positions) averaged over positions per image,
+    (B, neurons) float64: the one rule every per-image mean follows."""
+    return acts.numpy().mean(axis=2, dtype=np.float64)
 
 
 def for_each(batches: Iterable[Batch], step: Callable[[str, torch.Tensor], object]) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explorer.activations import find_layer, for_each, stream_activations
+from explorer.activations import find_layer, for_each, image_means, stream_activations
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import ExplorerError
@@ -100,7 +100,7 @@ def layer_summary(bundle: ModelBundle, data: ValidationSet | torch.Tensor, layer
 
     def add(_name: str, acts: torch.Tensor) -> None:
         nonlocal positions, lo, hi
-        means.append(acts.numpy().mean(axis=2, dtype=np.float64))
+        means.append(image_means(acts))
         zeros.add_((acts == 0).sum((0, 2)))
         lo = torch.minimum(lo, acts.amin((0, 2)))
         hi = torch.maximum(hi, acts.amax((0, 2)))
