@@ -54,7 +54,7 @@ def test_the_final_value_is_the_full_evaluation(any_demo, digits):
     scores = ScoreCache(any_demo, digits)
     plain = Evaluator(any_demo, digits, scores, estimate_samples=0)
     progressive = Evaluator(any_demo, digits, scores, estimate_samples=40, batch_size=50)
-    assert plain._order is None and progressive.estimate_samples == 40
+    assert not plain.refines and progressive.refines and progressive.estimate_samples == 40
     plan = Plan()
     for name in any_demo.prunable_layers("weights")[:3]:
         plan = plan.with_sparsity(name, 0.6)
@@ -95,7 +95,7 @@ def test_estimate_size_follows_the_models_flops(cnn):
 def test_half_the_set_or_more_is_no_estimate(cnn, digits):
     """An estimate on most of the set would save nothing: file order, one pass."""
     evaluator = Evaluator(cnn, digits, estimate_samples=len(digits) // 2 + 1)
-    assert evaluator._order is None and evaluator.estimate_samples == len(digits)
+    assert not evaluator.refines and evaluator.estimate_samples == len(digits)
     heard = []
     evaluator.evaluate(PLANS[1], progress=lambda done, total, m: heard.append(m.samples))
     assert len(digits) // 2 + 1 not in heard
