@@ -42,12 +42,26 @@ def _compute(granularity: str, mode: str, layer: str | None) -> tuple[compare.Cu
         bar.progress(done / total, text=f"criterion **{name}**: {done} of {total} plans")
 
     start = time.perf_counter()
+    screen = session.evaluator.refines  # a large set: screen off the table's fractions
     if mode == LAYER:
-        curves = compare.layer_curves(session.evaluator, granularity, layer, progress=progress)
+        curves = compare.layer_curves(session.evaluator, granularity, layer, progress=progress,
+                                      screen=screen)
     else:
-        curves = compare.global_curves(session.evaluator, granularity, progress=progress)
+        curves = compare.global_curves(session.evaluator, granularity, progress=progress,
+                                       screen=screen)
     bar.empty()
     return curves, time.perf_counter() - start
+
+
+def _screened_note(curves: compare.Curves, images: int) -> str:
+    """What a screened sweep ran on: the subset for most points, every image for the table's."""
+    screened = {p.samples for points in curves.values() for p in points if not p.exact}
+    if not screened:
+        return ""
+    table = " and ".join(f"{f:.0%}" for f in compare.TABLE_FRACTIONS)
+    return (f" Points marked as estimates (error bars: 95% interval) ran on a fixed "
+            f"stratified subset of {max(screened)} images; the points at {table} removed, "
+            f"which the table ranks, ran on all {images}.")
 
 
 def _table(curves: compare.Curves) -> None:
@@ -116,5 +130,6 @@ with right:
     st.plotly_chart(compare_charts.criteria_lines(curves, dense.accuracy, title),
                     key="cmp_chart")
     st.caption(f"{len(curves) * len(grid)} plans evaluated in {seconds:.1f} s on "
-               f"{dense.samples} validation images; dense accuracy {percent(dense.accuracy)}.")
+               f"{dense.samples} validation images; dense accuracy {percent(dense.accuracy)}."
+               + _screened_note(curves, dense.samples))
     _table(curves)

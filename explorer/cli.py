@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from explorer.errors import DataError, ExplorerError, PlanError, short
-from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS
+from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS, MAX_LOTTERY_ROUNDS
 from explorer.plan import Plan, default_criterion
 
 
@@ -221,6 +221,49 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from explorer.decide import compare_criteria as compare
+    from explorer.evaluator import Evaluator
+
+    bundle, data = _load_bundle(args.model, args.data)
+    grid = _grid_arg(args.grid) if args.grid else None
+    evaluator = Evaluator(bundle, data, memory_budget=args.memory_budget, device=args.device)
+    screen = not args.exact
+    if args.layer:
+        members = compare.swept_layers(evaluator, args.granularity, args.layer)
+        curves = compare.layer_curves(evaluator, args.granularity, args.layer, grid,
+                                      screen=screen)
+    else:
+        members = list(bundle.layer_names)
+        curves = compare.global_curves(evaluator, args.granularity, grid, screen=screen)
+    dense = evaluator.evaluate(Plan(granularity=args.granularity,
+                                    criterion=default_criterion(args.granularity)))
+    if args.json:
+        print(json.dumps({
+            "model": bundle.name, "granularity": args.granularity,
+            "sweep": "layer" if args.layer else "global", "layers": members,
+            "samples": dense.samples, "dense_accuracy": dense.accuracy,
+            "criteria": {name: [p.to_dict() for p in points] for name, points in curves.items()},
+            "errors": curves.errors,
+            "table": {name: {f"{f:g}": acc for f, acc in row.items()}
+                      for name, row in compare.accuracy_table(curves).items()},
+        }, indent=2))
+        return 0
+    what = " + ".join(members) if args.layer else "every prunable layer, one global threshold"
+    print(f"model {bundle.name}: {args.granularity} removed from {what}; dense accuracy "
+          f"{dense.accuracy:.2%} on {dense.samples} images (* an estimate on a subset)")
+    for name, points in curves.items():
+        print(f"\n{name}")
+        print(f"  {'removed':>8} {'accuracy':>10} {'loss':>9} {'images':>7}")
+        for p in points:
+            mark = " " if p.exact else "*"
+            print(f"  {p.fraction:>8.0%} {p.accuracy:>9.2%}{mark} {p.loss:>9.4f} "
+                  f"{p.samples:>7}")
+    for name, message in curves.errors.items():
+        print(f"\n{name}: not evaluated: {message}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from explorer.evaluator import Evaluator
     from explorer.export.outputs import check_export_folder, export_all
@@ -302,6 +345,47 @@ def cmd_finetune(args: argparse.Namespace) -> int:
           f"(compression {after.compression_ratio:.2f}x)")
     print(f"wrote {args.out}")
     return 0
+
+
+def cmd_lottery(args: argparse.Namespace) -> int:
+    import time
+
+    from explorer.finetune.lottery import LotterySettings, lottery, lottery_entry
+
+    lottery_entry(args.model)  # refused before anything is printed
+    settings = LotterySettings(args.rounds, args.rate, args.epochs)
+
+    def show(done: int, total: int, r) -> None:
+        print(f"{r.round:>5} {r.kept:>7.1%} {r.ticket_accuracy:>8.2%} {r.reinit_accuracy:>8.2%} "
+              f"{(r.ticket_accuracy - r.reinit_accuracy) * 100:>+8.2f}", flush=True)
+
+    if not args.json:
+        print(f"lottery tickets of {args.model}: {settings.rate:.0%} of the kept weights "
+              f"removed per round, {settings.epochs} epochs per training, validation accuracy")
+        print(f"{'round':>5} {'kept':>7} {'ticket':>8} {'reinit':>8} {'gap (pt)':>8}")
+    start = time.monotonic()
+    result = lottery(args.model, settings, progress=None if args.json else show)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"ticket: theta_0 (seed {result.seed}) rewound under the masks; reinit: the same "
+          f"masks from seed {result.control_seed}; {result.train_size} training and "
+          f"{result.validation_size} validation images ({time.monotonic() - start:.1f} s)")
+    return 0
+
+
+def _rate(text: str) -> float:
+    """An argparse type: a fraction strictly between 0 and 1, worded as the engine's check."""
+    from explorer.finetune.lottery import check_rate
+
+    try:
+        value: object = float(text)
+    except ValueError:
+        value = text
+    try:
+        return check_rate(value)
+    except ExplorerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_suggest(args: argparse.Namespace) -> int:
@@ -388,9 +472,10 @@ def _budget_option(parser: argparse.ArgumentParser) -> None:
 def _exact_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exact", action="store_true",
-        help="evaluate every scan point on all images (default: on a large validation set "
-             "each point is screened on a fixed stratified subset and says so in 'samples'; "
-             "a suggestion's plan is always checked on all images)")
+        help="evaluate every point on all images (default: on a large validation set each "
+             "point is screened on a fixed stratified subset and says so in 'samples'; the "
+             "points a decision rests on - a suggestion's plan, the compare table's 50%% and "
+             "80%% - always run on all images)")
 
 
 def _device_option(parser: argparse.ArgumentParser) -> None:
@@ -466,6 +551,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the plan's, else weights")
     p.add_argument("--criterion", help="default: the plan's, else magnitude (weights) or l1")
     p.add_argument("--grid", help="fractions removed, e.g. 0,0.5,0.9; default 0, 0.05, ..., 0.95")
+    p = _model_command(sub, "compare", cmd_compare,
+                       "accuracy vs fraction removed under every criterion, for one layer "
+                       "(or its coupled group) or one global threshold")
+    _budget_option(p)
+    _device_option(p)
+    _exact_option(p)
+    p.add_argument("--granularity", choices=["weights", "neurons"], default="weights",
+                   help="default: weights")
+    p.add_argument("--layer", help="sweep this layer (for neurons, its coupled group) with "
+                   "the others dense; default: one global fraction across every layer")
+    p.add_argument("--grid", help="fractions removed, e.g. 0,0.5,0.9; default 0, 0.1, ..., "
+                   "0.9 (and 0.95 for weights)")
     p = _model_command(sub, "export", cmd_export, "write a plan's pruned weights, shrunk "
                        "model, apply_plan.py and Torch-Pruning ratios", json_output=False)
     p.add_argument("--plan", required=True, help="plan JSON file")
@@ -508,6 +605,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", help="sensitivity fractions, e.g. 0,0.5,0.9; default 0, 0.05, "
                    "..., 0.95")
     p.add_argument("--out", help="write the suggested plan (JSON) to this file")
+    p = sub.add_parser("lottery", help="lottery tickets (Frankle & Carbin 2019): prune, "
+                       "rewind to the initial weights, retrain; against a random reinit")
+    p.add_argument("--model", required=True, help="a digits demo model (trained here from "
+                   "its initial weights)")
+    p.add_argument("--rounds", type=_count("rounds", MAX_LOTTERY_ROUNDS), required=True,
+                   help=f"pruning rounds after the dense round 0, 1 to {MAX_LOTTERY_ROUNDS}")
+    p.add_argument("--rate", type=_rate, default=0.2, help="fraction of the kept weights "
+                   "each round removes per layer, between 0 and 1 (default 0.2)")
+    p.add_argument("--epochs", type=_count("epochs", MAX_FINETUNE_EPOCHS), default=20,
+                   help="epochs of every training, 1 to "
+                   f"{MAX_FINETUNE_EPOCHS} (default 20: digits-mlp, 5 rounds, in ~15 s)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_lottery)
     p = sub.add_parser("train-demos", help="retrain the demo models into assets/")
     p.add_argument("names", nargs="*", help="which demo models (default: all)")
     p.set_defaults(func=cmd_train_demos)

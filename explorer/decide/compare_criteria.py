@@ -16,12 +16,17 @@ Each criterion's fractions are evaluated in order, one criterion after the other
 incremental evaluator resumes from the swept layer and its cached scores serve every point.
 Progress takes the engine's one shape (:mod:`explorer.progress`): after each point,
 ``progress(done, total, criterion)`` with the name of the criterion being swept.
+
+At real size (a validation set large enough for the evaluator to answer in two steps) a
+sweep can *screen*: every point on the evaluator's stratified subset, with its interval,
+except the points a decision is read from — the table's fractions (:data:`TABLE_FRACTIONS`),
+where the criteria are ranked — which run on every image. Each point says which it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 from explorer.errors import DataError, ExplorerError, PlanError
 from explorer.evaluator import Evaluator
@@ -35,13 +40,22 @@ TABLE_FRACTIONS = (0.5, 0.8)
 class Point:
     """One evaluated plan on a curve: the fraction removed and what it kept and cost.
 
-    ``flops_effective`` is per input sample, 2 per multiply-add (see :mod:`explorer.metrics`).
+    ``flops_effective`` is per input sample, 2 per multiply-add (see :mod:`explorer.metrics`);
+    ``samples`` is the number of images behind the point and ``exact`` whether that is every
+    image (False: screened on the stratified subset; ``accuracy_ci`` is its 95% interval).
     """
 
     fraction: float
     accuracy: float
     loss: float
     flops_effective: int
+    samples: int = 0
+    exact: bool = True
+    accuracy_ci: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "accuracy_ci": None if self.accuracy_ci is None
+                else list(self.accuracy_ci)}
 
 
 class Curves(dict[str, list[Point]]):
@@ -83,6 +97,7 @@ def layer_curves(
     fractions: Sequence[float] | None = None,
     base: Plan | None = None,
     progress: Progress | None = None,
+    screen: bool = False,
 ) -> Curves:
     """Accuracy vs the fraction removed from ``layer``, for every criterion of ``granularity``.
 
@@ -97,6 +112,9 @@ def layer_curves(
             layers (its criterion is replaced by each swept one); default: all dense.
         progress: called as ``progress(done, total, criterion)`` after each evaluated
             point (``done`` of ``total`` points of the whole sweep, the criterion swept).
+        screen: screen the points off the table's fractions on the evaluator's stratified
+            subset (see the module docstring); without an estimate phase every point is
+            exact anyway.
     """
     members = swept_layers(evaluator, granularity, layer)
     base = base_plan(base, granularity)
@@ -108,7 +126,7 @@ def layer_curves(
             plan = plan.with_sparsity(member, fraction)
         return plan
 
-    return _sweep(evaluator, granularity, fractions, plan_at, progress)
+    return _sweep(evaluator, granularity, fractions, plan_at, progress, screen)
 
 
 def global_curves(
@@ -116,17 +134,19 @@ def global_curves(
     granularity: str,
     amounts: Sequence[float] | None = None,
     progress: Progress | None = None,
+    screen: bool = False,
 ) -> Curves:
     """Accuracy vs one global fraction removed across all prunable layers, per criterion.
 
     ``amounts`` default to :func:`default_fractions`; the plans are global-scope plans over
     every prunable layer (for neurons, every neuron group), as the Prune page's global slider.
+    ``screen`` as in :func:`layer_curves`.
     """
 
     def plan_at(name: str, amount: float) -> Plan:
         return Plan(granularity=granularity, criterion=name, scope="global", amount=amount)
 
-    return _sweep(evaluator, granularity, amounts, plan_at, progress)
+    return _sweep(evaluator, granularity, amounts, plan_at, progress, screen)
 
 
 def accuracy_at(points: Iterable[Point], fraction: float) -> float | None:
@@ -147,6 +167,7 @@ def _sweep(
     fractions: Sequence[float] | None,
     plan_at: Callable[[str, float], Plan],
     progress: Progress | None,
+    screen: bool,
 ) -> Curves:
     if evaluator.data is None:
         raise DataError(
@@ -162,10 +183,14 @@ def _sweep(
         curve = []
         try:
             for fraction in grid:
-                metrics = evaluator.evaluate(plan_at(name, fraction))
+                decides = any(abs(fraction - f) < 1e-9 for f in TABLE_FRACTIONS)
+                measure = evaluator.estimate if screen and not decides else evaluator.evaluate
+                metrics = measure(plan_at(name, fraction))
                 curve.append(Point(fraction=fraction, accuracy=metrics.accuracy,
-                                   loss=metrics.loss,
-                                   flops_effective=metrics.flops["effective"]))
+                                   loss=metrics.loss, flops_effective=metrics.flops["effective"],
+                                   samples=metrics.samples,
+                                   exact=metrics.samples == len(evaluator.data),
+                                   accuracy_ci=metrics.accuracy_ci))
                 tick(progress, i * len(grid) + len(curve), total, name)
         except ExplorerError as exc:
             errors[name] = str(exc)

@@ -77,3 +77,50 @@ def test_global_mode(cnn, digits, charts):
     assert list(lines) == registered(granularity)
     for name, points in engine.items():
         assert list(lines[name]["y"]) == [p.accuracy * 100 for p in points]
+
+
+def test_a_large_set_is_screened_and_says_so(charts):
+    """An upload slow enough to answer in two steps: the page screens the curves on the
+    stratified subset (error bars, open markers) and says which points ran on every image."""
+    import torch
+    from exported_models import exported, wide_cnn
+
+    from explorer.data import ValidationSet
+    from explorer.load.model_file import load_model_bytes
+    from explorer.plan import Plan
+    from explorer.ui import state
+
+    bundle = load_model_bytes(exported(wide_cnn(256)), "wide.pt2", input_shape=(1, 8, 8))
+    generator = torch.Generator().manual_seed(0)
+    data = ValidationSet(torch.randn(1000, 1, 8, 8, generator=generator),
+                         torch.randint(0, 10, (1000,), generator=generator), 10)
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    model_id = state.UPLOAD_PREFIX + "wide.pt2"
+    at.session_state[state.UPLOADS_KEY] = {model_id: {"bundle": bundle, "data": data}}
+    at.session_state[state.MODEL_KEY] = model_id
+    at.session_state[state.PLAN_KEY] = Plan()
+    at.session_state[state.UNDO_KEY] = []
+    at.run()
+    assert not at.exception, at.exception
+    last = bundle.layer_names[-1]  # a sweep of the classifier resumes from its input
+    at.selectbox(key=f"cmp_layer::{model_id}::weights").set_value(last).run()
+    at.button(key="cmp_compute").click().run()
+    assert not at.exception, at.exception
+    evaluator = Evaluator(bundle, data)
+    assert evaluator.refines, "the model must be slow enough for an estimate phase"
+    subset = evaluator.estimate_samples
+    [caption] = [c.value for c in at.caption if "stratified subset" in c.value]
+    assert f"subset of {subset} images" in caption and "ran on all 1000" in caption
+    figure = charts.of(at)["cmp_chart"]
+    for trace in figure["data"]:
+        decided = [any(abs(x - 100 * f) < 1e-9 for f in compare.TABLE_FRACTIONS)
+                   for x in trace["x"]]
+        assert any(decided) and not all(decided)
+        symbols = trace["marker"]["symbol"]
+        assert symbols == ["circle" if d else "circle-open" for d in decided]
+        bars = trace["error_y"]["array"]
+        assert all((b == 0) == d for b, d in zip(bars, decided, strict=True))
+    table = compare.accuracy_table(compare.layer_curves(evaluator, "weights", last))
+    for _, row in at.dataframe[0].value.iterrows():  # ranked on every image
+        assert row["accuracy at 50% removed"] == table[row["criterion"]][0.5]
+        assert row["accuracy at 80% removed"] == table[row["criterion"]][0.8]

@@ -13,18 +13,22 @@ CONTROL = "random"  # drawn dashed and grey: the line every criterion must stay 
 def criteria_lines(curves: dict[str, list[Point]], dense_accuracy: float, title: str) -> go.Figure:
     """One line per criterion (accuracy % vs % removed; hover: FLOPs per sample and loss).
 
-    The dense model's accuracy is a horizontal dotted reference line.
+    The dense model's accuracy is a horizontal dotted reference line. A screened point
+    (an estimate on the stratified subset) has error bars for its 95% interval, an open
+    marker, and says so on hover with its number of images.
     """
     fig = go.Figure()
     for name, points in curves.items():
         control = name == CONTROL
         fig.add_scatter(
             x=[p.fraction * 100 for p in points], y=[p.accuracy * 100 for p in points],
-            customdata=[[p.flops_effective, p.loss] for p in points],
+            customdata=[[p.flops_effective, p.loss, _basis(p)] for p in points],
             mode="lines+markers", name=name,
             line={"dash": "dash", "color": DENSE} if control else None,
+            marker={"symbol": ["circle" if p.exact else "circle-open" for p in points]},
+            error_y=_interval_bars(points),
             hovertemplate=(f"<b>{name}</b><br>%{{x:.0f}}% removed<br>accuracy %{{y:.2f}}%"
-                           "<br>FLOPs per sample %{customdata[0]:,}"
+                           " %{customdata[2]}<br>FLOPs per sample %{customdata[0]:,}"
                            "<br>loss %{customdata[1]:.4f}<extra></extra>"),
         )
     fig.add_hline(y=dense_accuracy * 100, line={"dash": "dot", "color": "black", "width": 1},
@@ -37,3 +41,19 @@ def criteria_lines(curves: dict[str, list[Point]], dense_accuracy: float, title:
         legend={"orientation": "h", "y": -0.18}, hovermode="closest",
     )
     return fig
+
+
+def _basis(point: Point) -> str:
+    return "" if point.exact else f"(estimate on {point.samples} images)"
+
+
+def _interval_bars(points: list[Point]) -> dict | None:
+    """Asymmetric error bars (percentage points) for the screened points; None if exact."""
+    if all(p.exact or p.accuracy_ci is None for p in points):
+        return None
+    up = [0 if p.exact or p.accuracy_ci is None else (p.accuracy_ci[1] - p.accuracy) * 100
+          for p in points]
+    down = [0 if p.exact or p.accuracy_ci is None else (p.accuracy - p.accuracy_ci[0]) * 100
+            for p in points]
+    return {"type": "data", "symmetric": False, "array": up, "arrayminus": down,
+            "thickness": 1, "width": 3}
