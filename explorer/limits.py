@@ -44,6 +44,7 @@ GUARDED_LOAD_MEMORY_BYTES = 6 * GiB
 # Background jobs (fine-tuning, scans): bounded per request and per server.
 MAX_FINETUNE_EPOCHS = 200  # per step when iterative
 MAX_ITERATIVE_STEPS = 20
+MAX_LOTTERY_ROUNDS = 10  # prune-rewind-train rounds of the lottery-ticket lab
 MAX_RUNNING_JOBS = 4  # across all sessions of one server; the machine has 2 cores
 MAX_JOBS_PER_SESSION = 2
 # A job whose browser session has been disconnected this long is cancelled (tab closed). A

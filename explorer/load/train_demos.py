@@ -31,13 +31,21 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return (model(x).argmax(1) == y).float().mean().item()
 
 
+def initial_model(entry: ZooEntry, seed: int = SEED) -> nn.Module:
+    """``entry``'s architecture with the weights its training starts from, drawn from
+    ``seed`` (:data:`SEED`: the demo's own theta_0, to which the lottery-ticket lab,
+    :mod:`explorer.finetune.lottery`, rewinds); the global RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return entry.build()
+
+
 def train_demo(entry: ZooEntry, log: Callable[[str], None] = print) -> dict:
     """Train ``entry`` from a fixed seed; write its weights and card; return the card."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(SEED)
-        model = entry.build()
+        model = initial_model(entry)
         train, val = digits_train(), digits_validation()
         opt = torch.optim.Adam(model.parameters(), lr=entry.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=entry.epochs)
