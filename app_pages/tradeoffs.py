@@ -23,8 +23,10 @@ from explorer.ui.views.decision_split import judge_of, note
                    max_entries=16)
 def shared_baselines(model_key: str, granularity: str, _session) -> BaselineCurves:
     """The baseline curves of one model, shared by every session (they depend on nothing
-    a user chooses but the granularity), measured on both parts of its data."""
-    return baseline_curves(SplitEvaluator(_session.bundle, _session.data), granularity)
+    a user chooses but the granularity), measured on both parts of its data: at real size
+    screened on each part's stratified subset (a reference line, not a choice)."""
+    judge = SplitEvaluator(_session.bundle, _session.data)
+    return baseline_curves(judge, granularity, screen=judge.refines)
 
 
 session = page_setup("Trade-offs", texts.TRADEOFFS)
@@ -69,6 +71,12 @@ part = st.radio("Accuracy on", list(tradeoff_charts.PARTS), horizontal=True, key
 st.plotly_chart(tradeoff_charts.workspace(points, fronts, baselines, judge.dense(), part),
                 key="workspace")
 note(judge)
+screened = {p.metrics.held_out.samples for curve in baselines.values() for p in curve
+            if p.metrics.held_out.samples < judge.dense().held_out.samples}
+if screened:
+    st.caption(f"The baselines are estimates on a fixed stratified subset of each part "
+               f"({max(screened)} held-out images; error bars: 95% interval); your plans "
+               "ran on every image.")
 st.caption(f"{len(history)} plans evaluated in this session (every slider position on the "
            "Prune page is one). Up and to the left is better; the orange line joins the plans "
            "no other plan beats on both calibration accuracy and cost. On held-out images a "

@@ -106,6 +106,16 @@ class SplitEvaluator:
         self._judged.move_to_end(key)
         return self._judged[key]
 
+    def estimate(self, plan: Plan) -> SplitMetrics:
+        """``plan`` screened on each part's stratified subset (each part's ``samples`` says
+        how many images; exact where a part has no estimate phase)."""
+        return SplitMetrics(self.calibration.estimate(plan), self.held_out.estimate(plan))
+
+    @property
+    def refines(self) -> bool:
+        """Whether either part answers in two steps (an estimate, then every image)."""
+        return self.calibration.refines or self.held_out.refines
+
     def dense(self) -> SplitMetrics:
         return self.evaluate(Plan())
 

@@ -178,13 +178,17 @@ def fit(evaluator: Evaluator, family: Family, target: Target) -> Fitted:
             it reaches, at fraction 0.999).
         DataError: an ``accuracy_drop`` target on an evaluator without validation data.
     """
-    if target.needs_accuracy:
-        step = _fit_accuracy(evaluator, family, target)
-    else:
-        step = _fit_cost(evaluator, family, target)
-    fraction = step / STEPS
+    fraction = fit_fraction(evaluator, family, target)
     plan = family(fraction)
     return Fitted(fraction, plan, evaluator.evaluate(plan))
+
+
+def fit_fraction(evaluator: Evaluator, family: Family, target: Target) -> float:
+    """:func:`fit`'s fraction alone: for a cost target no plan is evaluated on data (a
+    caller can then measure the plan as it needs, e.g. screened); raises as :func:`fit`."""
+    if target.needs_accuracy:
+        return _fit_accuracy(evaluator, family, target) / STEPS
+    return _fit_cost(evaluator, family, target) / STEPS
 
 
 def _fit_cost(evaluator: Evaluator, family: Family, target: Target) -> int:

@@ -18,6 +18,12 @@ fitted to a cost alone (no data) and measured on both parts, so they sit beside 
 :func:`history_front` does it with cost = effective FLOPs or nonzero parameters, so a page
 can highlight the front of everything the user tried.
 
+At real size (a validation set the evaluators answer in two steps) the baselines can be
+*screened*: each fitted plan measured on the stratified subsets of both parts, with its
+interval. They are a reference line to read a plan against, not a choice; a suggestion's
+baselines, which a decision is read from, are always measured on every image
+(:mod:`explorer.decide.suggest`).
+
 Fitting the baselines reports in the engine's one shape (:mod:`explorer.progress`): after each
 fit, ``progress(done, total, baseline)`` with the name of the baseline being fitted.
 """
@@ -29,7 +35,7 @@ from typing import NamedTuple
 
 from explorer.bundle import ModelBundle
 from explorer.decide.held_out import SplitEvaluator, SplitMetrics
-from explorer.decide.targets import Target, fit, global_plan, uniform_plan
+from explorer.decide.targets import Target, fit_fraction, global_plan, uniform_plan
 from explorer.errors import ExplorerError, PlanError
 from explorer.metrics import Metrics
 from explorer.plan import GRANULARITIES, Plan, default_criterion
@@ -81,19 +87,22 @@ def baseline_curves(
     granularity: str,
     ratios: Sequence[float] = BLALOCK_RATIOS,
     progress: Progress | None = None,
+    screen: bool = False,
 ) -> BaselineCurves:
     """Each baseline fitted to each compression ratio (parameters / nonzero parameters).
 
     A ratio a baseline cannot reach (e.g. 32 at neuron granularity where the output layer's
     neurons must stay) is recorded in :attr:`BaselineCurves.unreachable`, not raised.
     Each fitted plan is the least pruning that reaches the ratio; it is measured on both
-    parts of ``judge``'s data. ``progress(done, total, baseline)`` is called after each fit.
+    parts of ``judge``'s data (``screen``: on their stratified subsets, see the module
+    docstring). ``progress(done, total, baseline)`` is called after each fit.
 
     Raises:
         PlanError: a bad granularity, or a ratio not greater than 1.
     """
     targets = [Target("size", r) for r in ratios]  # raises on a bad ratio before any work
     families = baseline_families(judge.bundle, granularity)
+    measure = judge.estimate if screen else judge.evaluate
     points: dict[str, list[CurvePoint]] = {}
     unreachable: dict[str, dict[float, str]] = {}
     done, total = 0, len(families) * len(targets)
@@ -101,11 +110,11 @@ def baseline_curves(
         points[name] = []
         for target in targets:
             try:
-                _, plan, _ = fit(judge.calibration, family, target)
+                plan = family(fit_fraction(judge.calibration, family, target))
             except ExplorerError as exc:
                 unreachable.setdefault(name, {})[target.value] = str(exc)
             else:
-                points[name].append(CurvePoint(target.value, plan, judge.evaluate(plan)))
+                points[name].append(CurvePoint(target.value, plan, measure(plan)))
             done += 1
             tick(progress, done, total, name)
     return BaselineCurves(points, unreachable)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from explorer.decide.compare_criteria import Point
-from explorer.ui.charts.style import DENSE
+from explorer.ui.charts.style import DENSE, basis, estimate_bars
 
 CONTROL = "random"  # drawn dashed and grey: the line every criterion must stay above
 
@@ -22,11 +22,12 @@ def criteria_lines(curves: dict[str, list[Point]], dense_accuracy: float, title:
         control = name == CONTROL
         fig.add_scatter(
             x=[p.fraction * 100 for p in points], y=[p.accuracy * 100 for p in points],
-            customdata=[[p.flops_effective, p.loss, _basis(p)] for p in points],
+            customdata=[[p.flops_effective, p.loss, basis(p.samples, p.exact)] for p in points],
             mode="lines+markers", name=name,
             line={"dash": "dash", "color": DENSE} if control else None,
             marker={"symbol": ["circle" if p.exact else "circle-open" for p in points]},
-            error_y=_interval_bars(points),
+            error_y=estimate_bars([None if p.exact or p.accuracy_ci is None
+                                   else (p.accuracy, p.accuracy_ci) for p in points]),
             hovertemplate=(f"<b>{name}</b><br>%{{x:.0f}}% removed<br>accuracy %{{y:.2f}}%"
                            " %{customdata[2]}<br>FLOPs per sample %{customdata[0]:,}"
                            "<br>loss %{customdata[1]:.4f}<extra></extra>"),
@@ -42,18 +43,3 @@ def criteria_lines(curves: dict[str, list[Point]], dense_accuracy: float, title:
     )
     return fig
 
-
-def _basis(point: Point) -> str:
-    return "" if point.exact else f"(estimate on {point.samples} images)"
-
-
-def _interval_bars(points: list[Point]) -> dict | None:
-    """Asymmetric error bars (percentage points) for the screened points; None if exact."""
-    if all(p.exact or p.accuracy_ci is None for p in points):
-        return None
-    up = [0 if p.exact or p.accuracy_ci is None else (p.accuracy_ci[1] - p.accuracy) * 100
-          for p in points]
-    down = [0 if p.exact or p.accuracy_ci is None else (p.accuracy - p.accuracy_ci[0]) * 100
-            for p in points]
-    return {"type": "data", "symmetric": False, "array": up, "arrayminus": down,
-            "thickness": 1, "width": 3}

@@ -5,6 +5,8 @@ Figures stay small on the wire: they take pre-binned or per-layer data, never ra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import plotly.graph_objects as go
 
 KEPT, PRUNED, DENSE = "#4C78A8", "#E45756", "#9D9D9D"
@@ -15,3 +17,19 @@ def compact(fig: go.Figure, height: int) -> go.Figure:
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       showlegend=True, legend={"orientation": "h", "y": -0.2})
     return fig
+
+
+def estimate_bars(estimates: Sequence[tuple[float, tuple[float, float]] | None]) -> dict | None:
+    """Plotly error bars (percentage points) for the points that are estimates: each given as
+    (accuracy, its 95% interval), None for an exact point (no bar); None when all are exact."""
+    if all(e is None for e in estimates):
+        return None
+    up = [0 if e is None else (e[1][1] - e[0]) * 100 for e in estimates]
+    down = [0 if e is None else (e[0] - e[1][0]) * 100 for e in estimates]
+    return {"type": "data", "symmetric": False, "array": up, "arrayminus": down,
+            "thickness": 1, "width": 3}
+
+
+def basis(samples: int, exact: bool) -> str:
+    """A hover's note on what a point stands on: nothing when exact, else its images."""
+    return "" if exact else f"(estimate on {samples} images)"

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from explorer.decide.held_out import SplitMetrics
 from explorer.decide.tradeoff import CurvePoint
 from explorer.metrics import Metrics
-from explorer.ui.charts.style import DENSE, KEPT, PRUNED, compact
+from explorer.ui.charts.style import DENSE, KEPT, PRUNED, basis, compact, estimate_bars
 from explorer.ui.format import compressed_bytes
 
 FRONT = "#F58518"
@@ -75,17 +75,25 @@ def workspace(
                         text=[points[i].label for i in front],
                         hovertemplate="Pareto: %{text}<br>%{x:,.0f}<br>acc %{y:.2f}%"
                                       "<extra></extra>", row=1, col=col)
+        everything = getattr(dense, part).samples
         for name, curve in baselines.items():
             style = BASELINE_STYLE.get(name, {"color": DENSE, "dash": "dot"})
+            measured = [getattr(p.metrics, part) for p in curve]
             fig.add_scatter(x=[cost(p.metrics.calibration) for p in curve],
-                            y=[getattr(p.metrics, part).accuracy * 100 for p in curve],
+                            y=[m.accuracy * 100 for m in measured],
                             mode="lines+markers+text", name=name, showlegend=first,
                             legendgroup=name, line={"color": style["color"],
                                                     "dash": style["dash"]},
+                            error_y=estimate_bars([
+                                None if m.samples == everything else (m.accuracy, m.accuracy_ci)
+                                for m in measured]),
+                            customdata=[basis(m.samples, m.samples == everything)
+                                        for m in measured],
                             text=[f"{p.ratio:g}x" for p in curve], textposition="top center",
                             textfont={"size": 9, "color": style["color"]},
                             hovertemplate=name + " %{text} compression<br>%{x:,.0f}<br>"
-                                          "acc %{y:.2f}%<extra></extra>", row=1, col=col)
+                                          "acc %{y:.2f}% %{customdata}<extra></extra>",
+                            row=1, col=col)
         marked = [i for i, p in enumerate(points) if p.pinned or p.current]
         fig.add_scatter(x=[xs[i] for i in marked], y=[ys[i] for i in marked],
                         mode="markers+text", name="pinned / current", showlegend=first,

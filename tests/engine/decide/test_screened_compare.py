@@ -90,3 +90,36 @@ def test_cli_compare_reports_each_criterion_and_the_table():
                           "digits-mlp", "--layer", "nope"], capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "nope" in bad.stderr
+
+
+def test_screened_baselines_are_each_parts_subset_numbers(cnn, digits):
+    """The trade-off baselines at real size: the same fitted plans as the exact curves, each
+    measured on the stratified subsets of both parts, and drawn with their intervals."""
+    from explorer.decide.held_out import SplitEvaluator
+    from explorer.decide.tradeoff import baseline_curves
+    from explorer.ui.charts.tradeoffs import workspace
+
+    judge = SplitEvaluator(cnn, digits)
+    exact = baseline_curves(judge, "weights", ratios=(2, 8))
+    assert not judge.refines  # digits is small: no estimate phase, screening is exact
+    assert baseline_curves(judge, "weights", ratios=(2, 8), screen=True) == exact
+    for part in ("calibration", "held_out"):
+        evaluator = getattr(judge, part)
+        setattr(judge, part, Evaluator(cnn, evaluator.data, judge.scores, estimate_samples=40))
+    assert judge.refines
+    screened = baseline_curves(judge, "weights", ratios=(2, 8), screen=True)
+    assert screened.unreachable == exact.unreachable
+    for name, curve in screened.items():
+        assert [p.plan for p in curve] == [p.plan for p in exact[name]]  # fitted on cost
+        for point in curve:
+            for part in ("calibration", "held_out"):
+                data = getattr(judge, part).data
+                reference = Evaluator(cnn, stratified_subset(data, 40), judge.scores)
+                got, want = getattr(point.metrics, part), reference.evaluate(point.plan)
+                assert got.samples == 40 and got.correct == want.correct
+                assert got.accuracy_ci == want.accuracy_ci
+    figure = workspace([], {}, screened, judge.dense())
+    bars = [t.error_y for t in figure.data if t.name in screened]
+    assert bars and all(b.array is not None and max(b.array) > 0 for b in bars)
+    plain = workspace([], {}, exact, judge.dense())  # exact points carry no bars
+    assert all(t.error_y.array is None for t in plain.data if t.name in exact)
