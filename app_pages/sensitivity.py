@@ -137,7 +137,9 @@ def _draw(result: Sensitivity, seconds: float, source: str) -> None:
     if not result.exact:
         st.caption(f"**Screened**: each point is an estimate on {result.samples:,} of the "
                    f"{dense.samples:,} calibration images (a fixed stratified subset; one "
-                   f"image is {1 / result.samples:.2%}). Tick **Exact points** for full "
+                   f"image is {1 / result.samples:.2%}), except each unit's tolerance - the "
+                   "largest fraction still holding up on the subset and the next one - which "
+                   "ran on every image (filled markers). Tick **Exact points** for full "
                    "evaluations; a suggestion's plan is always checked on every image.")
     note(judge)
     if source == "cached":

@@ -12,6 +12,10 @@ A scan is a decision aid: the app and the CLI run it on the calibration part of 
 validation data (:mod:`explorer.decide.held_out`), so the plans it suggests can be reported on
 images it never saw. ``samples`` records how many images it ran on.
 
+At real size a scan *screens* (``screen=True``): every point on the evaluator's stratified
+subset, then each unit's tolerance — the points a per-layer fraction is read from — on
+every image; each point's ``samples`` says which it is.
+
 Each unit's grid is swept in order, so the incremental :class:`~explorer.evaluator.Evaluator`
 reuses the network before the unit and its cached scores serve every fraction.
 
@@ -30,10 +34,12 @@ from dataclasses import dataclass, replace
 from explorer.decide.compare_criteria import checked_grid
 from explorer.errors import PlanError
 from explorer.evaluator import Evaluator
+from explorer.metrics import Metrics
 from explorer.plan import Plan
 from explorer.progress import Cancelled, Progress, stop_now
 
 DEFAULT_GRID = tuple(round(i / 20, 2) for i in range(20))  # 0, 0.05, ..., 0.95
+REFINED_PER_UNIT = 2  # a screened unit's points evaluated on every image: its tolerance
 
 
 @dataclass(frozen=True)
@@ -157,9 +163,12 @@ def sensitivity(
             the partial result is returned with ``cancelled=True``.
         screen: evaluate each point on the evaluator's stratified subset only
             (:meth:`~explorer.evaluator.Evaluator.estimate`): on a large validation set a
-            fraction of the cost, each point's ``samples`` saying so; decisions taken from
-            the scan are then checked with full evaluations (as :mod:`explorer.decide.suggest`
-            does). Without an estimate phase every point is exact anyway.
+            fraction of the cost, each point's ``samples`` saying so. Each unit's
+            *tolerance* is then evaluated on every image: the largest fraction still
+            holding up on the subset and the next one (:func:`tolerance_points`), the
+            points a per-layer fraction is read from; decisions taken from the scan are
+            checked with full evaluations too (as :mod:`explorer.decide.suggest` does).
+            Without an estimate phase every point is exact anyway.
 
     Raises:
         PlanError: a bad granularity, criterion, grid or base plan.
@@ -169,14 +178,15 @@ def sensitivity(
     base.check(evaluator.bundle)
     units = evaluator.bundle.units(granularity)
     skipped = evaluator.bundle.unprunable(granularity)
-    total = len(units) * len(grid)
+    measure = evaluator.estimate if screen else evaluator.evaluate
+    images = 0 if evaluator.data is None else len(evaluator.data)
+    screened = screen and evaluator.refines
+    per_unit = len(grid) + (REFINED_PER_UNIT if screened else 0)
+    total = len(units) * per_unit
     done = 0
     curves: list[UnitCurve] = []
     stopped = False
 
-    measure = evaluator.estimate if screen else evaluator.evaluate
-    images = 0 if evaluator.data is None else len(evaluator.data)
-    screened = screen and evaluator.refines
 
     def result(units_so_far: list[UnitCurve], stopped: bool) -> Sensitivity:
         return Sensitivity(
@@ -192,26 +202,57 @@ def sensitivity(
             exact=not screened,
         )
 
+    def plan_at(members: tuple[str, ...], fraction: float) -> Plan:
+        plan = base
+        for member in members:
+            plan = plan.with_sparsity(member, fraction)
+        return plan
+
+    def report(unit: str, members: tuple[str, ...], points: list) -> None:
+        if progress is not None:  # the result so far is built only when reported
+            progress(done, total, result([*curves, _curve(unit, members, points)],
+                                         stopped=False))
+
     for unit, members in units.items():
-        points = []
+        points, measured = [], []
         for fraction in grid:
             if stop_now(cancelled):
                 stopped = True
                 break
-            plan = base
-            for member in members:
-                plan = plan.with_sparsity(member, fraction)
-            m = measure(plan)
+            m = measure(plan_at(members, fraction))
+            measured.append(m)
             points.append((fraction, m.accuracy, m.loss, m.flops["effective"], m.samples))
             done += 1
-            if progress is not None:  # the result so far is built only when reported
-                progress(done, total, result([*curves, _curve(unit, members, points)],
-                                             stopped=False))
+            report(unit, members, points)
+        refine = tolerance_points(measured) if screened and not stopped else []
+        for i in refine:
+            if stop_now(cancelled):
+                stopped = True
+                break
+            m = evaluator.evaluate(plan_at(members, grid[i]))
+            points[i] = (grid[i], m.accuracy, m.loss, m.flops["effective"], m.samples)
+            done += 1
+            report(unit, members, points)
+        done += per_unit - len(grid) - len(refine)
         if points:
             curves.append(_curve(unit, members, points))
         if stopped:
             break
     return result(curves, stopped)
+
+
+def tolerance_points(screened: Sequence[Metrics]) -> list[int]:
+    """Where one unit's screened curve says how far it can go (indices, at most
+    :data:`REFINED_PER_UNIT`): the largest fraction whose 95% interval still reaches the
+    first point's accuracy (the base when the grid starts at 0; the same images, so the
+    comparison is paired) and the next fraction, the first that falls clearly below it.
+    None without accuracy (no data)."""
+    if not screened or screened[0].accuracy is None:
+        return []
+    base = screened[0].accuracy
+    holding = [i for i, m in enumerate(screened) if m.accuracy_ci[1] >= base]
+    last = holding[-1]
+    return [last, last + 1] if last + 1 < len(screened) else [last]
 
 
 def _curve(unit: str, members: tuple[str, ...], points: list[tuple]) -> UnitCurve:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from explorer.decide.sensitivity import Sensitivity, UnitCurve
+from explorer.ui.charts.style import basis
 
 MEASURES = {"accuracy": "accuracy (%)", "loss": "loss (cross-entropy)"}
 
@@ -34,7 +35,8 @@ def unit_lines(
     dense: float | None = None,
     base: float | None = None,
 ) -> go.Figure:
-    """Accuracy (%) or loss vs % removed, one line per unit.
+    """Accuracy (%) or loss vs % removed, one line per unit; in a screened scan the
+    estimates have open markers and the points run on every image filled ones.
 
     ``dense`` (and ``base``, the base plan's value when it is not the dense model) are the
     reference values of ``measure`` (accuracy as a fraction, loss as is), drawn as dotted
@@ -50,7 +52,12 @@ def unit_lines(
             customdata=[[flops, loss] for flops, loss in zip(curve.flops_effective, curve.loss,
                                                              strict=True)],
             mode="lines+markers", name=label,
+            marker=None if result.exact else {"symbol": [
+                "circle-open" if n == result.samples else "circle" for n in curve.samples]},
+            hovertext=None if result.exact else [
+                basis(n, n != result.samples) for n in curve.samples],
             hovertemplate=(f"<b>{label}</b><br>%{{x:.0f}}% removed<br>{measure} %{{y:.4g}}"
+                           + ("" if result.exact else " %{hovertext}") +
                            "<br>loss %{customdata[1]:.4f}"
                            "<br>FLOPs per sample %{customdata[0]:,}<extra></extra>"),
         )

@@ -11,11 +11,12 @@ import pytest
 
 from explorer.data import stratified_subset
 from explorer.decide.held_out import SplitEvaluator
-from explorer.decide.sensitivity import sensitivity
+from explorer.decide.sensitivity import sensitivity, tolerance_points
 from explorer.decide.suggest import suggest
 from explorer.decide.targets import Target
 from explorer.evaluator import Evaluator
 from explorer.masks import ScoreCache
+from explorer.ui.charts.sensitivity import unit_lines
 
 GRID = (0.0, 0.3, 0.6, 0.9)
 
@@ -26,15 +27,32 @@ def test_screened_points_are_the_subsets_numbers_and_say_so(cnn, digits):
     scan = sensitivity(evaluator, "weights", "magnitude", GRID, screen=True)
     assert not scan.exact and scan.samples == 60
     assert scan.to_dict()["exact"] is False
-    # an independent evaluator on the subset itself (magnitude scores read no data)
+    # independent evaluators on the subset itself and on every image (magnitude scores
+    # read no data)
     on_subset = Evaluator(cnn, stratified_subset(digits, 60), ScoreCache(cnn, None))
+    on_all = Evaluator(cnn, digits, ScoreCache(cnn, None), estimate_samples=0)
+    refined_somewhere = False
     for curve in scan.units:
-        assert curve.samples == (60,) * len(GRID)
-        for fraction, accuracy, loss in zip(curve.fractions, curve.accuracy, curve.loss,
-                                            strict=True):
-            m = on_subset.evaluate(scan.base.with_sparsity(curve.unit, fraction))
+        plans = [scan.base.with_sparsity(curve.unit, f) for f in curve.fractions]
+        screened = [on_subset.evaluate(p) for p in plans]
+        tolerance = tolerance_points(screened)  # where the unit stops holding up
+        assert 1 <= len(tolerance) <= 2 and tolerance == sorted(tolerance)
+        last, base = tolerance[0], screened[0].accuracy
+        assert screened[last].accuracy_ci[1] >= base  # still holding up on the subset
+        assert all(m.accuracy_ci[1] < base for m in screened[last + 1:])  # then not
+        assert tolerance[1:] == ([last + 1] if last + 1 < len(GRID) else [])
+        assert curve.samples == tuple(len(digits) if i in tolerance else 60
+                                      for i in range(len(GRID)))
+        refined_somewhere |= tolerance != [0, 1]
+        for i, (accuracy, loss) in enumerate(zip(curve.accuracy, curve.loss, strict=True)):
+            m = on_all.evaluate(plans[i]) if i in tolerance else screened[i]
             assert accuracy == m.accuracy
             assert loss == pytest.approx(m.loss, abs=1e-6)
+    assert refined_somewhere, "some unit should hold up beyond its first fraction"
+    figure = unit_lines(scan)  # estimates drawn open, points on every image filled
+    for trace, curve in zip(figure.data, scan.units, strict=True):
+        assert list(trace.marker.symbol) == ["circle-open" if n == 60 else "circle"
+                                             for n in curve.samples]
     exact = sensitivity(evaluator, "weights", "magnitude", GRID)
     assert exact.exact and exact.samples == len(digits)
     assert all(c.samples == (len(digits),) * len(GRID) for c in exact.units)
