@@ -8,7 +8,8 @@ grid is ``--grid`` on every prunable layer (weights by magnitude):
 * plain: for every point, a fresh full forward of the masked model over every image
   (``full_forward_logits`` in batches of 256: no cache, no resuming);
 * screened: ``sensitivity(screen=True)`` with the app's evaluator: each point on the
-  stratified subset, resuming the unchanged prefix (points are estimates, marked so);
+  stratified subset, resuming the unchanged prefix (points are estimates, marked so), then
+  each unit's tolerance points on every image (they must equal the plain loop's);
 * exact: ``sensitivity(screen=False)``: each point on every image, resuming the prefix;
   every point's correct count must equal the plain loop's.
 
@@ -64,7 +65,7 @@ def main() -> None:
     scores = ScoreCache(bundle, data)
     units = list(bundle.units("weights"))
     reference, plain_s = plain_loop(bundle, data, scores, units, grid)
-    seconds, samples = {}, 0
+    seconds, samples, exact_points = {}, 0, {}
     for name, screen in (("screened", True), ("exact", False)):
         evaluator = Evaluator(bundle, data, scores)
         evaluator.evaluate(Plan())  # the dense baseline: the app has it when the model loads
@@ -72,14 +73,19 @@ def main() -> None:
         scan = sensitivity(evaluator, "weights", "magnitude", grid, screen=screen)
         seconds[name] = time.perf_counter() - began
         samples = samples or scan.samples
-        if not screen:
-            for curve in scan.units:
-                for fraction, accuracy in zip(curve.fractions, curve.accuracy, strict=True):
+        exact_points[name] = 0
+        for curve in scan.units:  # every point that says it is exact equals the plain loop's
+            for fraction, accuracy, n in zip(curve.fractions, curve.accuracy, curve.samples,
+                                             strict=True):
+                if n == len(data):
+                    exact_points[name] += 1
                     assert round(accuracy * len(data)) == reference[(curve.unit, fraction)]
     print(f"{len(units) * len(grid)} points ({len(units)} layers x {len(grid)} fractions) on "
           f"{args.images} images; screened points on {samples} images")
     print(f"plain loop {plain_s:.1f} s; screened {seconds['screened']:.1f} s "
-          f"({plain_s / seconds['screened']:.1f}x faster); exact {seconds['exact']:.1f} s "
+          f"({plain_s / seconds['screened']:.1f}x faster; {exact_points['screened']} points, "
+          "each unit's tolerance, on every image and equal to the plain loop's); "
+          f"exact {seconds['exact']:.1f} s "
           f"({plain_s / seconds['exact']:.1f}x faster, every point equal to the plain loop's)")
 
 
