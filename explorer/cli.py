@@ -361,7 +361,8 @@ def cmd_lottery(args: argparse.Namespace) -> int:
 
     if not args.json:
         print(f"lottery tickets of {args.model}: {settings.rate:.0%} of the kept weights "
-              f"removed per round, {settings.epochs} epochs per training, validation accuracy")
+              f"removed per round, {settings.epochs} epoch{'s' * (settings.epochs != 1)} per "
+              "training, validation accuracy")
         print(f"{'round':>5} {'kept':>7} {'ticket':>8} {'reinit':>8} {'gap (pt)':>8}")
     start = time.monotonic()
     result = lottery(args.model, settings, progress=None if args.json else show)
