@@ -3,7 +3,9 @@
 ``explorer/`` has a core (the flat modules and ``criteria/``: the slider path) and stage
 packages (``load/``, ``look/``, ``decide/``, ``finetune/``, ``export/``). Arrows point from
 the stages to the core, never back; the UI sits on top. ``explorer/cli.py`` is an entry point
-like ``app.py``: it sits in the core's folder but may call every stage.
+like ``app.py``: it sits in the core's folder but may call every stage. ``explorer/lessons/``
+is a consumer like the CLI: it calls several stages (the lessons' experiments) and only the
+UI calls it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("load", "look", "decide", "finetune", "export")
 ENTRY_POINTS = {"explorer.cli"}
+CONSUMERS = ("lessons",)  # packages that call stages, like the CLI; only the UI imports them
 MAX_FLAT_MODULES = 16
 
 
@@ -65,7 +68,7 @@ def part_of(module: str) -> str:
     if module in ENTRY_POINTS:
         return "entry"
     parts = module.split(".")
-    if len(parts) > 1 and parts[1] in (*STAGES, "ui"):
+    if len(parts) > 1 and parts[1] in (*STAGES, "ui", *CONSUMERS):
         return parts[1]
     return "core"
 
@@ -86,8 +89,9 @@ def test_the_core_imports_no_stage_and_a_stage_only_the_core_and_load():
             allowed = {
                 "core": {"core"},
                 "load": {"core", "load"},
-                "ui": {"core", "ui", *STAGES},
+                "ui": {"core", "ui", *STAGES, *CONSUMERS},
                 "entry": {"core", *STAGES},
+                **{c: {"core", *STAGES, c} for c in CONSUMERS},
             }.get(mine, {"core", "load", mine})  # a stage: the core, load/ and itself
             if theirs not in allowed:
                 wrong.append(f"{name} ({mine}) imports {target} ({theirs})")
@@ -171,4 +175,6 @@ def test_the_checks_see_what_they_check():
     assert "explorer.load.guard" in engine_edges("explorer.load.model_file")
     assert part_of("explorer.criteria.base") == "core"
     assert part_of("explorer.ui.charts.prune") == "ui"
+    assert part_of("explorer.lessons.runs") == "lessons"
+    assert "explorer.decide.sensitivity" in engine_edges("explorer.lessons.runs")
     assert any(m == "streamlit" for m, _ in imports(ENGINE["explorer.ui.state"], "x"))
