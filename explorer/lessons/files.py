@@ -135,7 +135,7 @@ def read_lesson(path: Path, bundle_of: Callable[[str], ModelBundle] = load_demo)
 def _read(path: Path, bundle_of: Callable[[str], ModelBundle]) -> Lesson:
     match = NAME.match(path.name)
     if match is None:
-        raise LessonError(f"{short(path.name)}: a lesson file is named NN-slug.md "
+        raise LessonError(f"{path.name[:80]}: a lesson file is named NN-slug.md "
                           "(two digits, a dash, lowercase words joined by dashes).")
     if path.stat().st_size > MAX_FILE_BYTES:
         raise LessonError(f"{path.name}: larger than {MAX_FILE_BYTES // 1024} KiB; a lesson "
