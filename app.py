@@ -10,8 +10,10 @@ import streamlit as st
 st.set_page_config(page_title="Pruning Explorer", page_icon=":scissors:", layout="wide")
 # Sections follow the user's work: load a model, look inside it, decide a plan, then recover
 # accuracy and take the plan out (the engine's packages: explorer/load, look, decide, ...).
+# Learn comes first after the model: guided lessons that open the other pages.
 navigation = st.navigation({
     "": [st.Page("app_pages/model.py", title="Model", icon=":material/memory:", default=True)],
+    "Learn": [st.Page("app_pages/learn.py", title="Lessons", icon=":material/school:")],
     "Look inside": [
         st.Page("app_pages/weights.py", title="Weights", icon=":material/bar_chart:"),
         st.Page("app_pages/activations.py", title="Activations", icon=":material/bolt:"),
