@@ -18,9 +18,9 @@ from explorer.ui.format import percent
 pytestmark = pytest.mark.browser
 
 SHORT_MS = 3_000
-PAGE_TITLES = ["Model", "Weights", "Activations", "Similarity", "Sensitivity", "Prune",
+PAGE_TITLES = ["Model", "Lessons", "Weights", "Activations", "Similarity", "Sensitivity", "Prune",
                "Compare criteria", "Trade-offs", "What pruning broke", "Fine-tune", "Export"]
-SECTIONS = ["Look inside", "Decide", "Recover and export"]  # Model stands above them
+SECTIONS = ["Learn", "Look inside", "Decide", "Recover and export"]  # Model stands above them
 
 
 def test_deep_link_first_request_uses_the_apps_navigation(open_cold_app, cnn_metrics):
