@@ -22,6 +22,7 @@ from explorer.lessons.files import LESSONS, Lesson, load_lessons
 from explorer.load.demos import load_demo
 from explorer.plan import Plan, criterion_names
 from explorer.ui.format import percent
+from explorer.ui.layout import plan_summary
 
 PAGE = Path(__file__).resolve().parents[2] / "app_pages" / "learn.py"
 PAGES = {1: "prune", 2: "weights", 3: "sensitivity", 4: "prune", 5: "finetune",
@@ -103,6 +104,13 @@ def test_a_lesson_from_prediction_to_the_plan(number, lessons, digits):
     assert at.session_state["plan"] == plan
     assert len(at.exception) == 1
     assert f"Could not find page: `app_pages/{PAGES[number]}.py`" in at.exception[0].message
+    # that page, opened in this session as the browser would, shows the lesson's plan
+    target = AppTest.from_file(str(PAGE.with_name(f"{PAGES[number]}.py")), default_timeout=120)
+    for key in ("model", "plan", "undo"):
+        target.session_state[key] = at.session_state[key]
+    target.run()
+    assert not target.exception, target.exception
+    assert plan_summary(plan) in [c.value for c in target.sidebar.caption]
 
 
 def test_progress_survives_moving_between_lessons_and_the_url_follows(lessons):
