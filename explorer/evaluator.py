@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from explorer.activations import default_batch, horizon_bytes
+from explorer.batchnorm import batches, calibration_images, norms_of, recalibrated
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet, stratified_subset
 from explorer.errors import DataError, DeviceError, short
@@ -55,6 +56,7 @@ from explorer.progress import Cancelled, Progress, stop_now, tick
 DEFAULT_MEMORY_BUDGET = 512 * 2**20  # the most a default budget is: 4 fit in a session
 MIN_MEMORY_BUDGET = 64 * 2**20
 MASKED_PARAMS_KEPT = 64
+NORM_STATS_KEPT = 64  # plans whose re-estimated BatchNorm statistics are remembered
 METRICS_KEPT = 256
 ESTIMATE_SECONDS = 0.3  # how long the first answer on a large validation set may take
 MIN_ESTIMATE = 20  # fewer images than this say too little to show
@@ -73,7 +75,10 @@ class Evaluator:
     subset evaluated first (default: :func:`estimate_size`; 0 or at least half the set: no
     estimate, the images in file order); ``device``: where the graph runs (default: CUDA
     where available, see :func:`resolve_device`). The kept node values live on that
-    device: on a GPU the memory budget counts GPU memory.
+    device: on a GPU the memory budget counts GPU memory. ``bn_calibration``: images (never
+    the validation set) to re-estimate BatchNorm statistics on for every pruned plan
+    (:mod:`explorer.batchnorm`); None, or a model without BatchNorm: raw statistics.
+    ``recalibrates`` says which, and every :class:`~explorer.metrics.Metrics` carries it.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class Evaluator:
         batch_size: int | None = None,
         estimate_samples: int | None = None,
         device: str | torch.device | None = None,
+        bn_calibration: ValidationSet | None = None,
     ) -> None:
         self.bundle = bundle
         self.data = data
@@ -107,6 +113,12 @@ class Evaluator:
         self._metrics: OrderedDict[str | tuple, Metrics] = OrderedDict()
         self.last_start = 0  # index of the first recomputed node in the last run's 1st batch
         self.estimate_samples, self._order, self._bounds = self._layout(estimate_samples)
+        # BatchNorm recalibration: the norms of the graph when there are images to do it on
+        self.norms = norms_of(bundle.program) if bn_calibration is not None else ()
+        self.recalibrates = bool(self.norms)
+        self._bn_inputs = ([x.to(self.device) for x in batches(calibration_images(
+            bn_calibration))] if self.recalibrates else [])
+        self._norm_stats: OrderedDict[tuple, tuple[dict, dict]] = OrderedDict()
 
     def _layout(self, estimate_samples: int | None
                 ) -> tuple[int, torch.Tensor | None, list[tuple[int, int]]]:
@@ -152,10 +164,10 @@ class Evaluator:
         states consistent (each state carries the parameter keys it was run with)."""
         if self.data is None:
             raise DataError(f"'{self.bundle.name}' has no validation data to run on.")
-        overrides = {**self._on_device, **self._masked(masks)}
+        overrides, keys = self._swapped_in(masks)
         for batch, (start, end) in enumerate(self._bounds):
             x = self.data.x[self._rows(start, end)].to(self.device)
-            logits, begun = self._run_batch(batch, x, overrides, masks)
+            logits, begun = self._run_batch(batch, x, overrides, keys)
             if batch == 0:
                 self.last_start = begun
             if not self._states:
@@ -163,28 +175,29 @@ class Evaluator:
             yield logits.cpu()
 
     def _run_batch(self, batch: int, x: torch.Tensor, overrides: dict[str, torch.Tensor],
-                   masks: Masks) -> tuple[torch.Tensor, int]:
+                   keys: dict[str, object]) -> tuple[torch.Tensor, int]:
         """One batch's logits, resumed from the best of its kept states where it has them,
         and the index of the first node recomputed."""
         program = self.bundle.program
         kept = self._states.get(batch, {})
-        resume = max(kept.values(), key=lambda s: program.resume_index(masks.keys, s),
+        resume = max(kept.values(), key=lambda s: program.resume_index(keys, s),
                      default=None)
-        logits, state = program.run(x, overrides, masks.keys, resume=resume,
+        logits, state = program.run(x, overrides, keys, resume=resume,
                                     keep=self.incremental, device=self._made_on,
                                     horizon=self.horizon)
         if state is not None:
-            self._keep(batch, x, state, masks)
-        return logits, 0 if resume is None else program.resume_index(masks.keys, resume)
+            self._keep(batch, x, state, keys)
+        return logits, 0 if resume is None else program.resume_index(keys, resume)
 
-    def _keep(self, batch: int, x: torch.Tensor, state: RunState, masks: Masks) -> None:
+    def _keep(self, batch: int, x: torch.Tensor, state: RunState,
+              keys: dict[str, object]) -> None:
         """Keep ``state`` as the batch's last run; a batch kept for the first time also keeps
         its dense run, if the budget holds both."""
         entry = self._states.get(batch)
         if entry is None:
             if self.kept_bytes + 2 * state.nbytes > self.memory_budget:
                 return
-            dense = state if not masks.keys else self.bundle.program.run(
+            dense = state if not keys else self.bundle.program.run(
                 x, self._on_device, keep=True, device=self._made_on, horizon=self.horizon)[1]
             entry = self._states[batch] = {"dense": dense}
         entry["last"] = state
@@ -199,6 +212,38 @@ class Evaluator:
         """Bytes of node values kept for resuming (a state kept twice counted once)."""
         states = {id(s): s for entry in self._states.values() for s in entry.values()}
         return sum(s.nbytes for s in states.values())
+
+    def _swapped_in(self, masks: Masks) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+        """(tensors a run swaps in, their keys): the masked parameters on the device and,
+        when recalibrating, the re-estimated BatchNorm statistics (remembered per plan)."""
+        overrides = {**self._on_device, **self._masked(masks)}
+        stats, stat_keys = self._recalibrated(masks, overrides)
+        return {**overrides, **stats}, {**masks.keys, **stat_keys}
+
+    def _recalibrated(self, masks: Masks, overrides: dict[str, torch.Tensor]
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+        """The plan's re-estimated BatchNorm statistics and their keys (empty when not
+        recalibrating or nothing changed), remembered per plan."""
+        if not self.recalibrates or not masks.keys:
+            return {}, {}
+        key = tuple(sorted(masks.keys.items(), key=lambda item: item[0]))
+        if key not in self._norm_stats:
+            self._norm_stats[key] = recalibrated(self.bundle.program, self.norms, overrides,
+                                                 masks.keys, self._bn_inputs, self._made_on)
+            while len(self._norm_stats) > NORM_STATS_KEPT:
+                self._norm_stats.popitem(last=False)
+        self._norm_stats.move_to_end(key)
+        return self._norm_stats[key]
+
+    def bn_statistics(self, plan: Plan) -> dict[str, torch.Tensor]:
+        """``plan``'s re-estimated BatchNorm running statistics by buffer name, on the CPU:
+        what its exports and its fine-tuning start from (empty when not recalibrating or
+        nothing is pruned)."""
+        masks = self.masks(plan)
+        if not self.recalibrates or not masks.keys:
+            return {}
+        stats, _ = self._recalibrated(masks, {**self._on_device, **self._masked(masks)})
+        return {name: value.cpu() for name, value in stats.items()}
 
     def _masked(self, masks: Masks) -> dict[str, torch.Tensor]:
         """Masked (and, for merge plans, updated) parameter tensors on the device (made on
@@ -232,7 +277,7 @@ class Evaluator:
         masks = self.masks(plan)
         costs = self.costs.costs(masks)
         if self.data is None:
-            metrics = metrics_from(costs)
+            metrics = metrics_from(costs, bn_recalibrated=self.recalibrates)
         else:
             metrics = self._measured(masks, costs, progress, cancelled)
             if metrics.samples < len(self.data):
@@ -276,12 +321,12 @@ class Evaluator:
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             if progress is not None and seen < len(self.data):
                 tick(progress, len(parts), total,
-                     metrics_from(costs, correct, loss_sum / seen, seen))
+                     metrics_from(costs, correct, loss_sum / seen, seen, self.recalibrates))
             if seen < len(self.data) and stop_now(cancelled):
-                return metrics_from(costs, correct, loss_sum / seen, seen)
+                return metrics_from(costs, correct, loss_sum / seen, seen, self.recalibrates)
         y = self.data.y if self._order is None else self.data.y[self._order]
         correct, loss = score_logits(torch.cat(parts), y)  # the one-batch figures
-        metrics = metrics_from(costs, correct, loss, len(self.data))
+        metrics = metrics_from(costs, correct, loss, len(self.data), self.recalibrates)
         tick(progress, total, total, metrics)
         return metrics
 

@@ -186,6 +186,8 @@ class Program:
         keep: bool = False,
         device: torch.device | None = None,
         horizon: int | None = None,
+        norms: Mapping[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        norm_momentum: float = 0.0,
     ) -> tuple[torch.Tensor, RunState | None]:
         """Run the graph on ``x`` (N, ...) with ``overrides`` replacing named parameters.
 
@@ -198,6 +200,10 @@ class Program:
         a ``horizon`` (a compact state) only those a run resuming at a start >= ``horizon``
         reads (see :meth:`_read_until`; a change before the horizon then runs whole).
         A state's ``nbytes`` leaves out the parameters: they are the model's, not its.
+        ``norms`` maps the position of an ``aten.batch_norm`` node to a (mean, variance)
+        pair that it uses as running statistics in training mode with ``norm_momentum``:
+        it normalises with the batch's statistics and updates the pair in place
+        (:mod:`explorer.batchnorm`); every other node runs as exported.
         """
         overrides = overrides or {}
         keys = dict(keys or {})
@@ -223,6 +229,8 @@ class Program:
                 elif node.op == "call_function":
                     if device is not None and i in self._pinned:
                         kwargs = {**kwargs, "device": device}
+                    if norms is not None and i in norms:  # (input, w, b, mean, var, training,
+                        args = (*args[:3], *norms[i], True, norm_momentum, *args[7:])  # ...)
                     values[i] = node.target(*args, **kwargs)
                 elif node.op == "call_module":
                     values[i] = self.module.get_submodule(node.target)(*args, **kwargs)

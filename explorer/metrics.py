@@ -63,6 +63,7 @@ class Metrics:
     speedup: float
     compression_ratio: float
     layers: tuple[LayerMetrics, ...]
+    bn_recalibrated: bool = False  # accuracy and loss with re-estimated BatchNorm statistics
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -168,10 +169,12 @@ def score_logits(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, float]:
 
 
 def metrics_from(
-    costs: Costs, correct: int = 0, loss: float | None = None, n: int = 0
+    costs: Costs, correct: int = 0, loss: float | None = None, n: int = 0,
+    bn_recalibrated: bool = False,
 ) -> Metrics:
     """Metrics of ``correct`` out of ``n`` samples at mean ``loss``; with ``n == 0`` (no
-    data) accuracy, interval and loss are None."""
+    data) accuracy, interval and loss are None. ``bn_recalibrated``: measured with
+    re-estimated BatchNorm statistics (:mod:`explorer.batchnorm`)."""
     measured = n > 0
     return Metrics(
         accuracy=correct / n if measured else None,
@@ -181,4 +184,5 @@ def metrics_from(
         size_bytes=costs.size_bytes, flops=costs.flops,
         speedup=costs.flops["dense"] / max(costs.flops["effective"], 1),
         compression_ratio=costs.params / max(costs.nonzero_params, 1), layers=costs.layers,
+        bn_recalibrated=bn_recalibrated,
     )

@@ -57,6 +57,8 @@ class SplitEvaluator:
         memory_budget: bytes of node values both parts keep, together (default: the
             evaluator's default).
         device: where both parts are evaluated (default: CUDA where available).
+        bn_calibration: images to re-estimate BatchNorm statistics on for each pruned plan
+            (never validation images; see :mod:`explorer.batchnorm`); None: raw statistics.
     """
 
     def __init__(
@@ -68,9 +70,10 @@ class SplitEvaluator:
         scores: ScoreCache | None = None,
         memory_budget: int | None = None,
         device: str | torch.device | None = None,
+        bn_calibration: ValidationSet | None = None,
     ) -> None:
         split = None if data is None else split_for_decisions(data, fraction, seed)
-        self._start(bundle, split, scores, memory_budget, device)
+        self._start(bundle, split, scores, memory_budget, device, bn_calibration)
 
     @classmethod
     def on_split(
@@ -83,16 +86,19 @@ class SplitEvaluator:
 
     def _start(self, bundle: ModelBundle, split: DecisionSplit | None,
                scores: ScoreCache | None, memory_budget: int | None = None,
-               device: str | torch.device | None = None) -> None:
+               device: str | torch.device | None = None,
+               bn_calibration: ValidationSet | None = None) -> None:
         """Both parts' evaluators, each with half of ``memory_budget`` (default: the
         evaluator's default)."""
         self.bundle, self.split = bundle, split
         calibration = None if split is None else split.calibration
         self.scores = scores or ScoreCache(bundle, calibration)
         budget = (default_memory_budget() if memory_budget is None else memory_budget) // 2
-        self.calibration = Evaluator(bundle, calibration, self.scores, budget, device=device)
+        self.calibration = Evaluator(bundle, calibration, self.scores, budget, device=device,
+                                     bn_calibration=bn_calibration)
         self.held_out = Evaluator(bundle, None if split is None else split.held_out,
-                                  self.scores, budget, device=device)
+                                  self.scores, budget, device=device,
+                                  bn_calibration=bn_calibration)
         self._judged: OrderedDict[str, SplitMetrics] = OrderedDict()
 
     def evaluate(self, plan: Plan) -> SplitMetrics:
