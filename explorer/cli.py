@@ -52,6 +52,24 @@ def _load_bundle(model: str, data_path: str | None):
     return bundle, data
 
 
+def _calibration(args: argparse.Namespace, bundle):
+    """The images to recalibrate BatchNorm on (:func:`explorer.batchnorm.calibration_for`);
+    when a BatchNorm model gets none, the note says so on stderr (and in JSON, by the
+    command). Returns (calibration set or None, note or None)."""
+    from explorer.batchnorm import calibration_for
+    from explorer.load.data_file import check_compatible, load_data
+
+    given = None
+    if getattr(args, "calibration_data", None):
+        given = load_data(args.calibration_data)
+        check_compatible(bundle, given)
+    calibration, note = calibration_for(bundle, given, validation_is_digits=args.data is None,
+                                        enabled=not getattr(args, "no_bn_recalibration", False))
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return calibration, note
+
+
 def _load_plan(path: str | None):
     """The plan in the file at ``path`` (None: the dense plan); its size is checked before
     it is read, and no more than the limit is ever read."""
@@ -105,11 +123,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise DataError(f"{bundle.name} has no validation data, so --samples has nothing "
                             "to choose from; give --data.")
         data = stratified_subset(data, args.samples)
+    calibration, note = _calibration(args, bundle)
     # One plan, one pass: nothing to resume from later, so no node values are kept.
     metrics = Evaluator(bundle, data, memory_budget=0, estimate_samples=0,
-                        device=args.device).evaluate(plan)
+                        device=args.device, bn_calibration=calibration).evaluate(plan)
     result = {"model": bundle.name, "samples": metrics.samples, "plan": plan.to_dict(),
-              **metrics.to_dict()}
+              **metrics.to_dict(), "bn_note": note}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -118,8 +137,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               "loss: unavailable")
     else:
         lo, hi = metrics.accuracy_ci
+        recalibrated = " with BatchNorm recalibrated" if metrics.bn_recalibrated else ""
         print(f"model {bundle.name}: accuracy {metrics.accuracy:.2%} (95% CI {lo:.2%}-{hi:.2%}), "
-              f"loss {metrics.loss:.4f}")
+              f"loss {metrics.loss:.4f}{recalibrated}")
     print(f"params {metrics.nonzero_params:,} nonzero of {metrics.params:,} "
           f"(compression {metrics.compression_ratio:.2f}x)")
     print(f"FLOPs/sample {metrics.flops['effective']:,} of {metrics.flops['dense']:,} "
@@ -197,12 +217,16 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     else:
         criterion = default_criterion(granularity)
     grid = _grid_arg(args.grid) if args.grid else DEFAULT_GRID
+    calibration, note = _calibration(args, bundle)
     # scanned on the calibration part
-    judge = SplitEvaluator(bundle, data, memory_budget=args.memory_budget, device=args.device)
+    judge = SplitEvaluator(bundle, data, memory_budget=args.memory_budget, device=args.device,
+                           bn_calibration=calibration)
     result = sensitivity(judge.calibration, granularity, criterion, grid, base=plan,
                          screen=not args.exact)
     if args.json:
-        print(json.dumps({**result.to_dict(), **judge.report(result.base)}, indent=2))
+        print(json.dumps({**result.to_dict(), **judge.report(result.base),
+                          "bn_recalibrated": judge.calibration.recalibrates, "bn_note": note},
+                         indent=2))
         return 0
     print(f"model {bundle.name}: sensitivity of {granularity} by {criterion}, "
           "each unit pruned alone")
@@ -227,7 +251,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     bundle, data = _load_bundle(args.model, args.data)
     grid = _grid_arg(args.grid) if args.grid else None
-    evaluator = Evaluator(bundle, data, memory_budget=args.memory_budget, device=args.device)
+    calibration, note = _calibration(args, bundle)
+    evaluator = Evaluator(bundle, data, memory_budget=args.memory_budget, device=args.device,
+                          bn_calibration=calibration)
     screen = not args.exact
     if args.layer:
         members = compare.swept_layers(evaluator, args.granularity, args.layer)
@@ -243,6 +269,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "model": bundle.name, "granularity": args.granularity,
             "sweep": "layer" if args.layer else "global", "layers": members,
             "samples": dense.samples, "dense_accuracy": dense.accuracy,
+            "bn_recalibrated": evaluator.recalibrates, "bn_note": note,
             "criteria": {name: [p.to_dict() for p in points] for name, points in curves.items()},
             "errors": curves.errors,
             "table": {name: {f"{f:g}": acc for f, acc in row.items()}
@@ -271,7 +298,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_export_folder(args.out, args.force)  # before any work
     plan = _load_plan(args.plan)
     bundle, data = _load_bundle(args.model, args.data)
-    written = export_all(bundle, plan, args.out, Evaluator(bundle, data), force=args.force)
+    calibration, _ = _calibration(args, bundle)
+    written = export_all(bundle, plan, args.out, Evaluator(bundle, data,
+                                                           bn_calibration=calibration),
+                         force=args.force)
     for name, path in written.items():
         print(f"wrote {name:<24} {path}")
     return 0
@@ -283,8 +313,9 @@ def cmd_broke(args: argparse.Namespace) -> int:
 
     bundle, data = _load_bundle(args.model, args.data)
     plan = _load_plan(args.plan)
+    calibration, _ = _calibration(args, bundle)
     result = breakage(Evaluator(bundle, data, memory_budget=args.memory_budget,
-                                device=args.device), plan)
+                                device=args.device, bn_calibration=calibration), plan)
     if args.json:
         print(json.dumps({"model": bundle.name, "plan": plan.to_dict(), **result.to_dict()},
                          indent=2))
@@ -329,9 +360,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         print(f"epoch {done}/{total}{step}: train loss {r.train_loss:.4f}, "
               f"val accuracy {r.val_accuracy:.2%}, val loss {r.val_loss:.4f}", flush=True)
 
-    evaluator = Evaluator(bundle, data)
+    calibration, _ = _calibration(args, bundle)
+    evaluator = Evaluator(bundle, data, bn_calibration=calibration)
     dense, pruned = evaluator.evaluate(_load_plan(None)), evaluator.evaluate(plan)
-    run = retrain(Finetuning(bundle, plan, train, data, settings),
+    statistics = None if settings.iterative else evaluator.bn_statistics(plan)
+    run = retrain(Finetuning(bundle, plan, train, data, settings, statistics),
                   progress=None if args.json else show, scores=evaluator.scores)
     save_model(run.bundle, args.out)
     if args.json:
@@ -402,8 +435,10 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     bundle, data = _load_bundle(args.model, args.data)
     criterion = args.criterion or default_criterion(args.granularity)
     grid = _grid_arg(args.grid) if args.grid else DEFAULT_GRID
+    calibration, note = _calibration(args, bundle)
     # chosen on the calibration part, reported on the held-out part
-    judge = SplitEvaluator(bundle, data, memory_budget=args.memory_budget, device=args.device)
+    judge = SplitEvaluator(bundle, data, memory_budget=args.memory_budget, device=args.device,
+                           bn_calibration=calibration)
     scan = sensitivity(judge.calibration, args.granularity, criterion, grid,
                        screen=not args.exact)
     result = suggest(scan, judge, target)
@@ -413,7 +448,8 @@ def cmd_suggest(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ExplorerError(f"Cannot write {args.out}: {exc.strerror}.") from None
     if args.json:
-        print(json.dumps({"model": bundle.name, "grid": list(scan.grid), **result.to_dict()},
+        print(json.dumps({"model": bundle.name, "grid": list(scan.grid), **result.to_dict(),
+                          "bn_recalibrated": judge.calibration.recalibrates, "bn_note": note},
                          indent=2))
         return 0
     print(f"model {bundle.name}: {target.describe()}, {args.granularity} by {criterion}")
@@ -475,8 +511,8 @@ def _exact_option(parser: argparse.ArgumentParser) -> None:
         "--exact", action="store_true",
         help="evaluate every point on all images (default: on a large validation set each "
              "point is screened on a fixed stratified subset and says so in 'samples'; the "
-             "points a decision rests on - a suggestion's plan, the compare table's 50%% and "
-             "80%% - always run on all images)")
+             "points a decision rests on - each unit's tolerance in a scan, the compare "
+             "table's 50%% and 80%%, a suggestion's plan - always run on all images)")
 
 
 def _device_option(parser: argparse.ArgumentParser) -> None:
@@ -484,6 +520,19 @@ def _device_option(parser: argparse.ArgumentParser) -> None:
         "--device", choices=["auto", "cpu", "cuda"], default="auto",
         help="where the model runs: auto (default) is a CUDA GPU where torch has one, else "
              "the CPU; the numbers are the same up to floating-point rounding")
+
+
+def _bn_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--calibration-data", metavar="PATH",
+        help="images (.npz or .pt with x, y; never the validation images) to re-estimate "
+             "BatchNorm statistics on for each pruned plan; default for the digits data: its "
+             "training split; an upload with --data and BatchNorm but without this gets raw "
+             "statistics and a note")
+    parser.add_argument(
+        "--no-bn-recalibration", action="store_true",
+        help="judge pruned plans with the dense model's BatchNorm statistics (raw), as "
+             "they are before any correction")
 
 
 def _size(text: str) -> int:
@@ -537,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "accuracy, size and FLOPs of a model under a plan")
     p.add_argument("--plan", help="plan JSON file; default: the dense model")
     _device_option(p)
+    _bn_options(p)
     p.add_argument("--samples", type=int, metavar="N",
                    help="evaluate a fixed subset of N images, each class in proportion "
                         "(the same N images every run); default: every image")
@@ -546,6 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "accuracy of each layer (or group) pruned alone")
     _budget_option(p)
     _device_option(p)
+    _bn_options(p)
     _exact_option(p)
     p.add_argument("--plan", help="plan JSON file for the other layers; default: dense")
     p.add_argument("--granularity", choices=["weights", "neurons"],
@@ -557,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(or its coupled group) or one global threshold")
     _budget_option(p)
     _device_option(p)
+    _bn_options(p)
     _exact_option(p)
     p.add_argument("--granularity", choices=["weights", "neurons"], default="weights",
                    help="default: weights")
@@ -569,6 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", required=True, help="plan JSON file")
     p.add_argument("--out", required=True, help="folder to write into: new or empty "
                    "(created if missing)")
+    _bn_options(p)
     p.add_argument("--force", action="store_true", help="replace an earlier export in --out: "
                    "the folder then holds exactly this export's files; a folder holding any "
                    "other file is never emptied")
@@ -576,10 +629,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "flipped images of a plan against the dense model")
     _budget_option(p)
     _device_option(p)
+    _bn_options(p)
     p.add_argument("--plan", help="plan JSON file; default: the dense model")
     p = _model_command(sub, "finetune", cmd_finetune, "fine-tune a plan's pruned model with "
                        "its masks fixed (or prune iteratively); save it")
     p.add_argument("--plan", required=True, help="plan JSON file")
+    _bn_options(p)
     p.add_argument("--epochs", type=_count("epochs", MAX_FINETUNE_EPOCHS), required=True,
                    help=f"epochs (per step if iterative), 1 to {MAX_FINETUNE_EPOCHS}")
     p.add_argument("--out", required=True, help="model file to write: .safetensors (a demo "
@@ -596,6 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "from a sensitivity scan, next to the uniform and global baselines")
     _budget_option(p)
     _device_option(p)
+    _bn_options(p)
     _exact_option(p)
     p.add_argument("--target", required=True,
                    help="flops=4 (4x fewer FLOPs), size=8 (compression ratio) or drop=0.01 "

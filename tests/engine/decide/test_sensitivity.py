@@ -177,6 +177,7 @@ def test_cli_json_one_entry_per_unit(cnn, digits):
         [0.0, 0.5],
     )
     assert [u["unit"] for u in got["units"]] == cnn.layer_names
+    assert (got.pop("bn_recalibrated"), got.pop("bn_note")) == (False, None)  # no BatchNorm
     want = sensitivity(Evaluator(cnn, split.calibration), "weights", "magnitude", (0.0, 0.5))
     assert got == json.loads(json.dumps(want.to_dict())) and got["samples"] == 182
 
