@@ -54,6 +54,8 @@ def _training_data():
 def _start(settings: FinetuneSettings) -> None:
     train, val = _training_data(), session.data
     scores = state.shared_scores(session.key, bundle, val)  # thread-safe, shared
+    # from the BatchNorm statistics the plan's metrics were judged with (here, not in the job)
+    statistics = None if settings.iterative else session.evaluator.bn_statistics(plan)
 
     def work(report: jobs.Reporter) -> Retrained:  # no Streamlit, no shared evaluator here
         records = []
@@ -63,7 +65,8 @@ def _start(settings: FinetuneSettings) -> None:
             report(done, total, f"validation accuracy {percent(record.val_accuracy)}",
                    list(records))
 
-        return retrain(Finetuning(bundle, plan, train, val, settings), progress=progress,
+        return retrain(Finetuning(bundle, plan, train, val, settings, statistics),
+                       progress=progress,
                        cancelled=report.cancelled, scores=scores)
 
     label = f"{'Iterative pruning' if settings.iterative else 'Fine-tuning'} of {bundle.name}"

@@ -164,19 +164,25 @@ def _move_all(source: Path, target: Path) -> None:
         path.rename(target / path.name)
 
 
-def pruned_state_dict(bundle: ModelBundle, masks: Masks) -> dict[str, torch.Tensor]:
-    """The model's ``state_dict`` (copies) with masked / merged parameters substituted."""
+def pruned_state_dict(bundle: ModelBundle, masks: Masks,
+                      buffers: Mapping[str, torch.Tensor] | None = None
+                      ) -> dict[str, torch.Tensor]:
+    """The model's ``state_dict`` (copies) with masked / merged parameters substituted, and
+    ``buffers`` (e.g. recalibrated BatchNorm statistics) in place of the model's."""
     state = {k: v.detach().clone().contiguous() for k, v in bundle.model.state_dict().items()}
-    for name, value in masks.apply(bundle.params()).items():
+    for name, value in {**masks.apply(bundle.params()), **(buffers or {})}.items():
         state[name] = value.detach().to(state[name].dtype).contiguous()
     return state
 
 
-def shrunk_program(bundle: ModelBundle, masks: Masks) -> torch.export.ExportedProgram:
+def shrunk_program(bundle: ModelBundle, masks: Masks,
+                   buffers: Mapping[str, torch.Tensor] | None = None
+                   ) -> torch.export.ExportedProgram:
     """The shrunk model (a neuron plan's) exported with a dynamic batch dimension."""
     from explorer.export.shrink import shrink
 
-    return export_program(shrink(bundle, masks).eval(), torch.zeros((2, *bundle.input_shape)))
+    return export_program(shrink(bundle, masks, buffers).eval(),
+                          torch.zeros((2, *bundle.input_shape)))
 
 
 def mask_tensors(bundle: ModelBundle, masks: Masks) -> dict[str, torch.Tensor]:
@@ -331,16 +337,18 @@ def export_files(
     files = {"plan.json": (plan.to_json() + "\n").encode()}
     exact = not _uses_torch_prune_selection(plan)
     try:
-        masks = (evaluator or Evaluator(bundle, None)).masks(plan)
+        evaluator = evaluator or Evaluator(bundle, None)
+        masks = evaluator.masks(plan)
+        buffers = evaluator.bn_statistics(plan)  # the statistics its metrics were judged with
     except ExplorerError as exc:
         skipped = {"shrunk.pt2": plan.granularity != "neurons", "masks.safetensors": not exact}
         return ExportFiles(files, {n: str(exc) for n in MODEL_FILES if not skipped.get(n)})
-    files["pruned.safetensors"] = save(pruned_state_dict(bundle, masks))
+    files["pruned.safetensors"] = save(pruned_state_dict(bundle, masks, buffers))
     errors = {}
     if masks.granularity == "neurons":
         try:
             buffer = io.BytesIO()
-            torch.export.save(shrunk_program(bundle, masks), buffer)
+            torch.export.save(shrunk_program(bundle, masks, buffers), buffer)
             files["shrunk.pt2"] = buffer.getvalue()
         except ExplorerError as exc:
             errors["shrunk.pt2"] = str(exc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -19,8 +20,10 @@ from explorer.errors import ModelError
 from explorer.masks import Masks
 
 
-def shrink(bundle: ModelBundle, masks: Masks) -> nn.Module:
-    """A new ``nn.Module`` without the neurons ``masks`` removes (a neuron plan's masks)."""
+def shrink(bundle: ModelBundle, masks: Masks,
+           buffers: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
+    """A new ``nn.Module`` without the neurons ``masks`` removes (a neuron plan's masks);
+    ``buffers`` (e.g. recalibrated BatchNorm statistics) replace the model's first."""
     import torch_pruning as tp
 
     if masks.granularity != "neurons":
@@ -36,6 +39,8 @@ def shrink(bundle: ModelBundle, masks: Masks) -> nn.Module:
     with torch.no_grad():  # merged neurons: their outgoing weights already moved to a twin
         for name, value in masks.updates.items():
             model.get_parameter(name).copy_(value)
+        for name, value in (buffers or {}).items():
+            model.get_buffer(name).copy_(value)
     modules = dict(model.named_modules())
     example = torch.zeros((1, *bundle.input_shape))
     with warnings.catch_warnings():

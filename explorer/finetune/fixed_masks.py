@@ -27,7 +27,7 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -93,7 +93,10 @@ class FinetuneSettings:
 class Finetuning:
     """What one fine-tuning run works on: ``bundle``'s model pruned by ``plan``, trained on
     ``train`` (N, *input_shape) and measured after each epoch on ``val`` (None: no
-    accuracy), with ``settings``. The data are checked when the run starts
+    accuracy), with ``settings``. ``statistics``: buffers to start from instead of the
+    model's (the plan's recalibrated BatchNorm statistics, as its metrics were judged; see
+    :meth:`explorer.evaluator.Evaluator.bn_statistics`; one fine-tuning, not an iterative
+    run, whose steps re-mask as they go). The data are checked when the run starts
     (:func:`check_inputs`)."""
 
     bundle: ModelBundle
@@ -101,6 +104,7 @@ class Finetuning:
     train: ValidationSet
     val: ValidationSet | None
     settings: FinetuneSettings
+    statistics: Mapping[str, torch.Tensor] | None = None  # recalibrated BatchNorm buffers
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,7 @@ def finetune(run: Finetuning, progress: Progress | None = None,
     masks = masks_for(bundle, run.plan, scores or ScoreCache(bundle, val))
     model = trainable_copy(bundle)
     apply_masks(model, masks, with_updates=True)
+    load_buffers(model, run.statistics)
     records: list[EpochRecord] = []
     with torch_threads(settings.threads):
         stopped = train_masked(model, masks, train, val, settings.epochs, settings.lr,
@@ -272,6 +277,13 @@ def apply_masks(model: nn.Module, masks: Masks, with_updates: bool = False) -> N
             if name in masks.masks:
                 value = value * masks.masks[name]
             params[name].copy_(value)
+
+
+def load_buffers(model: nn.Module, buffers: Mapping[str, torch.Tensor] | None) -> None:
+    """Write ``buffers`` (by name) into ``model`` (a private copy), in place."""
+    with torch.no_grad():
+        for name, value in (buffers or {}).items():
+            model.get_buffer(name).copy_(value)
 
 
 def fixed(masks: Masks) -> Masks:
