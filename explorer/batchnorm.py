@@ -24,7 +24,7 @@ numbers stay raw and the app and CLI say so).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +32,7 @@ from torch import fx
 
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet, digits_train, stratified_subset
-from explorer.graph import Program
+from explorer.graph import Program, RunState
 
 aten = torch.ops.aten
 # Measured on digits-resnet (bench/bn_recalibration.py): with 256 training images the
@@ -109,10 +109,13 @@ def recalibrated(
     keys: Mapping[str, object],
     inputs: Iterable[torch.Tensor],
     device: torch.device | None = None,
+    resume: Sequence[RunState | None] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
     """(buffer overrides, their keys): the running statistics of every norm at or after the
     first parameter ``keys`` names, re-estimated over ``inputs`` with ``overrides`` swapped
-    in (see the module docstring). Empty when nothing changed or no norm follows it."""
+    in (see the module docstring). Empty when nothing changed or no norm follows it.
+    ``resume``: per input batch, a kept state of the dense model on it (or None): the part
+    before the first change runs as evaluated, so the pass resumes there."""
     if not keys or not norms:
         return {}, {}
     first = min(program.first_use.get(p, len(program.nodes)) for p in keys)
@@ -122,7 +125,9 @@ def recalibrated(
     stats = {n.node: (torch.zeros_like(_buffer(program, overrides, n.mean)),
                       torch.ones_like(_buffer(program, overrides, n.var))) for n in chosen}
     for k, x in enumerate(inputs, start=1):  # momentum 1/k: the cumulative average
-        program.run(x, overrides, keys, device=device, norms=stats, norm_momentum=1.0 / k)
+        state = resume[k - 1] if resume is not None else None
+        program.run(x, overrides, keys, resume=state, device=device, norms=stats,
+                    norm_momentum=1.0 / k)
     out, out_keys = {}, {}
     for n in chosen:
         before = tuple(sorted(((p, key) for p, key in keys.items()

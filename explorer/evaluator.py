@@ -119,6 +119,7 @@ class Evaluator:
         self._bn_inputs = ([x.to(self.device) for x in batches(calibration_images(
             bn_calibration))] if self.recalibrates else [])
         self._norm_stats: OrderedDict[tuple, tuple[dict, dict]] = OrderedDict()
+        self._bn_states: list[RunState | None] | None = None  # made at the first pass
 
     def _layout(self, estimate_samples: int | None
                 ) -> tuple[int, torch.Tensor | None, list[tuple[int, int]]]:
@@ -208,9 +209,15 @@ class Evaluator:
         return len(self._states)
 
     @property
+    def kept_calibration_batches(self) -> int:
+        """How many BatchNorm calibration batches resume from a kept dense state."""
+        return sum(s is not None for s in self._bn_states or ())
+
+    @property
     def kept_bytes(self) -> int:
         """Bytes of node values kept for resuming (a state kept twice counted once)."""
         states = {id(s): s for entry in self._states.values() for s in entry.values()}
+        states.update((id(s), s) for s in self._bn_states or () if s is not None)
         return sum(s.nbytes for s in states.values())
 
     def _swapped_in(self, masks: Masks) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
@@ -229,11 +236,29 @@ class Evaluator:
         key = tuple(sorted(masks.keys.items(), key=lambda item: item[0]))
         if key not in self._norm_stats:
             self._norm_stats[key] = recalibrated(self.bundle.program, self.norms, overrides,
-                                                 masks.keys, self._bn_inputs, self._made_on)
+                                                 masks.keys, self._bn_inputs, self._made_on,
+                                                 self._bn_resume())
             while len(self._norm_stats) > NORM_STATS_KEPT:
                 self._norm_stats.popitem(last=False)
         self._norm_stats.move_to_end(key)
         return self._norm_stats[key]
+
+    def _bn_resume(self) -> list[RunState | None]:
+        """Per calibration batch, the dense model's kept state on it (made once, under the
+        memory budget like the validation batches' states; None where it does not fit):
+        a recalibration pass then runs only from the first change on."""
+        if self._bn_states is None:
+            self._bn_states = []
+            for x in self._bn_inputs:
+                state = None
+                if self.incremental:
+                    _, state = self.bundle.program.run(x, self._on_device, keep=True,
+                                                       device=self._made_on,
+                                                       horizon=self.horizon)
+                    if self.kept_bytes + state.nbytes > self.memory_budget:
+                        state = None
+                self._bn_states.append(state)
+        return self._bn_states
 
     def bn_statistics(self, plan: Plan) -> dict[str, torch.Tensor]:
         """``plan``'s re-estimated BatchNorm running statistics by buffer name, on the CPU:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from explorer.batchnorm import calibration_for
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet, digits_train
 from explorer.decide.compare_criteria import layer_curves
@@ -55,7 +56,11 @@ class Context:
     data: ValidationSet
 
     def evaluator(self, model: str) -> Evaluator:
-        return Evaluator(self.bundle_of(model), self.data)
+        """An evaluator judging as the app does by default (a BatchNorm model recalibrated
+        on the digits training split), so a lesson's numbers are the full page's."""
+        bundle = self.bundle_of(model)
+        calibration, _ = calibration_for(bundle, None, validation_is_digits=True)
+        return Evaluator(bundle, self.data, bn_calibration=calibration)
 
 
 def _bars(title: str, names: list[str], metrics: list[Metrics]) -> Chart:

@@ -92,6 +92,12 @@ def test_recalibrated_evaluation_resumes_exactly_and_the_dense_model_is_unchange
         assert got.bn_recalibrated and not raw.evaluate(plan).bn_recalibrated
         gains.append(got.accuracy - raw.evaluate(plan).accuracy)
     assert kept.kept_batches > 0 and kept.last_start > 0  # a later change resumed mid-way
+    # the recalibration passes resumed from the calibration batches' kept dense states too
+    assert kept.kept_calibration_batches == len(batches(calibration_images(train))) == 4
+    assert fresh.kept_calibration_batches == 0
+    for plan in PLANS:
+        got, want = kept.bn_statistics(plan), fresh.bn_statistics(plan)
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
     assert max(gains[:3]) > 0.2  # the stale statistics understate pruned plans by far
     # a model without BatchNorm is judged as before
     assert norms_of(Evaluator(resnet, None).bundle.program)
