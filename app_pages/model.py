@@ -22,6 +22,12 @@ with st.expander("Upload your own model", expanded=waiting), st.form("upload", b
     st.caption(texts.UPLOAD_SAFETY)
     model_file = st.file_uploader("Model file", key="upload_model")
     data_file = st.file_uploader("Validation data (optional)", key="upload_data")
+    calibration_file = st.file_uploader(
+        "Calibration images (optional, for models with BatchNorm)", key="upload_calibration",
+        help="a few hundred images that are NOT the validation data, same format: each "
+             "pruned plan's BatchNorm statistics are re-estimated on them before it is "
+             "judged. Without them, a BatchNorm model uploaded with its own data is judged "
+             "with the dense model's statistics (raw)")
     if st.form_submit_button("Load"):
         if model_file is None:  # e.g. Load pressed before the file finished uploading
             st.warning("Choose a model file first and wait until its upload has finished, "
@@ -29,7 +35,7 @@ with st.expander("Upload your own model", expanded=waiting), st.form("upload", b
         else:
             try:
                 with st.spinner("Loading and analysing the model..."):
-                    state.add_upload(model_file, data_file)
+                    state.add_upload(model_file, data_file, calibration_file)
                 st.rerun()
             except ExplorerError as exc:
                 st.error(f"Could not load it: {exc} The current model stays loaded.")

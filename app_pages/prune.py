@@ -173,7 +173,7 @@ def _cards(metrics: Metrics, dense: Metrics, estimate: bool = False) -> None:
         cols[0].metric("Accuracy", approx + percent(metrics.accuracy),
                        f"{(metrics.accuracy - dense.accuracy) * 100:+.2f} pts",
                        help=f"95% Wilson interval {percent(lo)} - {percent(hi)} "
-                            f"on {metrics.samples} images")
+                            f"on {metrics.samples} images" + _bn_basis(metrics))
         cols[1].metric("Loss", f"{approx}{metrics.loss:.4f}",
                        f"{metrics.loss - dense.loss:+.4f}", delta_color="inverse")
     else:
@@ -186,9 +186,17 @@ def _cards(metrics: Metrics, dense: Metrics, estimate: bool = False) -> None:
                    f"(a fixed stratified subset; 95% interval {percent(lo)} - {percent(hi)}), "
                    "refining on the rest")
     elif measured:
-        st.caption(f"Accuracy 95% interval: {percent(lo)} - {percent(hi)} · {sizes}")
+        st.caption(f"Accuracy 95% interval: {percent(lo)} - {percent(hi)}"
+                   f"{_bn_basis(metrics)} · {sizes}")
     else:
         st.caption(f"{state.NO_DATA_NOTE} · {sizes}")
+
+
+def _bn_basis(metrics: Metrics) -> str:
+    """Says that BatchNorm was recalibrated for this plan (the raw figure: the sidebar)."""
+    if not metrics.bn_recalibrated:
+        return ""
+    return " · BatchNorm recalibrated for this plan (sidebar: raw)"
 
 
 # Not a fragment: the sidebar's plan summary and download must follow every slider move,

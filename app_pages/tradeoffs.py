@@ -21,11 +21,14 @@ from explorer.ui.views.decision_split import judge_of, note
 
 @st.cache_resource(show_spinner="Fitting the baselines to compression 2x ... 32x...",
                    max_entries=16)
-def shared_baselines(model_key: str, granularity: str, _session) -> BaselineCurves:
+def shared_baselines(model_key: str, granularity: str, recalibrated: bool,
+                     _session) -> BaselineCurves:
     """The baseline curves of one model, shared by every session (they depend on nothing
-    a user chooses but the granularity), measured on both parts of its data: at real size
-    screened on each part's stratified subset (a reference line, not a choice)."""
-    judge = SplitEvaluator(_session.bundle, _session.data)
+    a user chooses but the granularity and the BatchNorm setting), measured on both parts
+    of its data: at real size screened on each part's stratified subset (a reference line,
+    not a choice)."""
+    judge = SplitEvaluator(_session.bundle, _session.data,
+                           bn_calibration=state.bn_calibration(_session.model_id)[0])
     return baseline_curves(judge, granularity, screen=judge.refines)
 
 
@@ -60,7 +63,7 @@ granularity = st.radio("Baselines at granularity", GRANULARITIES, horizontal=Tru
                        index=GRANULARITIES.index(plan.granularity), key="to_granularity",
                        help="uniform, global magnitude and random plans fitted to compression "
                             "ratios 2, 4, 8, 16 and 32 (Blalock et al. 2020)")
-baselines = shared_baselines(session.key, granularity, session)
+baselines = shared_baselines(session.key, granularity, session.evaluator.recalibrates, session)
 for name, missed in baselines.unreachable.items():
     st.caption(f"{name} cannot reach compression "
                + ", ".join(f"{r:g}x" for r in missed) + f": {next(iter(missed.values()))}")

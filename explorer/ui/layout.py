@@ -5,11 +5,12 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
+from explorer.batchnorm import norms_of
 from explorer.errors import ExplorerError
 from explorer.evaluator import default_memory_budget
 from explorer.limits import MiB
 from explorer.plan import Plan
-from explorer.ui import state
+from explorer.ui import state, texts
 from explorer.ui.state import Session
 
 
@@ -74,6 +75,7 @@ def _sidebar(session: Session) -> None:
                          on_change=_on_plan_file)
         _device_setting()
         _memory_setting()
+        _bn_setting(session)
 
 
 def _device_setting() -> None:
@@ -112,6 +114,28 @@ def _memory_setting() -> None:
 def _on_budget() -> None:
     st.session_state[state.BUDGET_KEY] = BUDGETS[st.session_state[state.BUDGET_PICKER_KEY]]
     state.drop_evaluators()  # rebuilt with the new budget
+
+
+BN_PICKER_KEY = "bn_recalibration_picker"  # the sidebar's BatchNorm toggle
+
+
+def _bn_setting(session: Session) -> None:
+    """Whether pruned plans are judged with recalibrated BatchNorm statistics: shown only for
+    a model with BatchNorm; without calibration images, the note saying why it cannot be."""
+    if session.data is None or not norms_of(session.bundle.program):
+        return
+    _, note = state.bn_calibration(session.model_id)
+    if note:
+        st.caption(f"BatchNorm: raw statistics. {note}")
+        return
+    st.session_state[BN_PICKER_KEY] = st.session_state.get(state.BN_KEY, True)
+    st.toggle("Recalibrate BatchNorm", key=BN_PICKER_KEY, on_change=_on_bn,
+              help=texts.BN_RECALIBRATION)
+
+
+def _on_bn() -> None:
+    st.session_state[state.BN_KEY] = st.session_state[BN_PICKER_KEY]
+    state.drop_evaluators()  # rebuilt with or without recalibration
 
 
 def plan_summary(plan: Plan) -> str:

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import streamlit as st
 import torch
 
+from explorer.batchnorm import CALIBRATION_IMAGES, calibration_for
 from explorer.bundle import ModelBundle
-from explorer.data import ValidationSet, digits_validation
+from explorer.data import ValidationSet, digits_validation, stratified_subset
 from explorer.errors import ExplorerError
 from explorer.evaluator import Evaluator
 from explorer.finetune.retrain import weights_digest
@@ -63,6 +64,7 @@ DEVICE_KEY = "device"  # where this session's evaluations run: "cuda" or "cpu" (
 DEVICE_PICKER_KEY = "device_picker"  # the sidebar's device choice (shown only with CUDA)
 BUDGET_KEY = "memory_budget"  # bytes an evaluator keeps for resuming (unset: the default)
 BUDGET_PICKER_KEY = "memory_budget_picker"  # the sidebar's memory choice
+BN_KEY = "bn_recalibration"  # False: judge plans with raw BatchNorm statistics (unset: True)
 
 
 @st.cache_resource(show_spinner="Loading the demo model...")
@@ -134,7 +136,10 @@ class Session:
         return self.evaluator.evaluate(Plan())
 
     def history(self) -> list[tuple[Plan, Metrics]]:
-        return list(st.session_state.get(HISTORY_KEY, {}).get(self.model_id, {}).values())
+        """The plans evaluated on this model, judged as the evaluator judges now (with or
+        without BatchNorm recalibration: the two are never mixed in one chart)."""
+        kept = st.session_state.get(HISTORY_KEY, {}).get(self.model_id, {}).values()
+        return [(p, m) for p, m in kept if m.bn_recalibrated == self.evaluator.recalibrates]
 
 
 def digest(data: bytes) -> str:
@@ -251,9 +256,24 @@ def run_threads(bundle: ModelBundle, data: ValidationSet | None) -> int:
 
 
 def evaluator_settings() -> dict:
-    """This session's settings for every evaluator it builds: memory budget and device."""
+    """This session's settings for every evaluator it builds for the current model: memory
+    budget, device and the images BatchNorm is recalibrated on (:func:`bn_calibration`)."""
     return {"memory_budget": st.session_state.get(BUDGET_KEY),
-            "device": st.session_state.get(DEVICE_KEY)}
+            "device": st.session_state.get(DEVICE_KEY),
+            "bn_calibration": bn_calibration(st.session_state[MODEL_KEY])[0]}
+
+
+def bn_calibration(model_id: str) -> tuple[ValidationSet | None, str | None]:
+    """The images model ``model_id``'s BatchNorms are recalibrated on, and a note when a
+    BatchNorm model has none (:func:`explorer.batchnorm.calibration_for`): the digits
+    training split for the digits data, an upload's calibration file, or none."""
+    bundle, data, _ = _bundle_and_data(model_id)
+    if data is None:
+        return None, None
+    upload = st.session_state.get(UPLOADS_KEY, {}).get(model_id, {})
+    return calibration_for(bundle, upload.get("calibration"),
+                           validation_is_digits=data is shared_digits(),
+                           enabled=st.session_state.get(BN_KEY, True))
 
 
 def drop_evaluators() -> None:
@@ -323,12 +343,14 @@ def _upload_id(name: str, key: str) -> str:
     return next(c for c in candidates if c not in uploads or uploads[c].get("key") == key)
 
 
-def add_upload(model_file, data_file) -> str:
+def add_upload(model_file, data_file, calibration_file=None) -> str:
     """Load an uploaded model (and data); on failure raise, leaving the current model loaded.
 
-    Returns the new model's id. ``model_file`` / ``data_file`` are Streamlit UploadedFiles
-    (anything with ``.name`` and ``.getvalue()``). If this session was opened from an
-    upload's link, the link's plan is applied when this is that file and the plan fits.
+    Returns the new model's id. ``model_file`` / ``data_file`` / ``calibration_file`` are
+    Streamlit UploadedFiles (anything with ``.name`` and ``.getvalue()``); the calibration
+    images (for BatchNorm recalibration, never the validation images) are kept as the fixed
+    subset recalibration uses. If this session was opened from an upload's link, the link's
+    plan is applied when this is that file and the plan fits.
     """
     # Data headers first, then the model, then the memory check (this session's and the
     # server's), and only then the data's values.
@@ -346,20 +368,35 @@ def add_upload(model_file, data_file) -> str:
         if peeked is not None:
             data = load_data_bytes(raw_data, data_file.name)
         check_compatible(bundle, data)
+        calibration = None if calibration_file is None else _calibration_upload(
+            bundle, calibration_file)
     except ExplorerError:
         held.release()
         raise
     key = f"upload:{model_digest}:{data_digest(data)}"
     model_id = _upload_id(model_file.name, key)
+    # the reservation ("memory") returns its bytes when this entry is dropped
     st.session_state.setdefault(UPLOADS_KEY, {})[model_id] = {
         "bundle": bundle, "data": data, "key": key, "name": model_file.name,
-        "memory": held}  # the reservation returns its bytes when this entry is dropped
+        "memory": held, "calibration": calibration}
     st.session_state.get(EVALUATORS_KEY, {}).pop(model_id, None)
     pending = st.session_state.pop(PENDING_KEY, None)
     choose_model(model_id)
     if pending is not None and pending["name"] == model_file.name:
         _apply_link_plan(pending["plan"], bundle)
     return model_id
+
+
+def _calibration_upload(bundle: ModelBundle, file) -> ValidationSet:
+    """An upload's calibration images: checked like validation data, kept as the fixed
+    subset recalibration runs on (a few hundred images, whatever the file holds)."""
+    raw = file.getvalue()
+    check_memory(bundle, peek_data_bytes(raw, file.name))
+    loaded = load_data_bytes(raw, file.name)
+    check_compatible(bundle, loaded)
+    if len(loaded) <= CALIBRATION_IMAGES:
+        return loaded
+    return stratified_subset(loaded, CALIBRATION_IMAGES)
 
 
 def _apply_link_plan(plan: Plan, bundle: ModelBundle) -> None:

@@ -233,3 +233,14 @@ UPLOAD_SAFETY = (
     f"{MAX_DATA_TENSOR_BYTES >> 30} GiB once decoded, and as many images as fit this "
     f"session's {SESSION_MEMORY_BYTES >> 30} GiB."
 )
+
+BN_RECALIBRATION = """
+Removing channels (or many weights) changes what every BatchNorm layer after the change
+sees, but its stored running mean and variance still describe the dense model. Judged with
+those stale statistics (**raw**), a pruned model looks far worse than it is: on
+digits-resnet, 30% of neurons removed by L1 norm shows 22% raw and 76% recalibrated.
+**Recalibrated** re-estimates them for each plan with one pass over a few hundred
+calibration images (never the validation images; no weights change), as Li et al. 2020
+(EagleEye) do: those numbers rank plans far closer to their accuracy after fine-tuning.
+Turn it off to see the raw figures.
+"""

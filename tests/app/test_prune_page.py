@@ -6,6 +6,7 @@ import pytest
 from pagetest import metric, open_url
 from streamlit.testing.v1 import AppTest
 
+from explorer.data import digits_train
 from explorer.evaluator import Evaluator
 from explorer.load.demos import load_demo
 from explorer.plan import Plan
@@ -114,7 +115,7 @@ def test_coupled_sliders_move_together(resnet, digits):
     assert plan.fraction("stem.0") == plan.fraction("layer1.conv2") == 0.5
     assert slider(at, "layer1.conv2").value == 50
     assert slider(at, "fc").disabled
-    want = Evaluator(resnet, digits).evaluate(plan)
+    want = Evaluator(resnet, digits, bn_calibration=digits_train()).evaluate(plan)  # the default
     assert metric(at, "Accuracy") == percent(want.accuracy)
     assert any("layer2.downsample.0 + layer2.conv2" in m.value for m in at.markdown)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explorer.data import split_for_decisions
+from explorer.data import digits_train, split_for_decisions
 from explorer.decide.sensitivity import DEFAULT_GRID, sensitivity
 from explorer.errors import PlanError
 from explorer.evaluator import Evaluator
@@ -127,7 +127,8 @@ def test_neuron_units_are_coupled_groups_with_skipped_layers(open_page, charts, 
     drawn = lines(at, charts)
     labels = [g if m == [g] else f"{g} [{' + '.join(m)}]" for g, m in groups.items()]
     assert list(drawn) == labels and any("+" in label for label in labels)
-    engine = sensitivity(Evaluator(resnet, calibration(digits)), "neurons", "l1", COARSE)
+    engine = sensitivity(Evaluator(resnet, calibration(digits), bn_calibration=digits_train()),
+                         "neurons", "l1", COARSE)  # BatchNorm recalibrated, the default
     for label, curve in zip(labels, engine.units, strict=True):
         assert list(drawn[label]["y"]) == [a * 100 for a in curve.accuracy]
     skipped = [la.name for la in resnet.layers if not la.neuron_prunable]
