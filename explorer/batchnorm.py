@@ -36,8 +36,11 @@ from explorer.graph import Program, RunState
 
 aten = torch.ops.aten
 # Measured on digits-resnet (bench/bn_recalibration.py): with 256 training images the
-# recalibrated accuracy of neuron plans is within ~0.3 points of recalibrating on all 1,437.
+# recalibrated accuracy of neuron plans is within ~0.3 points of recalibrating on all 1,437,
+# with 32 within ~3 points. A model too slow for 256 in a slider's first answer gets fewer
+# (explorer.evaluator.calibration_size), never fewer than 32.
 CALIBRATION_IMAGES = 256
+MIN_CALIBRATION_IMAGES = 32
 CALIBRATION_BATCH = 64
 
 

@@ -43,7 +43,14 @@ import torch
 import torch.nn.functional as F
 
 from explorer.activations import default_batch, horizon_bytes
-from explorer.batchnorm import batches, calibration_images, norms_of, recalibrated
+from explorer.batchnorm import (
+    CALIBRATION_IMAGES,
+    MIN_CALIBRATION_IMAGES,
+    batches,
+    calibration_images,
+    norms_of,
+    recalibrated,
+)
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet, stratified_subset
 from explorer.errors import DataError, DeviceError, short
@@ -117,7 +124,7 @@ class Evaluator:
         self.norms = norms_of(bundle.program) if bn_calibration is not None else ()
         self.recalibrates = bool(self.norms)
         self._bn_inputs = ([x.to(self.device) for x in batches(calibration_images(
-            bn_calibration))] if self.recalibrates else [])
+            bn_calibration, calibration_size(bundle)))] if self.recalibrates else [])
         self._norm_stats: OrderedDict[tuple, tuple[dict, dict]] = OrderedDict()
         self._bn_states: list[RunState | None] | None = None  # made at the first pass
 
@@ -397,6 +404,16 @@ def estimate_size(bundle: ModelBundle, images: int) -> int:
         return images
     return min(max(int(ESTIMATE_SECONDS * NOMINAL_FLOP_RATE / bundle.flops), MIN_ESTIMATE),
                images)
+
+
+def calibration_size(bundle: ModelBundle) -> int:
+    """How many calibration images a BatchNorm recalibration runs on: as many as the first
+    answer (:func:`estimate_size`), at least :data:`~explorer.batchnorm.MIN_CALIBRATION_IMAGES`
+    and at most :data:`~explorer.batchnorm.CALIBRATION_IMAGES`, so the pass before a slider's
+    first estimate costs about what the estimate does (256 images for the digits demos, 40
+    for a CIFAR ResNet-18, whose 32x32 maps give each channel 1,024 values per image)."""
+    return min(max(estimate_size(bundle, CALIBRATION_IMAGES), MIN_CALIBRATION_IMAGES),
+               CALIBRATION_IMAGES)
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
