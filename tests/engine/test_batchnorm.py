@@ -180,3 +180,14 @@ def test_exports_carry_the_statistics_the_plan_was_judged_with(resnet, digits):
         assert metrics.correct == shown.correct, name
         assert metrics.loss == pytest.approx(shown.loss, abs=1e-5), name
     assert Evaluator(resnet, digits).bn_statistics(plan) == {}  # raw: nothing to carry
+
+
+def test_a_slow_model_recalibrates_on_fewer_images(resnet):
+    """The pass before a slider's first estimate costs about what the estimate does."""
+    from explorer.batchnorm import MIN_CALIBRATION_IMAGES
+    from explorer.evaluator import calibration_size, estimate_size
+    from explorer.load.demos import load_demo
+
+    assert calibration_size(resnet) == CALIBRATION_IMAGES  # the digits demos: all 256
+    big = load_demo("resnet18-cifar")  # 1.1 GFLOPs per image
+    assert MIN_CALIBRATION_IMAGES <= calibration_size(big) == estimate_size(big, 10**6) < 64
