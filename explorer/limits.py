@@ -58,3 +58,9 @@ ORPHANED_JOB_SECONDS = 10
 # evaluation (1.1 GFLOPs) took 13-124 ms with 2 threads and 6-7 ms with 1 on a loaded 2-core
 # machine here. Large work (a CIFAR ResNet-18 on 3,000 images: 3.3 TFLOPs) needs the cores.
 SMALL_EVALUATION_FLOPS = 5 * 10**9
+
+# Latency measurement (explorer/export/latency.py): one batch of random inputs per form, timed
+# for about a second each; a batch of 256 CIFAR images through a ResNet-18 is ~0.4 GB of
+# activations. Threads beyond the machine's cores only make the figures noisier.
+MAX_LATENCY_BATCH = 256
+MAX_LATENCY_THREADS = 64

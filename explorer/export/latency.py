@@ -1,0 +1,322 @@
+"""Measured latency beside theoretical FLOPs: what a pruned model costs when it runs.
+
+A plan's theoretical speed-up (dense FLOPs / effective FLOPs, :mod:`explorer.metrics`)
+assumes every removed weight saves its multiply-add. Run with dense kernels it saves
+nothing: a 90% unstructured plan is as slow as the dense model. Blalock et al. 2020 (arXiv:
+2003.03033) ask for both figures. :func:`measure` times the forms a plan can take:
+
+* ``dense`` — the model as loaded;
+* ``masked`` — a private copy with the removed weights as zeros (what
+  ``torch.nn.utils.prune`` gives you): the same dense kernels;
+* ``sparse`` — that copy with each pruned ``nn.Linear`` weight stored as CSR and run by
+  ``torch.nn.functional.linear``'s sparse kernel (torch has no sparse convolution on the
+  CPU); weight plans only, and measured, never assumed faster;
+* ``shrunk`` — a neuron plan's physically smaller model (:func:`explorer.export.shrink.shrink`);
+* ``onnx`` — ONNX Runtime is an optional extra this project does not install: always None.
+
+Each form is timed with ``torch.utils.benchmark.Timer`` (warm-up runs first, then
+``blocked_autorange`` for at least ``min_run_time`` seconds, at the stated thread count) on
+one random batch; p50 and p95 are quantiles of the measured block times. Per-layer times come
+from ``torch.profiler`` on the dense and on the fastest pruned form: each prunable layer's
+module runs inside a ``record_function`` named after it, so the two profiles match by module
+name. A model known only as an exported graph (a ``.pt2`` upload) has no layer modules that
+run; its convolutions and linear calls are matched to the layers in execution order instead.
+The shared model is never written: every form is a copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils import benchmark
+
+from explorer.bundle import ModelBundle
+from explorer.errors import ExplorerError, ModelError, short
+from explorer.export.outputs import pruned_state_dict
+from explorer.limits import MAX_LATENCY_BATCH, MAX_LATENCY_THREADS
+from explorer.masks import Masks
+from explorer.plan import Plan
+from explorer.progress import Cancelled, Progress, stop_now, tick
+
+FORMS = ("dense", "masked", "sparse", "shrunk", "onnx")
+PRUNED_FORMS = FORMS[1:]
+WARMUP_RUNS = 3
+PROFILE_RUNS = 5
+LAYER_OPS = ("aten::conv2d", "aten::linear")  # one per prunable layer in an exported graph
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Milliseconds per forward pass of one batch: median and 95th percentile."""
+
+    p50: float
+    p95: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"p50": self.p50, "p95": self.p95}
+
+
+@dataclass(frozen=True)
+class LayerTime:
+    """One prunable layer: its time in the dense and in the fastest pruned form (ms per batch),
+    its share of that pruned form's forward time and of the plan's effective FLOPs."""
+
+    name: str
+    dense_ms: float
+    pruned_ms: float
+    time_share: float
+    flops_share: float
+
+
+@dataclass(frozen=True)
+class Latency:
+    """What :func:`measure` found: each form's timing (None where the form does not apply,
+    ``notes`` saying why), the theoretical and the measured speed-up, and per-layer times."""
+
+    latency_ms: dict[str, Timing | None]
+    theoretical: float
+    measured: float
+    form: str  # the fastest pruned form, whose p50 gives ``measured``
+    batch: int
+    threads: int
+    layers: tuple[LayerTime, ...]
+    notes: dict[str, str] = field(default_factory=dict)  # form or "layers" -> why
+    cancelled: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "latency_ms": {k: (t.to_dict() if t else None) for k, t in self.latency_ms.items()},
+            "speedup": {"theoretical": self.theoretical, "measured": self.measured,
+                        "form": self.form},
+            "batch": self.batch, "threads": self.threads,
+            "layers": [vars(la) for la in self.layers],
+        }
+
+
+class SparseLinear(nn.Module):
+    """``nn.Linear`` with its weight stored as CSR: ``F.linear`` runs torch's sparse kernel."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        with warnings.catch_warnings():  # "sparse CSR support is in beta state"
+            warnings.simplefilter("ignore", UserWarning)
+            self.weight = linear.weight.detach().to_sparse_csr()
+        self.bias = None if linear.bias is None else linear.bias.detach().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+def measure(bundle: ModelBundle, plan: Plan, batch: int = 1, threads: int = 1,
+            min_run_time: float = 0.5, evaluator=None, progress: Progress | None = None,
+            cancelled: Cancelled | None = None) -> Latency:
+    """Time ``plan``'s forms of ``bundle``'s model on a batch of ``batch`` random inputs
+    (shape ``(batch, *bundle.input_shape)``) with ``threads`` intra-op threads.
+
+    Args:
+        bundle: the model (never written).
+        plan: what to remove; a plan for another model fails with its :class:`PlanError`.
+        batch: inputs per forward pass, 1 to :data:`~explorer.limits.MAX_LATENCY_BATCH`.
+        threads: torch intra-op threads, 1 to :data:`~explorer.limits.MAX_LATENCY_THREADS`.
+        min_run_time: seconds each form is timed for at least (tests set it low).
+        evaluator: an :class:`~explorer.evaluator.Evaluator` on ``bundle`` for its score
+            cache; default a data-free one (data-driven criteria then fail with its message).
+        progress, cancelled: :mod:`explorer.progress`'s callbacks, one step per form timed
+            and one for the profile; a cancelled run returns the forms timed so far.
+    """
+    from explorer.evaluator import Evaluator
+
+    check_count(batch, "batch", MAX_LATENCY_BATCH)
+    check_count(threads, "threads", MAX_LATENCY_THREADS)
+    evaluator = evaluator or Evaluator(bundle, None)
+    masks = evaluator.masks(plan)
+    metrics = evaluator.evaluate(plan)
+    modules, notes = pruned_forms(bundle, masks)
+    x = torch.randn((batch, *bundle.input_shape), generator=torch.Generator().manual_seed(0))
+    timings: dict[str, Timing | None] = dict.fromkeys(FORMS)
+    steps = [f for f in FORMS if f == "dense" or modules.get(f) is not None]
+    runnable = {"dense": bundle.model, **modules}
+    for done, form in enumerate(steps):
+        if stop_now(cancelled):
+            return _result(timings, metrics.speedup, batch, threads, (), notes, True)
+        timings[form] = time_forward(runnable[form], x, threads, min_run_time)
+        tick(progress, done + 1, len(steps) + 1, form)
+    best = min((f for f in PRUNED_FORMS if timings[f]), key=lambda f: timings[f].p50)
+    layers = layer_times(bundle, runnable[best], x, threads, metrics, notes)
+    tick(progress, len(steps) + 1, len(steps) + 1, "layers")
+    return _result(timings, metrics.speedup, batch, threads, layers, notes, False, best)
+
+
+def _result(timings: dict[str, Timing | None], theoretical: float, batch: int, threads: int,
+            layers: tuple[LayerTime, ...], notes: dict[str, str], cancelled: bool,
+            best: str | None = None) -> Latency:
+    dense, fast = timings["dense"], timings.get(best) if best else None
+    measured = dense.p50 / fast.p50 if dense and fast else float("nan")
+    return Latency(latency_ms=timings, theoretical=theoretical, measured=measured,
+                   form=best or "", batch=batch, threads=threads, layers=layers, notes=notes,
+                   cancelled=cancelled)
+
+
+def check_count(value: object, what: str, maximum: int) -> int:
+    """``value`` if it is a whole number in [1, ``maximum``]; else an :class:`ExplorerError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ExplorerError(f"{what} must be a whole number from 1 to {maximum:,}; got "
+                            f"{short(value)}.")
+    return value
+
+
+def pruned_forms(bundle: ModelBundle, masks: Masks
+                 ) -> tuple[dict[str, nn.Module | None], dict[str, str]]:
+    """The plan's runnable forms (``masked``, ``sparse``, ``shrunk``; None where one does not
+    apply) and, per form that is None, why; ``onnx`` always None (not installed)."""
+    notes = {"onnx": "onnxruntime is not installed (an optional extra this project does not "
+                     "depend on)"}
+    masked = masked_model(bundle, masks)
+    sparse, why = sparse_model(masked, bundle, masks)
+    shrunk = None
+    if sparse is None:
+        notes["sparse"] = why
+    if masks.granularity != "neurons":
+        notes["shrunk"] = "only a neuron plan makes the model physically smaller"
+    elif not masks.removed:
+        notes["shrunk"] = "the plan removes no neuron"
+    else:
+        from explorer.export.shrink import shrink
+
+        try:
+            shrunk = shrink(bundle, masks).eval()
+        except ModelError as exc:
+            notes["shrunk"] = str(exc)
+    return {"masked": masked, "sparse": sparse, "shrunk": shrunk, "onnx": None}, notes
+
+
+def masked_model(bundle: ModelBundle, masks: Masks) -> nn.Module:
+    """A private copy of the model with the plan's removed weights as zeros (dense kernels)."""
+    model = copy.deepcopy(bundle.model).eval()
+    model.load_state_dict(pruned_state_dict(bundle, masks))
+    return model
+
+
+def sparse_model(masked: nn.Module, bundle: ModelBundle, masks: Masks
+                 ) -> tuple[nn.Module | None, str]:
+    """A copy of ``masked`` whose pruned ``nn.Linear`` layers hold CSR weights, or (None, why)."""
+    if masks.granularity != "weights":
+        return None, "a neuron plan's zeros are whole rows: its fast form is the shrunk model"
+    modules = dict(masked.named_modules())
+    linear = [la.name for la in bundle.layers if isinstance(modules.get(la.name), nn.Linear)
+              and masks.removed.get(la.name, 0)]
+    if not linear:
+        graph = not any(isinstance(modules.get(la.name), (nn.Linear, nn.Conv2d))
+                        for la in bundle.layers)
+        return None, ("an exported graph has no layer modules to swap for sparse ones" if graph
+                      else "torch has no sparse CPU kernel for the pruned layers (only "
+                      "linear layers have one) or the plan prunes none")
+    model = copy.deepcopy(masked)
+    for name in linear:
+        model.set_submodule(name, SparseLinear(modules[name]))
+    return model, ""
+
+
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def time_forward(module: nn.Module | Callable, x: torch.Tensor, threads: int,
+                 min_run_time: float) -> Timing:
+    """p50 and p95 of ``module(x)`` in ms: warm-up, then ``Timer.blocked_autorange``."""
+    with torch.no_grad():
+        with _threads(threads):
+            for _ in range(WARMUP_RUNS):
+                module(x)
+        timer = benchmark.Timer("module(x)", globals={"module": module, "x": x},
+                                num_threads=threads)
+        m = timer.blocked_autorange(min_run_time=min_run_time)
+    times = torch.tensor(m.times, dtype=torch.float64) * 1e3
+    return Timing(p50=float(times.quantile(0.5)), p95=float(times.quantile(0.95)))
+
+
+def layer_times(bundle: ModelBundle, pruned: nn.Module, x: torch.Tensor, threads: int,
+                metrics, notes: dict[str, str]) -> tuple[LayerTime, ...]:
+    """Per prunable layer: ms per batch in the dense and in ``pruned`` (torch.profiler), its
+    share of ``pruned``'s forward time and of ``metrics``' effective FLOPs."""
+    dense, _ = profile_layers(bundle, bundle.model, x, threads)
+    after, total = profile_layers(bundle, pruned, x, threads)
+    if dense is None or after is None:
+        notes["layers"] = ("the layers' calls could not be matched to the model's layers "
+                           "(their count differs from the prunable layers')")
+        return ()
+    effective = max(metrics.flops["effective"], 1)
+    flops = {la.name: la.flops_effective for la in metrics.layers}
+    return tuple(LayerTime(name=la.name, dense_ms=dense[la.name], pruned_ms=after[la.name],
+                           time_share=after[la.name] / total if total else 0.0,
+                           flops_share=flops[la.name] / effective) for la in bundle.layers)
+
+
+def profile_layers(bundle: ModelBundle, module: nn.Module, x: torch.Tensor, threads: int
+                   ) -> tuple[dict[str, float] | None, float]:
+    """({layer name: ms per batch} or None, forward ms per batch) from ``torch.profiler``."""
+    hooks = _label_layers(module, bundle.layer_names)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    try:
+        with torch.no_grad(), _threads(threads):
+            module(x)
+            with torch.profiler.profile(activities=activities) as prof:
+                for _ in range(PROFILE_RUNS):
+                    with torch.profiler.record_function("forward"):
+                        module(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    events = prof.events()
+    total = sum(e.cpu_time_total for e in events if e.name == "forward") / PROFILE_RUNS / 1e3
+    if hooks:
+        per = {}
+        for e in events:
+            if e.name in bundle.layer_names:
+                per[e.name] = per.get(e.name, 0.0) + e.cpu_time_total / PROFILE_RUNS / 1e3
+        return per, total
+    return _by_call_order(bundle.layer_names, events), total
+
+
+def _by_call_order(names: list[str], events) -> dict[str, float] | None:
+    """An exported graph's layer ops, the i-th call of each run matched to the i-th layer."""
+    calls = sorted((e for e in events if e.name in LAYER_OPS), key=lambda e: e.time_range.start)
+    if len(calls) != len(names) * PROFILE_RUNS:
+        return None
+    per = dict.fromkeys(names, 0.0)
+    for i, e in enumerate(calls):
+        per[names[i % len(names)]] += e.cpu_time_total / PROFILE_RUNS / 1e3
+    return per
+
+
+def _label_layers(module: nn.Module, names: list[str]) -> list:
+    """Hooks running each named layer module inside a ``record_function`` of its name; none
+    when the layers are not modules of ``module`` that run (an exported graph)."""
+    modules = dict(module.named_modules())
+    if not all(isinstance(modules.get(n), (nn.Linear, nn.Conv2d, SparseLinear)) for n in names):
+        return []
+    open_ = {}
+    hooks = []
+    for name in names:
+        def enter(_m, _args, name=name):
+            open_[name] = torch.profiler.record_function(name).__enter__()
+
+        def leave(_m, _args, _out, name=name):
+            open_.pop(name).__exit__(None, None, None)
+
+        hooks += [modules[name].register_forward_pre_hook(enter),
+                  modules[name].register_forward_hook(leave)]
+    return hooks
+
