@@ -12,7 +12,13 @@ import sys
 from pathlib import Path
 
 from explorer.errors import DataError, ExplorerError, PlanError, short
-from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS, MAX_LOTTERY_ROUNDS
+from explorer.limits import (
+    MAX_FINETUNE_EPOCHS,
+    MAX_ITERATIVE_STEPS,
+    MAX_LATENCY_BATCH,
+    MAX_LATENCY_THREADS,
+    MAX_LOTTERY_ROUNDS,
+)
 from explorer.plan import Plan, default_criterion
 
 
@@ -472,6 +478,34 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_latency(args: argparse.Namespace) -> int:
+    from explorer.evaluator import Evaluator
+    from explorer.export.latency import measure
+
+    plan = _load_plan(args.plan)
+    bundle, data = _load_bundle(args.model, args.data)
+    result = measure(bundle, plan, args.batch, args.threads,
+                     evaluator=Evaluator(bundle, data, memory_budget=0, estimate_samples=0))
+    if args.json:
+        print(json.dumps({"model": bundle.name, "plan": plan.to_dict(), **result.to_dict(),
+                          "notes": result.notes}, indent=2))
+        return 0
+    print(f"model {bundle.name}: batch {result.batch}, {result.threads} thread(s); speed-up "
+          f"{result.theoretical:.2f}x theoretical (FLOPs), {result.measured:.2f}x measured "
+          f"({result.form})")
+    print(f"  {'form':<7} {'p50 ms':>9} {'p95 ms':>9}")
+    for form, t in result.latency_ms.items():
+        print(f"  {form:<7} {t.p50:>9.3f} {t.p95:>9.3f}" if t else
+              f"  {form:<7} {'-':>9} {'-':>9}  {result.notes.get(form, 'not measured')}")
+    print(f"  {'layer':<20} {'dense ms':>9} {'pruned ms':>9} {'time':>6} {'FLOPs':>6}")
+    for la in result.layers:
+        print(f"  {la.name:<20} {la.dense_ms:>9.3f} {la.pruned_ms:>9.3f} "
+              f"{la.time_share:>6.1%} {la.flops_share:>6.1%}")
+    if "layers" in result.notes:
+        print(f"  per-layer times: {result.notes['layers']}")
+    return 0
+
+
 def cmd_train_demos(args: argparse.Namespace) -> int:
     from explorer.load.train_demos import train_demo
     from explorer.load.zoo import ZOO, zoo_entry
@@ -662,6 +696,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", help="sensitivity fractions, e.g. 0,0.5,0.9; default 0, 0.05, "
                    "..., 0.95")
     p.add_argument("--out", help="write the suggested plan (JSON) to this file")
+    p = _model_command(sub, "latency", cmd_latency, "measured latency (p50, p95) of a plan's "
+                       "dense, masked, sparse and shrunk forms beside its theoretical speed-up")
+    p.add_argument("--plan", help="plan JSON file; default: the dense model")
+    p.add_argument("--batch", type=_count("batch", MAX_LATENCY_BATCH), default=1,
+                   help=f"inputs per forward pass, 1 to {MAX_LATENCY_BATCH} (default 1)")
+    p.add_argument("--threads", type=_count("threads", MAX_LATENCY_THREADS), default=1,
+                   help=f"torch intra-op threads, 1 to {MAX_LATENCY_THREADS} (default 1)")
     p = sub.add_parser("lottery", help="lottery tickets (Frankle & Carbin 2019): prune, "
                        "rewind to the initial weights, retrain; against a random reinit")
     p.add_argument("--model", required=True, help="a digits demo model (trained here from "
