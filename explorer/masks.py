@@ -5,6 +5,11 @@ the lowest scores — the count rule and selection of ``torch.nn.utils.prune.l1_
 — or, with global scope, the lowest ``round(amount * total)`` scores over all participating
 layers at once, as ``global_unstructured`` does.
 
+N:M masks (a weights plan with a ``pattern``, see :mod:`explorer.plan`) keep, in every group
+of M consecutive weights along a layer's input dimension (a convolution's input channels at
+each kernel position), the N with the highest scores; between equal scores the lower index
+is kept. So exactly N of every M survive, whatever the scores.
+
 Structured (``neurons``) masks remove whole output neurons / channels and, with them, the
 parameter slices that depend on them (BatchNorm entries, the next layer's input columns),
 so that the masked model computes exactly what the physically smaller model would.
@@ -99,6 +104,20 @@ class ScoreCache:
                 self._keep.popitem(last=False)
             return self._keep[key]
 
+    def keep_nm(self, name: str, layer: str, n: int, m: int) -> torch.Tensor:
+        """Flat boolean keep-vector of ``layer`` keeping the top ``n`` of every ``m`` weights
+        by criterion ``name`` (:func:`nm_keep`)."""
+        key = ("weights", name, layer, f"{n}:{m}")
+        with self._lock:
+            if key not in self._keep:
+                scores, _ = self._get("weights", name, layer)
+                shape = self.bundle.layer(layer).weight_shape
+                self._keep[key] = nm_keep(scores.view(shape), n, m).flatten()
+            self._keep.move_to_end(key)
+            while len(self._keep) > self.max_entries:
+                self._keep.popitem(last=False)
+            return self._keep[key]
+
     def global_owners(self, granularity: str, name: str, units: tuple[str, ...]) -> torch.Tensor:
         """For one threshold over ``units`` together: the index (into ``units``) of the unit
         owning each score, lowest score first. A global fraction is then a count of the
@@ -136,6 +155,21 @@ class ScoreCache:
             while len(self._merged) > self.max_entries:
                 self._merged.popitem(last=False)
             return self._merged[key]
+
+
+def nm_keep(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep-mask of the top ``n`` scores in every group of ``m`` along dim 1.
+
+    ``scores`` (out, in) for a linear layer or (out, in, kh, kw) for a convolution, with
+    ``in`` a multiple of ``m``: a convolution's groups run along its input channels at each
+    kernel position. Ties go to the lower index (a stable descending sort). Returns a bool
+    tensor of ``scores``' shape with exactly ``n`` True in every group.
+    """
+    moved = scores.movedim(1, -1)  # (out, [kh, kw,] in): the groups are consecutive
+    groups = moved.reshape(-1, m)
+    top = torch.argsort(groups, dim=1, descending=True, stable=True)[:, :n]
+    keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(1, top, True)
+    return keep.reshape(moved.shape).movedim(-1, 1)
 
 
 def merge_updates(bundle: ModelBundle, group: str, keep: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -233,7 +267,10 @@ def unit_counts(bundle: ModelBundle, plan: Plan, cache: ScoreCache) -> dict[str,
     """How many weights (per layer) or neurons (per group) ``plan`` removes."""
     plan.check(bundle)
     units = _units(bundle, plan)
-    if plan.scope == "global":
+    if plan.pattern is not None:
+        n, m = plan.nm
+        counts = {name: units[name] - units[name] // m * n for name in plan.pattern_layers(bundle)}
+    elif plan.scope == "global":
         counts = _global_counts(bundle, plan, cache, units)
     elif plan.granularity == "weights":
         counts = {name: _count(frac, units[name]) for name, frac in plan.sparsity.items()}
@@ -271,10 +308,12 @@ def _weight_masks(
     masks, keys = {}, {}
     for name, k in counts.items():
         layer = bundle.layer(name)
-        masks[layer.weight] = cache.keep("weights", plan.criterion, name, k).view(
-            layer.weight_shape
-        )
-        keys[layer.weight] = ("weights", plan.criterion, k)
+        if plan.pattern is not None:
+            keep = cache.keep_nm(plan.criterion, name, *plan.nm)
+        else:
+            keep = cache.keep("weights", plan.criterion, name, k)
+        masks[layer.weight] = keep.view(layer.weight_shape)
+        keys[layer.weight] = ("weights", plan.criterion, plan.pattern or k)
     return Masks("weights", masks, keys, dict(counts))
 
 

@@ -17,6 +17,26 @@ threshold on the criterion's scores.
 removed neuron into its most similar kept neuron instead of dropping it (see
 :mod:`explorer.masks`).
 
+``"pattern": "N:M"`` (weights plans only; omitted when unstructured) is N:M semi-structured
+sparsity, the pattern NVIDIA's sparse tensor cores accelerate for 2:4: in every group of M
+consecutive weights along a layer's input dimension exactly N are kept (the N highest scores;
+ties go to the lower index). For a linear layer the groups run along ``in_features``, as
+``torch.sparse.to_sparse_semi_structured`` groups a 2-D weight's rows; for a convolution
+(out, in, kh, kw) along the input channels at each kernel position, as NVIDIA's ASP library
+lays a convolution out (KRSC, channels innermost). So a layer takes the pattern only if its
+input channels (per convolution group) are a multiple of M; padding would add fake weights
+that no hardware format stores, so a layer that does not fit is refused, never padded.
+The pattern fixes every fraction at ``1 - N/M``:
+
+* ``scope: "layer"``: the pattern applies to the layers named in ``sparsity``; each fraction
+  given must be that fraction (0.5 for 2:4) or 0 (the layer stays dense);
+* ``scope: "global"``: it applies to every layer in ``layers``; without ``layers``, to every
+  prunable layer whose input fits (others, such as a first convolution on one input
+  channel, stay dense, as ASP skips them). ``amount`` may be left out; if given, it must be
+  that fraction.
+
+A fraction or layer that does not fit is one :class:`PlanError`, never silently changed.
+
 A plan file is untrusted input: :meth:`Plan.from_bytes` is the one way in for bytes from
 anywhere (its checks are in :mod:`explorer.plan_file`). The constructor checks what a plan
 built in Python must satisfy, and :meth:`Plan.check` what it must satisfy for one model;
@@ -26,6 +46,8 @@ every message names at most a few offending items.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -44,6 +66,7 @@ from explorer.plan_file import (
 
 if TYPE_CHECKING:
     from explorer.bundle import ModelBundle
+    from explorer.graph import Layer
 
 __all__ = [
     "CRITERIA",
@@ -59,7 +82,7 @@ __all__ = [
 # The criteria a plan may name, per granularity, in the order pages and sweeps list them
 # (:mod:`explorer.criteria` registers one scorer under each; a test holds the two equal).
 CRITERIA: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "weights": ("magnitude", "taylor", "random"),
+    "weights": ("magnitude", "wanda", "taylor", "random"),
     "neurons": ("l1", "l2", "activation", "apoz", "redundancy", "taylor", "random"),
 })
 # What a plan, the CLI and the pages use when no criterion is named.
@@ -78,6 +101,27 @@ def default_criterion(granularity: str) -> str:
     """The criterion used for ``granularity`` when none is named."""
     criterion_names(granularity)
     return DEFAULT_CRITERION[granularity]
+
+
+PATTERN_RULE = "an N:M pattern such as '2:4' (N kept of every M, 0 < N < M <= 16)"
+MAX_PATTERN_M = 16
+_PATTERN = re.compile(r"([1-9][0-9]?):([1-9][0-9]?)")
+
+
+def parse_pattern(pattern: object) -> tuple[int, int]:
+    """(N, M) of an N:M pattern written ``"N:M"``; raises :class:`PlanError` otherwise."""
+    match = _PATTERN.fullmatch(pattern) if isinstance(pattern, str) else None
+    if match is None:
+        raise PlanError(f"pattern must be {PATTERN_RULE}; got {short(pattern)}.")
+    n, m = int(match[1]), int(match[2])
+    if not 0 < n < m <= MAX_PATTERN_M:
+        raise PlanError(f"pattern must be {PATTERN_RULE}; got {short(pattern)}.")
+    return n, m
+
+
+def pattern_fits(layer: Layer, m: int) -> bool:
+    """Whether ``layer``'s input dimension (per convolution group) splits into groups of M."""
+    return layer.weight_shape[1] % m == 0
 
 
 def _fraction(value: object, what: str) -> float:
@@ -114,6 +158,7 @@ class Plan:
     amount: float = 0.0
     layers: tuple[str, ...] | None = None
     merge: bool = False
+    pattern: str | None = None
     # The plan's identity: its JSON form, compact with sorted keys, computed once. Equality,
     # hashing and every cache keyed by a plan use it (a slider move builds one plan, not
     # several JSON strings).
@@ -133,6 +178,8 @@ class Plan:
             if self.scope == "global" and not self.layers:
                 raise PlanError("A global plan's layers must name at least one layer (None: "
                                 "every prunable layer).")
+        if self.pattern is not None:
+            self._fit_pattern()
         object.__setattr__(self, "key", json.dumps(self.to_dict(), sort_keys=True,
                                                    separators=(",", ":")))
 
@@ -160,6 +207,51 @@ class Plan:
                 f"granularity {self.granularity!r} and criterion {self.criterion!r}."
             )
 
+    def _fit_pattern(self) -> None:
+        """Fractions fixed by the pattern: each given one must be the pattern's (or 0)."""
+        if self.granularity != "weights":
+            raise PlanError(f"pattern {self.pattern} (N:M sparsity) applies to granularity "
+                            f"'weights' only; the plan has granularity {self.granularity!r}.")
+        if self.merge:
+            raise PlanError("merge and pattern do not go together; merge is for neurons.")
+        fraction = self.pattern_fraction
+        rule = (f"pattern {self.pattern} removes exactly {fraction:g} of each layer it "
+                "applies to")
+        if self.scope == "global":
+            if self.amount == 0:  # left out: the pattern gives it
+                object.__setattr__(self, "amount", fraction)
+            elif not math.isclose(self.amount, fraction):
+                raise PlanError(f"{rule}; amount is {self.amount:g} (give {fraction:g} or "
+                                "leave amount out).")
+            return
+        wrong = [n for n, v in self.sparsity.items() if v > 0 and not math.isclose(v, fraction)]
+        if wrong:
+            raise PlanError(f"{rule}; the sparsity of {name_some(wrong)} is not (give "
+                            f"{fraction:g}, or 0 to keep a layer dense).")
+        object.__setattr__(self, "sparsity", MappingProxyType(
+            {n: fraction if v > 0 else 0.0 for n, v in self.sparsity.items()}))
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        """(N, M) of the plan's pattern, or None for an unstructured plan."""
+        return None if self.pattern is None else parse_pattern(self.pattern)
+
+    @property
+    def pattern_fraction(self) -> float:
+        """The fraction an N:M pattern removes from each layer it covers, 1 - N/M."""
+        n, m = parse_pattern(self.pattern)
+        return (m - n) / m
+
+    def pattern_layers(self, bundle: ModelBundle) -> tuple[str, ...]:
+        """The layers the plan's pattern applies to (see the module docstring); call
+        :meth:`check` first so that every named layer fits."""
+        if self.scope == "layer":
+            return tuple(n for n, v in self.sparsity.items() if v > 0)
+        if self.layers is not None:
+            return self.layers
+        _, m = parse_pattern(self.pattern)
+        return tuple(la.name for la in bundle.layers if pattern_fits(la, m))
+
     def __hash__(self) -> int:
         return hash(self.key)
 
@@ -171,16 +263,20 @@ class Plan:
         return replace(self, sparsity={**self.sparsity, layer: fraction})
 
     def with_choices(self, bundle: ModelBundle, granularity: str, criterion: str,
-                     scope: str, merge: bool) -> Plan:
+                     scope: str, merge: bool, pattern: str | None = None) -> Plan:
         """The plan after the user picks another granularity, criterion, scope or merge.
 
         Each layer the new granularity may prune keeps its fraction (the layers of a coupled
         group take their largest, as they must lose the same neurons); a criterion the
         granularity does not have becomes its default; merge stays only where it applies
         (neurons by redundancy). The global amount and layers are kept for a switch back.
+        A ``pattern`` (weights only) covers the layers that had a fraction and fit it, or,
+        where none had, every layer that fits; a global plan takes the pattern's amount.
         """
         if criterion not in criterion_names(granularity):
             criterion = DEFAULT_CRITERION[granularity]
+        if pattern is not None and granularity == "weights":
+            return self._with_pattern(bundle, criterion, scope, pattern)
         sparsity = {}
         for layers in bundle.units(granularity).values():
             fraction = max(self.fraction(name) for name in layers)
@@ -188,6 +284,19 @@ class Plan:
         return Plan(granularity=granularity, criterion=criterion, scope=scope,
                     sparsity=sparsity, amount=self.amount, layers=self.layers,
                     merge=merge and (granularity, criterion) == ("neurons", "redundancy"))
+
+    def _with_pattern(self, bundle: ModelBundle, criterion: str, scope: str,
+                      pattern: str) -> Plan:
+        _, m = parse_pattern(pattern)
+        fits = [la.name for la in bundle.layers if pattern_fits(la, m)]
+        if scope == "global":
+            layers = None if self.layers is None else tuple(n for n in self.layers if n in fits)
+            return Plan(criterion=criterion, scope="global", layers=layers or None,
+                        pattern=pattern)
+        chosen = [n for n in fits if self.fraction(n) > 0] or fits
+        fraction = Plan(pattern=pattern).pattern_fraction
+        return Plan(criterion=criterion, sparsity=dict.fromkeys(chosen, fraction),
+                    amount=self.amount, layers=self.layers, pattern=pattern)
 
     def fraction(self, layer: str) -> float:
         return self.sparsity.get(layer, 0.0)
@@ -211,6 +320,8 @@ class Plan:
                 + (" (the Model page and `pruning-explorer layers` list them all)."
                    if len(known) > MAX_NAMED_IN_MESSAGE else ".")
             )
+        if self.pattern is not None:
+            self._check_pattern(bundle)
         if self.granularity == "neurons" and self.scope == "layer":
             for name, frac in self.sparsity.items():
                 layer = bundle.layer(name)
@@ -230,6 +341,21 @@ class Plan:
                         f"{short(given)}."
                     )
 
+    def _check_pattern(self, bundle: ModelBundle) -> None:
+        """Every layer the pattern applies to splits into groups of M along its input."""
+        n, m = parse_pattern(self.pattern)
+        layers = self.pattern_layers(bundle)
+        misfits = [name for name in layers if not pattern_fits(bundle.layer(name), m)]
+        if misfits:
+            first = bundle.layer(misfits[0])
+            raise PlanError(
+                f"Layer(s) {name_some(misfits)} cannot take pattern {self.pattern}: the "
+                f"weights of {misfits[0]!r} have {first.weight_shape[1]} inputs per row (per "
+                f"kernel position), not a multiple of {m}; leave them out of the plan.")
+        if self.scope == "global" and not layers:
+            raise PlanError(f"No prunable layer of {short(bundle.name)} has inputs in groups "
+                            f"of {m}, so pattern {self.pattern} cannot apply to any.")
+
     def to_dict(self) -> dict:
         out: dict = {
             "version": PLAN_VERSION,
@@ -245,6 +371,8 @@ class Plan:
                 out["layers"] = list(self.layers)
         if self.merge:
             out["merge"] = True
+        if self.pattern is not None:
+            out["pattern"] = self.pattern
         return out
 
     def to_json(self) -> str:

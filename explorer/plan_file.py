@@ -13,7 +13,9 @@ A plan file comes from anywhere, so it is read defensively, in the order that co
    (layer name -> fraction removed) and no ``amount``/``layers``; a ``"global"`` plan has an
    ``amount`` and optionally a non-empty ``layers`` list, no ``sparsity``. ``version`` is the
    integer 1 (not ``true``), fractions are finite numbers in [0, 1), ``merge`` a boolean,
-   layer names non-empty strings, at most :data:`~explorer.limits.MAX_PLAN_LAYERS` of them.
+   layer names non-empty strings, at most :data:`~explorer.limits.MAX_PLAN_LAYERS` of them;
+   ``pattern`` (optional) the text ``"N:M"``, and a global plan with a pattern may leave out
+   its ``amount`` (the pattern fixes it; :mod:`explorer.plan` checks the pattern itself).
 
 Every refusal is one :class:`PlanError` naming at most
 :data:`~explorer.limits.MAX_NAMED_IN_MESSAGE` problems, each with its field, what was expected
@@ -67,6 +69,7 @@ class PlanFile(BaseModel):
     amount: Fraction = 0.0
     layers: LayerList | None = None
     merge: bool = False
+    pattern: str | None = None
 
     @model_validator(mode="after")
     def _fields_of_scope(self) -> PlanFile:
@@ -76,7 +79,7 @@ class PlanFile(BaseModel):
             field = wrong[0]
             raise PydanticCustomError(SCOPE_ERROR, f"{field} does not belong in a plan with "
                                       f"scope '{self.scope}' ({OTHER_SCOPE[field]})")
-        if self.scope == "global" and "amount" not in given:
+        if self.scope == "global" and "amount" not in given and self.pattern is None:
             raise PydanticCustomError(SCOPE_ERROR, "a plan with scope 'global' needs an amount, "
                                       f"{FRACTION_RULE}")
         return self
@@ -99,6 +102,7 @@ EXPECTED = {
     "amount": FRACTION_RULE,
     "layers": "a non-empty list of layer names (leave it out for every prunable layer)",
     "merge": "true or false",
+    "pattern": "an N:M pattern as text, e.g. '2:4' (leave it out for unstructured)",
 }
 
 

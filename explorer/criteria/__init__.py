@@ -4,7 +4,8 @@ Every criterion is registered here under the name the plan JSON, the CLI and the
 (:data:`explorer.plan.CRITERIA` lists them; a test holds the two equal). What a criterion
 is and sees: :mod:`explorer.criteria.base`; those computed from the weights alone:
 :mod:`explorer.criteria.from_weights`; those that need validation data:
-:mod:`explorer.criteria.from_data`.
+:mod:`explorer.criteria.from_data`; Wanda (|w| times its input's norm):
+:mod:`explorer.criteria.wanda`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from explorer.criteria.base import Criterion
 from explorer.criteria.from_data import APoZ, MeanActivation, Taylor, WeightTaylor
 from explorer.criteria.from_weights import Magnitude, NeuronNorm, Random, Redundancy
+from explorer.criteria.wanda import Wanda
 from explorer.errors import PlanError, short
 from explorer.plan import criterion_names
 
@@ -19,6 +21,7 @@ REGISTRY: dict[tuple[str, str], Criterion] = {
     (c.granularity, c.name): c
     for c in (
         Magnitude(),
+        Wanda(),
         WeightTaylor(),
         Random("weights"),
         NeuronNorm("l1", 1),

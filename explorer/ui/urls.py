@@ -2,7 +2,8 @@
 
 Query parameters (readable on purpose): ``model=digits-cnn&g=weights&c=magnitude&scope=layer
 &s=features.0:50,classifier.1:90`` (percent removed per layer), or ``scope=global&amount=80``;
-``merge=1`` for a neuron plan by redundancy that merges instead of dropping. An uploaded
+``merge=1`` for a neuron plan by redundancy that merges instead of dropping; ``pattern=2:4``
+for an N:M weights plan (a global one may leave out ``amount``: the pattern fixes it). An uploaded
 model is ``model=upload:<file name>``: a link cannot carry the file, so a new session asks
 for it again and keeps the plan.
 Pure functions: no Streamlit here, so they are tested directly.
@@ -36,6 +37,8 @@ def plan_to_query(plan: Plan) -> dict[str, str]:
             out["s"] = ",".join(parts)
     if plan.merge:
         out["merge"] = "1"
+    if plan.pattern is not None:
+        out["pattern"] = plan.pattern
     return out
 
 
@@ -63,6 +66,7 @@ def plan_from_query(params: Mapping[str, str]) -> Plan:
         amount=_number(params.get("amount", "0")) / 100,
         layers=tuple(layers.split(",")) if layers else None,
         merge=merge == "1",
+        pattern=params.get("pattern") or None,
     )
 
 

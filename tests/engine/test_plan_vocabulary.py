@@ -31,7 +31,7 @@ def test_every_named_criterion_has_one_scorer_in_the_same_order():
 def test_an_unknown_criterion_is_refused_naming_the_choices():
     with pytest.raises(PlanError, match="choose one of: l1, l2, activation"):
         Plan(granularity="neurons", criterion="magnitude")
-    with pytest.raises(PlanError, match="choose one of: magnitude, taylor, random"):
+    with pytest.raises(PlanError, match="choose one of: magnitude, wanda, taylor, random"):
         criterion("weights", "l1")
 
 
