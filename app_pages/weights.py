@@ -1,4 +1,5 @@
-"""Weights: |w| histograms per layer with the plan's threshold; neuron scores for neuron plans."""
+"""Weights: |w| histograms per layer with the plan's threshold; neuron scores for neuron plans;
+for an N:M plan, a zoom of the selected layer's keep-mask that shows its groups."""
 
 import streamlit as st
 
@@ -6,6 +7,7 @@ from explorer.bundle import ModelBundle
 from explorer.errors import ExplorerError
 from explorer.graph import Layer
 from explorer.look.stats import DEFAULT_BINS, Histogram, weight_histogram
+from explorer.masks import masks_for
 from explorer.ui import texts
 from explorer.ui.charts import weights as weight_charts
 from explorer.ui.charts.weights import Cut
@@ -89,6 +91,23 @@ def _histogram_view(cuts: dict[str, Cut], selected: str, scale: str) -> None:
                    "no place for them.")
 
 
+def _mask_view(selected: str) -> None:
+    """The N:M structure: the first rows and groups of the selected layer's keep-mask."""
+    layer = bundle.layer(selected)
+    n, m = plan.nm
+    mask = masks_for(bundle, plan, cache).masks.get(layer.weight)
+    if mask is None:
+        st.caption(f"{selected} is not in the {plan.pattern} pattern: it stays dense.")
+        return
+    zoom = weight_charts.mask_zoom(mask, m)
+    where = " at kernel position (0, 0)" if layer.kind == "conv2d" else ""
+    st.plotly_chart(weight_charts.mask_view(
+        zoom, m, f"{selected}: {plan.pattern} keep-mask, first {zoom.shape[0]} rows{where} x "
+        f"first {zoom.shape[1]} inputs (blue kept, red removed)"), key="wt_mask")
+    st.caption(f"Every group of {m} consecutive inputs between the lines keeps exactly {n}: "
+               f"the {n} highest {plan.criterion} scores of the group.")
+
+
 try:
     cuts = weight_charts.plan_cuts(bundle, plan, cache)
 except ExplorerError as exc:
@@ -112,6 +131,10 @@ with right:
 if plan.granularity == "neurons":
     st.info(f"A **neuron** plan removes whole neurons with the lowest **{plan.criterion}** "
             "scores: the charts show each layer's scores sorted, removed neurons shaded.")
+elif plan.pattern is not None:
+    st.info(f"An **N:M** plan keeps **{plan.nm[0]} of every {plan.nm[1]}** consecutive "
+            f"input weights by **{plan.criterion}**: each group has its own cut, so there is "
+            "no one threshold per layer; the mask below shows the groups.")
 elif not on_magnitude:
     st.info(f"Criterion **{plan.criterion}** does not rank weights by |w|: there is no "
             "magnitude threshold to draw, only the count removed per layer.")
@@ -119,3 +142,5 @@ elif not on_magnitude:
 if plan.granularity == "neurons":
     _neuron_view(cuts, selected)
 _histogram_view(cuts, selected, scale)
+if plan.pattern is not None:
+    _mask_view(selected)

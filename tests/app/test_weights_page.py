@@ -168,3 +168,31 @@ def test_neuron_plan_shades_the_lowest_norm_neurons(open_page, charts, mlp):
     table = at.dataframe[0].value.set_index("layer")
     assert table.loc["fc1", "neurons removed"] == 150
     assert table.loc["fc1", "threshold"] == pytest.approx(norms[lowest].max().item(), rel=1e-5)
+
+
+def test_a_two_of_four_plan_shows_its_groups_in_the_mask_view(open_page, charts, cnn):
+    plan = Plan(scope="global", pattern="2:4")
+    at = open_page("weights", "digits-cnn", plan)
+    at = choose_layer(at, "digits-cnn", "features.2")
+    assert not at.exception and not at.error
+    figure = charts.of(at)["wt_mask"]
+    zoom = np.asarray(figure["data"][0]["z"], dtype=bool)
+    assert zoom.shape == (16, 32)
+    # every group of 4 inputs at kernel position (0, 0) keeps its 2 largest |w| (ties low)
+    mags = weight(cnn, "features.2")[:16, :32, 0, 0].abs().numpy()
+    want = np.zeros_like(zoom)
+    for row in range(16):
+        for start in range(0, 32, 4):
+            group = mags[row, start : start + 4]
+            best = sorted(range(4), key=lambda i: (-group[i], i))[:2]
+            want[row, [start + i for i in best]] = True
+    np.testing.assert_array_equal(zoom, want)
+    assert len(figure["layout"]["shapes"]) == 7  # a line after each of the first 7 groups
+    assert not charts.traces(figure, "threshold")
+    table = at.dataframe[0].value.set_index("layer")
+    assert table.loc["features.2", "weights removed"] == weight(cnn, "features.2").numel() // 2
+    assert table.loc["features.0", "weights removed"] == 0
+
+    at = choose_layer(at, "digits-cnn", "features.0")
+    assert "wt_mask" not in charts.of(at)
+    assert any("stays dense" in c.value for c in at.caption)

@@ -50,7 +50,7 @@ def plan_cuts(bundle: ModelBundle, plan: Plan, cache: ScoreCache) -> dict[str, C
         k = counts.get(layer.name, 0)
         total = layer.neurons if plan.granularity == "neurons" else math.prod(layer.weight_shape)
         threshold = None
-        if k:
+        if k and plan.pattern is None:  # an N:M plan has no one threshold per layer
             unit = layer.name if plan.granularity == "weights" else layer.group
             scores, order = cache.get(plan.granularity, plan.criterion, unit)
             threshold = float(scores[order[k - 1]])
@@ -59,8 +59,41 @@ def plan_cuts(bundle: ModelBundle, plan: Plan, cache: ScoreCache) -> dict[str, C
 
 
 def thresholds_on_magnitude(plan: Plan) -> bool:
-    """Whether the plan's scores are |w|, so its threshold can be drawn on a |w| histogram."""
-    return plan.granularity == "weights" and plan.criterion == "magnitude"
+    """Whether the plan's scores are |w|, so its threshold can be drawn on a |w| histogram
+    (not for an N:M plan: each group of M has its own)."""
+    return (plan.granularity == "weights" and plan.criterion == "magnitude"
+            and plan.pattern is None)
+
+
+MASK_ROWS, MASK_COLUMNS = 16, 32  # the zoom: enough rows and groups to see the pattern
+
+
+def mask_zoom(mask: torch.Tensor, m: int | None) -> np.ndarray:
+    """The top-left corner of a keep-mask laid out as its N:M groups run: rows are output
+    neurons, columns the inputs along which groups of ``m`` are consecutive; a convolution's
+    (out, in, kh, kw) mask is laid out (kh, kw, out) x in, so the first rows are every
+    neuron at kernel position (0, 0). At most MASK_ROWS x MASK_COLUMNS, whole groups of
+    ``m`` (None: an unstructured mask, same layout)."""
+    rows = mask.permute(2, 3, 0, 1).reshape(-1, mask.shape[1]) if mask.dim() == 4 else mask
+    columns = min(MASK_COLUMNS, rows.shape[1])
+    if m and columns >= m:
+        columns -= columns % m
+    return rows[:MASK_ROWS, :columns].numpy()
+
+
+def mask_view(zoom: np.ndarray, m: int | None, title: str) -> go.Figure:
+    """The zoom of a keep-mask (:func:`mask_zoom`) as cells, kept and removed in the page's
+    colours, with a line after every group of ``m`` inputs."""
+    fig = go.Figure(go.Heatmap(
+        z=zoom.astype(int), zmin=0, zmax=1, showscale=False, xgap=1, ygap=1,
+        colorscale=[[0, PRUNED], [0.5, PRUNED], [0.5, KEPT], [1, KEPT]],
+        customdata=np.where(zoom, "kept", "removed"),
+        hovertemplate="output row %{y}, input %{x}: %{customdata}<extra></extra>"))
+    for edge in range(m or zoom.shape[1], zoom.shape[1], m or zoom.shape[1]):
+        fig.add_vline(x=edge - 0.5, line_color=THRESHOLD, line_width=2)
+    fig.update_xaxes(title_text="input (groups run left to right)", dtick=m or None)
+    fig.update_yaxes(title_text="output row", autorange="reversed")
+    return _finish(fig, title, height=120 + 22 * zoom.shape[0])
 
 
 def histogram(hist: Histogram, threshold: float | None, title: str) -> go.Figure:
