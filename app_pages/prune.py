@@ -163,11 +163,11 @@ def _charts(plan: Plan, metrics: Metrics, dense: Metrics) -> None:
 
 
 def _cards(metrics: Metrics, dense: Metrics, estimate: bool = False) -> None:
-    """Accuracy, loss and the cost cards; an estimate's accuracy and loss read "≈ ..." and
-    its caption says on how many images."""
+    """Accuracy, loss, the cost cards and fidelity (drawn last: it never delays accuracy);
+    an estimate's figures read "≈ ..." and its caption says on how many images."""
     measured = metrics.accuracy is not None
     approx = "≈ " if estimate else ""
-    cols = [*st.columns(3), *st.columns(3)[:2]]  # two rows: long numbers stay readable
+    cols = [*st.columns(3), *st.columns(3)]  # two rows: long numbers stay readable
     if measured:
         lo, hi = metrics.accuracy_ci
         cols[0].metric("Accuracy", approx + percent(metrics.accuracy),
@@ -176,10 +176,12 @@ def _cards(metrics: Metrics, dense: Metrics, estimate: bool = False) -> None:
                             f"on {metrics.samples} images" + _bn_basis(metrics))
         cols[1].metric("Loss", f"{approx}{metrics.loss:.4f}",
                        f"{metrics.loss - dense.loss:+.4f}", delta_color="inverse")
-    else:
+    elif metrics.fidelity is None:
         cols[0].metric("Accuracy", "n/a", help=state.NO_DATA_NOTE)
         cols[1].metric("Loss", "n/a", help=state.NO_DATA_NOTE)
     metric_cards.cost_cards(cols[2], cols[3], cols[4], metrics)
+    if metrics.fidelity is not None:  # beside accuracy; in its place where there are no labels
+        _fidelity(cols[5] if measured else cols[0], metrics, approx)
     sizes = "sizes in bytes: " + ", ".join(f"{k} {v:,}" for k, v in metrics.size_bytes.items())
     if estimate:
         st.caption(f"Estimate on {metrics.samples:,} of {len(session.data):,} images "
@@ -190,6 +192,21 @@ def _cards(metrics: Metrics, dense: Metrics, estimate: bool = False) -> None:
                    f"{_bn_basis(metrics)} · {sizes}")
     else:
         st.caption(f"{state.NO_DATA_NOTE} · {sizes}")
+
+
+def _fidelity(col, metrics: Metrics, approx: str) -> None:
+    """The agreement card (cosine for outputs that are not class scores): how close the
+    plan's outputs stay to the dense model's on the same images, no labels needed."""
+    f = metrics.fidelity
+    why = (f"on {metrics.samples:,} images, against the dense model's outputs (no labels "
+           f"needed); mean cosine similarity of the outputs {f['cosine']:.4f}")
+    if f["agreement"] is None:
+        col.metric("Cosine to dense", f"{approx}{f['cosine']:.4f}", help=why)
+        return
+    col.metric("Agreement with dense", approx + percent(f["agreement"]),
+               f"KL {f['kl']:.4f} nats", delta_color="off",
+               help=f"share of images whose top-1 class is the dense model's, {why}; "
+                    "KL: mean KL(dense || pruned) of the softmax outputs" + _bn_basis(metrics))
 
 
 def _bn_basis(metrics: Metrics) -> str:

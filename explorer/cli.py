@@ -146,6 +146,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         recalibrated = " with BatchNorm recalibrated" if metrics.bn_recalibrated else ""
         print(f"model {bundle.name}: accuracy {metrics.accuracy:.2%} (95% CI {lo:.2%}-{hi:.2%}), "
               f"loss {metrics.loss:.4f}{recalibrated}")
+    if metrics.fidelity is not None:
+        shown = {"agreement": "top-1 agreement {:.2%}", "kl": "KL {:.4f} nats",
+                 "cosine": "cosine {:.4f}"}
+        print("fidelity to the dense model: " + ", ".join(
+            form.format(metrics.fidelity[k]) for k, form in shown.items()
+            if metrics.fidelity[k] is not None))
     print(f"params {metrics.nonzero_params:,} nonzero of {metrics.params:,} "
           f"(compression {metrics.compression_ratio:.2f}x)")
     print(f"FLOPs/sample {metrics.flops['effective']:,} of {metrics.flops['dense']:,} "

@@ -23,6 +23,13 @@ them, so the estimate is what ``evaluate --samples`` reports), and ``progress`` 
 metrics, marked by ``samples``, before the rest of the set refines them. The final metrics
 are the full evaluation's: the order of the images changes no count.
 
+Fidelity (:func:`~explorer.metrics.fidelity`: top-1 agreement, KL and cosine similarity to
+the dense model's outputs on the same images, no labels needed): the dense model's logits of
+each batch are kept once, when a run first computes them (:attr:`Evaluator.reference_bytes`:
+N x classes floats), so a plan's fidelity is a reduction over batches it runs anyway. With
+BatchNorm recalibration the plan's outputs are the recalibrated model's and the reference
+stays the dense model's.
+
 Without data (``data=None``, an architecture-only model) an evaluation is the arithmetic
 alone: sizes and FLOPs, with accuracy and loss None (see :class:`~explorer.metrics.Metrics`).
 
@@ -56,7 +63,7 @@ from explorer.data import ValidationSet, stratified_subset
 from explorer.errors import DataError, DeviceError, short
 from explorer.graph import RunState, logits_of
 from explorer.masks import Masks, ScoreCache, masks_for
-from explorer.metrics import CostModel, Metrics, metrics_from, score_logits
+from explorer.metrics import CostModel, Metrics, fidelity, metrics_from, score_logits
 from explorer.plan import Plan
 from explorer.progress import Cancelled, Progress, stop_now, tick
 
@@ -114,6 +121,7 @@ class Evaluator:
         self.params = bundle.params()
         self.incremental = bundle.program.resumable
         self._states: dict[int, dict[str, RunState]] = {}  # batch -> "dense" / "last" state
+        self._dense_logits: dict[int, torch.Tensor] = {}  # batch -> the dense model's, on CPU
         self.horizon = 0 if data is None or not self.incremental else choose_horizon(
             bundle, len(data), self.memory_budget)
         self._masked_params: OrderedDict[tuple, torch.Tensor] = OrderedDict()
@@ -176,6 +184,8 @@ class Evaluator:
         for batch, (start, end) in enumerate(self._bounds):
             x = self.data.x[self._rows(start, end)].to(self.device)
             logits, begun = self._run_batch(batch, x, overrides, keys)
+            if not keys:  # the dense model: these are the reference logits
+                self._dense_logits.setdefault(batch, logits.cpu())
             if batch == 0:
                 self.last_start = begun
             if not self._states:
@@ -205,8 +215,11 @@ class Evaluator:
         if entry is None:
             if self.kept_bytes + 2 * state.nbytes > self.memory_budget:
                 return
-            dense = state if not keys else self.bundle.program.run(
-                x, self._on_device, keep=True, device=self._made_on, horizon=self.horizon)[1]
+            dense = state
+            if keys:
+                logits, dense = self.bundle.program.run(
+                    x, self._on_device, keep=True, device=self._made_on, horizon=self.horizon)
+                self._dense_logits.setdefault(batch, logits.cpu())
             entry = self._states[batch] = {"dense": dense}
         entry["last"] = state
 
@@ -214,6 +227,20 @@ class Evaluator:
     def kept_batches(self) -> int:
         """How many batches resume from kept states (the others run from the input)."""
         return len(self._states)
+
+    def _reference(self, batch: int) -> torch.Tensor:
+        """The dense model's logits on batch ``batch`` (CPU), from a dense forward the first
+        time no run has made them yet."""
+        if batch not in self._dense_logits:
+            x = self.data.x[self._rows(*self._bounds[batch])].to(self.device)
+            logits, _ = self.bundle.program.run(x, self._on_device, device=self._made_on)
+            self._dense_logits[batch] = logits.cpu()
+        return self._dense_logits[batch]
+
+    @property
+    def reference_bytes(self) -> int:
+        """Bytes of the dense model's logits kept for fidelity (N x classes floats at most)."""
+        return sum(t.nbytes for t in self._dense_logits.values())
 
     @property
     def kept_calibration_batches(self) -> int:
@@ -345,6 +372,11 @@ class Evaluator:
         parts: list[torch.Tensor] = []
         correct, loss_sum, seen = 0, 0.0, 0
         total = len(self._bounds)  # batches
+
+        def so_far() -> Metrics:
+            return metrics_from(costs, correct, loss_sum / seen, seen, self.recalibrates,
+                                self._fidelity(parts))
+
         for logits in self._batches(masks):
             y = self.data.y[self._rows(seen, seen + len(logits))]
             seen += len(logits)
@@ -352,15 +384,20 @@ class Evaluator:
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             if progress is not None and seen < len(self.data):
-                tick(progress, len(parts), total,
-                     metrics_from(costs, correct, loss_sum / seen, seen, self.recalibrates))
+                tick(progress, len(parts), total, so_far())
             if seen < len(self.data) and stop_now(cancelled):
-                return metrics_from(costs, correct, loss_sum / seen, seen, self.recalibrates)
+                return so_far()
         y = self.data.y if self._order is None else self.data.y[self._order]
         correct, loss = score_logits(torch.cat(parts), y)  # the one-batch figures
-        metrics = metrics_from(costs, correct, loss, len(self.data), self.recalibrates)
+        metrics = metrics_from(costs, correct, loss, len(self.data), self.recalibrates,
+                               self._fidelity(parts))
         tick(progress, total, total, metrics)
         return metrics
+
+    def _fidelity(self, parts: list[torch.Tensor]) -> dict[str, float | None]:
+        """Fidelity of the first ``len(parts)`` batches' logits to the dense model's."""
+        dense = torch.cat([self._reference(batch) for batch in range(len(parts))])
+        return fidelity(dense, torch.cat(parts))
 
 
 def _after(batches: int) -> Cancelled:

@@ -11,6 +11,12 @@ Conventions (shown in the app and the CLI):
 * Compression ratio = parameters / nonzero parameters (Blalock et al. 2020).
 * Without validation data (an architecture-only model), accuracy, its interval and loss
   are None: unavailable, not zero. Sizes and FLOPs need no data and are always given.
+* Fidelity needs no labels: how close the pruned model's outputs stay to the dense model's
+  on the same images (:func:`fidelity`). ``agreement``: the share of images whose top-1
+  class is the dense model's; ``kl``: the mean KL(dense || pruned) of the softmax outputs,
+  in nats; ``cosine``: the mean cosine similarity of each image's output vector to the
+  dense one (the measure for embedding models, and a fallback for any output). The dense
+  model scores exactly 1, 0 and 1.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ class Metrics:
     compression_ratio: float
     layers: tuple[LayerMetrics, ...]
     bn_recalibrated: bool = False  # accuracy and loss with re-estimated BatchNorm statistics
+    fidelity: dict[str, float | None] | None = None  # agreement, kl, cosine; None: no data
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -168,13 +175,36 @@ def score_logits(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, float]:
     return correct, float(F.cross_entropy(logits, y))
 
 
+def fidelity(dense: torch.Tensor, pruned: torch.Tensor, classifier: bool = True
+             ) -> dict[str, float | None]:
+    """How close ``pruned`` outputs (N, D) stay to ``dense`` ones (N, D) on the same N
+    inputs, no labels needed: ``agreement`` (share of rows with the same argmax), ``kl``
+    (mean KL(softmax(dense) || softmax(pruned)), nats) and ``cosine`` (mean cosine
+    similarity of the rows). ``classifier=False`` (embeddings): agreement and kl are None.
+    Computed in float64; a row equal to its dense row counts exactly 0 KL and cosine 1,
+    so the dense model scores exactly 1, 0 and 1."""
+    n = dense.shape[0]
+    d, p = dense.double(), pruned.double()
+    same = (dense == pruned).all(1)
+    cosine = torch.where(same, 1.0, F.cosine_similarity(d, p, dim=1))
+    out: dict[str, float | None] = {"agreement": None, "kl": None,
+                                    "cosine": float(cosine.sum()) / n}
+    if classifier:
+        log_d, log_p = F.log_softmax(d, 1), F.log_softmax(p, 1)
+        kl = (log_d.exp() * (log_d - log_p)).sum(1).clamp(min=0)
+        out["agreement"] = int((dense.argmax(1) == pruned.argmax(1)).sum()) / n
+        out["kl"] = float(torch.where(same, 0.0, kl).sum()) / n
+    return out
+
+
 def metrics_from(
     costs: Costs, correct: int = 0, loss: float | None = None, n: int = 0,
-    bn_recalibrated: bool = False,
+    bn_recalibrated: bool = False, fidelity: dict[str, float | None] | None = None,
 ) -> Metrics:
     """Metrics of ``correct`` out of ``n`` samples at mean ``loss``; with ``n == 0`` (no
     data) accuracy, interval and loss are None. ``bn_recalibrated``: measured with
-    re-estimated BatchNorm statistics (:mod:`explorer.batchnorm`)."""
+    re-estimated BatchNorm statistics (:mod:`explorer.batchnorm`); ``fidelity``: see
+    :func:`fidelity` (None without data)."""
     measured = n > 0
     return Metrics(
         accuracy=correct / n if measured else None,
@@ -184,5 +214,5 @@ def metrics_from(
         size_bytes=costs.size_bytes, flops=costs.flops,
         speedup=costs.flops["dense"] / max(costs.flops["effective"], 1),
         compression_ratio=costs.params / max(costs.nonzero_params, 1), layers=costs.layers,
-        bn_recalibrated=bn_recalibrated,
+        bn_recalibrated=bn_recalibrated, fidelity=fidelity,
     )

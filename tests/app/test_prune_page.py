@@ -40,6 +40,9 @@ def test_slider_moves_metrics_to_the_engine_values(cnn, digits):
     assert metric(at, "Loss") == f"{want.loss:.4f}"
     assert metric(at, "Compression") == f"{want.compression_ratio:.2f}x"
     assert plan_from_query(dict(at.query_params)) == plan
+    card = next(m for m in at.metric if m.label == "Agreement with dense")
+    assert card.value == percent(want.fidelity["agreement"]) != percent(1.0)
+    assert f"{want.fidelity['cosine']:.4f}" in card.proto.help  # cosine, in its help
 
 
 def test_undo_and_reset(cnn, digits):
@@ -126,6 +129,7 @@ def test_architecture_only_model_prunes_costs_without_accuracy():
     plan = Plan(granularity="neurons", criterion="l1", sparsity={"layer1.0.conv1": 0.5})
     assert at.session_state["plan"] == plan
     assert metric(at, "Accuracy") == "n/a" and metric(at, "Loss") == "n/a"
+    assert "Agreement with dense" not in [m.label for m in at.metric]  # no images, no outputs
     want = Evaluator(load_demo("resnet18-cifar"), None).evaluate(plan)
     assert metric(at, "FLOPs per sample") == count(want.flops["effective"])
     assert [c.key for c in at.get("plotly_chart")] == ["per_layer"]  # no accuracy to trade
