@@ -11,7 +11,7 @@ import streamlit as st
 
 from explorer.errors import ExplorerError
 from explorer.metrics import Metrics
-from explorer.plan import GRANULARITIES, Plan, criterion_names
+from explorer.plan import GRANULARITIES, Plan, criterion_names, pattern_fits
 from explorer.ui import state, texts
 from explorer.ui.charts import prune as charts
 from explorer.ui.format import percent
@@ -24,13 +24,41 @@ GLOBAL_KEY = state.SLIDER_PREFIX + "__global__"
 ALL_KEY = state.SLIDER_PREFIX + "__all__"
 GRANULARITY_KEY, CRITERION_KEY, SCOPE_KEY, MERGE_KEY = (
     "pr_granularity", "pr_criterion", "pr_scope", "pr_merge")
+PATTERN_KEY, PATTERN_LAYERS_KEY = "pr_pattern", "pr_pattern_layers"
+PATTERNS = ("none", "2:4", "4:8")  # N:M sparsity for weights plans
 
 
 def _on_kind() -> None:
     plan = session.plan
+    pattern = st.session_state.get(PATTERN_KEY) if plan.granularity == "weights" else None
     state.set_plan(plan.with_choices(
         bundle, st.session_state[GRANULARITY_KEY], st.session_state[CRITERION_KEY],
-        st.session_state[SCOPE_KEY], bool(st.session_state.get(MERGE_KEY, plan.merge))))
+        st.session_state[SCOPE_KEY], bool(st.session_state.get(MERGE_KEY, plan.merge)),
+        pattern=None if pattern in (None, "none") else pattern))
+
+
+def _on_pattern_layers() -> None:
+    plan = session.plan
+    chosen = [n for n in st.session_state.get(PATTERN_LAYERS_KEY, []) if n in bundle.layer_names]
+    state.set_plan(replace(plan, sparsity=dict.fromkeys(chosen, plan.pattern_fraction)))
+
+
+def _pattern_controls(plan: Plan) -> None:
+    """An N:M plan fixes each fraction: global covers every layer that fits, per layer the
+    user picks the layers (no sliders: a fraction other than 1 - N/M is not the pattern)."""
+    n, m = plan.nm
+    fits = [la.name for la in bundle.layers if pattern_fits(la, m)]
+    share = (f"keeps {n} of every {m} consecutive input weights "
+             f"({percent(plan.pattern_fraction)} removed)")
+    if plan.scope == "global":
+        st.caption(f"{plan.pattern} {share} in every layer whose inputs split into groups of "
+                   f"{m}: {', '.join(fits) or 'none'}; the others stay dense.")
+        return
+    _show(PATTERN_LAYERS_KEY, list(plan.pattern_layers(bundle)))
+    st.multiselect(f"Layers with the {plan.pattern} pattern", fits, key=PATTERN_LAYERS_KEY,
+                   on_change=_on_pattern_layers,
+                   help=f"each chosen layer {share}; layers whose inputs do not split into "
+                        f"groups of {m} cannot take it")
 
 
 def _on_layer(name: str) -> None:
@@ -78,6 +106,11 @@ def _controls(plan: Plan) -> None:
              horizontal=True, help="weights: unstructured sparsity; neurons: smaller layers")
     st.selectbox("Criterion", criterion_names(plan.granularity), key=CRITERION_KEY,
                  on_change=_on_kind, help="how importance is scored; lowest go first")
+    if plan.granularity == "weights":
+        _show(PATTERN_KEY, plan.pattern or "none")
+        st.radio("N:M pattern", PATTERNS, key=PATTERN_KEY, on_change=_on_kind, horizontal=True,
+                 help="semi-structured sparsity: N kept in every M consecutive input weights "
+                      "(2:4 is what sparse tensor cores accelerate)")
     if plan.criterion == "redundancy":
         _show(MERGE_KEY, plan.merge)
         st.checkbox("Merge into the twin", key=MERGE_KEY, on_change=_on_kind,
@@ -85,6 +118,9 @@ def _controls(plan: Plan) -> None:
                          "neuron's, instead of dropping them")
     st.radio("Scope", ("layer", "global"), key=SCOPE_KEY, on_change=_on_kind,
              horizontal=True, help="a fraction per layer, or one threshold across layers")
+    if plan.pattern is not None:
+        _pattern_controls(plan)
+        return
     if plan.scope == "global":
         _show(GLOBAL_KEY, _percent(plan.amount))
         st.slider("Removed overall (%)", 0, 99, key=GLOBAL_KEY, on_change=_on_global)
