@@ -24,6 +24,7 @@ navigation = st.navigation({
         st.Page("app_pages/prune.py", title="Prune", icon=":material/content_cut:"),
         st.Page("app_pages/compare.py", title="Compare criteria", icon=":material/show_chart:"),
         st.Page("app_pages/tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:"),
+        st.Page("app_pages/latency.py", title="Latency", icon=":material/speed:"),
         st.Page("app_pages/broke.py", title="What pruning broke",
                 icon=":material/heart_broken:"),
     ],

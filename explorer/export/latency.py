@@ -41,6 +41,7 @@ from explorer.errors import ExplorerError, ModelError, short
 from explorer.export.outputs import pruned_state_dict
 from explorer.limits import MAX_LATENCY_BATCH, MAX_LATENCY_THREADS
 from explorer.masks import Masks
+from explorer.metrics import Metrics, metrics_from
 from explorer.plan import Plan
 from explorer.progress import Cancelled, Progress, stop_now, tick
 
@@ -125,8 +126,9 @@ def measure(bundle: ModelBundle, plan: Plan, batch: int = 1, threads: int = 1,
         batch: inputs per forward pass, 1 to :data:`~explorer.limits.MAX_LATENCY_BATCH`.
         threads: torch intra-op threads, 1 to :data:`~explorer.limits.MAX_LATENCY_THREADS`.
         min_run_time: seconds each form is timed for at least (tests set it low).
-        evaluator: an :class:`~explorer.evaluator.Evaluator` on ``bundle`` for its score
-            cache; default a data-free one (data-driven criteria then fail with its message).
+        evaluator: an :class:`~explorer.evaluator.Evaluator` on ``bundle`` for its masks
+            and costs (no accuracy is evaluated); default a data-free one (data-driven
+            criteria then fail with its message).
         progress, cancelled: :mod:`explorer.progress`'s callbacks, one step per form timed
             and one for the profile; a cancelled run returns the forms timed so far.
     """
@@ -136,7 +138,7 @@ def measure(bundle: ModelBundle, plan: Plan, batch: int = 1, threads: int = 1,
     check_count(threads, "threads", MAX_LATENCY_THREADS)
     evaluator = evaluator or Evaluator(bundle, None)
     masks = evaluator.masks(plan)
-    metrics = evaluator.evaluate(plan)
+    metrics = metrics_from(evaluator.costs.costs(masks))  # costs only: no accuracy pass
     modules, notes = pruned_forms(bundle, masks)
     x = torch.randn((batch, *bundle.input_shape), generator=torch.Generator().manual_seed(0))
     timings: dict[str, Timing | None] = dict.fromkeys(FORMS)
@@ -248,7 +250,7 @@ def time_forward(module: nn.Module | Callable, x: torch.Tensor, threads: int,
 
 
 def layer_times(bundle: ModelBundle, pruned: nn.Module, x: torch.Tensor, threads: int,
-                metrics, notes: dict[str, str]) -> tuple[LayerTime, ...]:
+                metrics: Metrics, notes: dict[str, str]) -> tuple[LayerTime, ...]:
     """Per prunable layer: ms per batch in the dense and in ``pruned`` (torch.profiler), its
     share of ``pruned``'s forward time and of ``metrics``' effective FLOPs."""
     dense, _ = profile_layers(bundle, bundle.model, x, threads)

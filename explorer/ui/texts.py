@@ -197,6 +197,30 @@ CSR for weight plans). Both cost axes are logarithmic.
   by layer, metric by metric and class by class below.
 """
 
+LATENCY = """
+**Theoretical** speed-up is dense FLOPs / the plan's effective FLOPs: it assumes every
+removed weight saves its multiply-add. **Measured** speed-up is the dense model's median time
+for one batch / the fastest pruned form's, timed here with `torch.utils.benchmark`.
+
+Why masks alone do not make a model faster: a weight set to zero is still multiplied. The
+**masked** form (what `torch.nn.utils.prune` gives you) runs the same dense kernels on the
+same shapes, so a 90% weight plan costs what the dense model costs. What does make it faster:
+
+- **Structure**: a neuron / channel plan gives a physically **shrunk** model, smaller dense
+  matrices that any hardware runs faster (by less than the FLOPs promise when the layers are
+  small, the batch is small or the time goes to the layers you did not prune).
+- **Sparse kernels**: the **sparse** form stores pruned linear weights as CSR; on a CPU it
+  usually pays off only at very high sparsity and large layers (there is no sparse
+  convolution kernel on the CPU at all). Measured here, never assumed.
+- **Hardware**: GPUs with 2:4 semi-structured sparsity, or runtimes such as ONNX Runtime or
+  DeepSparse, turn some patterns of zeros into real savings (not installed here).
+
+The layer chart shows where the time goes: each prunable layer's share of the fastest
+pruned form's forward time beside its share of the plan's FLOPs (layers are matched by
+module name with `torch.profiler`). The rest of the time goes to activations, pooling and
+overhead, which no plan removes. Batch size and threads change the picture: try both.
+"""
+
 FINETUNE = """
 Pruning after training costs accuracy; **retraining the weights that are left** wins most of
 it back, because they can take over the work of those removed (Han et al. 2015).

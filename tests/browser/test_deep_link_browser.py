@@ -19,7 +19,8 @@ pytestmark = pytest.mark.browser
 
 SHORT_MS = 3_000
 PAGE_TITLES = ["Model", "Lessons", "Weights", "Activations", "Similarity", "Sensitivity", "Prune",
-               "Compare criteria", "Trade-offs", "What pruning broke", "Fine-tune", "Export"]
+               "Compare criteria", "Trade-offs", "Latency", "What pruning broke", "Fine-tune",
+               "Export"]
 SECTIONS = ["Learn", "Look inside", "Decide", "Recover and export"]  # Model stands above them
 
 
