@@ -8,7 +8,8 @@ A session also holds a :class:`~explorer.decide.held_out.SplitEvaluator`: a copy
 cut into calibration and held-out parts, with one evaluator each (half the budget each). So
 one session's memory grows with the number of images N as
 
-    N * (2 copies of x as float32 and labels as int64 + its logits)
+    N * (2 copies of x as float32 and labels as int64 + its logits + 2 copies of the dense
+         model's logits, the reference for fidelity)
       + one batch's node values
       + the kept states (each of the two evaluator sets: up to its budget)
       + the model's parameters with their scores, sort orders and masked copies
@@ -75,7 +76,8 @@ def _estimate(
     bundle: ModelBundle, shape: DataShape, n: int, per_image: int, fixed: int
 ) -> MemoryEstimate:
     batch = images_in(BATCH_BYTES, per_image)  # the evaluator streams in batches
-    logits = n * bundle.num_classes * 4  # (N, classes) float32, every image's
+    # (N, classes) float32, every image's; and each evaluator set's dense reference (fidelity)
+    logits = (1 + EVALUATOR_SETS) * n * bundle.num_classes * 4
     run = min(n, batch) * per_image + logits
     kept = EVALUATOR_SETS * min(2 * n * per_image, DEFAULT_MEMORY_BUDGET)  # dense and last
     params = sum(p.untyped_storage().nbytes() for p in bundle.model.state_dict().values())
