@@ -32,5 +32,5 @@ navigation = st.navigation({
         st.Page("app_pages/finetune.py", title="Fine-tune", icon=":material/model_training:"),
         st.Page("app_pages/export.py", title="Export", icon=":material/download:"),
     ],
-})
+}, expanded=True)  # more than twelve pages: Streamlit would hide some behind "View more"
 navigation.run()

@@ -15,12 +15,14 @@ nothing: a 90% unstructured plan is as slow as the dense model. Blalock et al. 2
 * ``onnx`` — ONNX Runtime is an optional extra this project does not install: always None.
 
 Each form is timed with ``torch.utils.benchmark.Timer`` (warm-up runs first, then
-``blocked_autorange`` for at least ``min_run_time`` seconds, at the stated thread count) on
-one random batch; p50 and p95 are quantiles of the measured block times. Per-layer times come
-from ``torch.profiler`` on the dense and on the fastest pruned form: each prunable layer's
-module runs inside a ``record_function`` named after it, so the two profiles match by module
-name. A model known only as an exported graph (a ``.pt2`` upload) has no layer modules that
-run; its convolutions and linear calls are matched to the layers in execution order instead.
+``blocked_autorange``, at the stated thread count) on one random batch, in three turns
+interleaved with the other forms (a burst of load on a shared machine then hits every form,
+not one), ``min_run_time`` seconds in all; p50 and p95 are quantiles of all its block
+times. Per-layer times come from ``torch.profiler`` on the dense and on the fastest pruned
+form: each prunable layer's module runs inside a ``record_function`` named after it, so the
+two profiles match by module name. A model known only as an exported graph (a ``.pt2``
+upload) has no layer modules that run; its convolutions and linear calls are matched to the
+layers in execution order instead.
 The shared model is never written: every form is a copy.
 """
 
@@ -49,6 +51,7 @@ FORMS = ("dense", "masked", "sparse", "shrunk", "onnx")
 PRUNED_FORMS = FORMS[1:]
 WARMUP_RUNS = 3
 PROFILE_RUNS = 5
+ROUNDS = 3  # each form is timed in this many turns, interleaved with the others
 LAYER_OPS = ("aten::conv2d", "aten::linear")  # one per prunable layer in an exported graph
 
 
@@ -58,6 +61,11 @@ class Timing:
 
     p50: float
     p95: float
+
+    @classmethod
+    def of(cls, times_ms: list[float]) -> Timing:
+        times = torch.tensor(times_ms, dtype=torch.float64)
+        return cls(p50=float(times.quantile(0.5)), p95=float(times.quantile(0.95)))
 
     def to_dict(self) -> dict[str, float]:
         return {"p50": self.p50, "p95": self.p95}
@@ -141,23 +149,27 @@ def measure(bundle: ModelBundle, plan: Plan, batch: int = 1, threads: int = 1,
     metrics = metrics_from(evaluator.costs.costs(masks))  # costs only: no accuracy pass
     modules, notes = pruned_forms(bundle, masks)
     x = torch.randn((batch, *bundle.input_shape), generator=torch.Generator().manual_seed(0))
-    timings: dict[str, Timing | None] = dict.fromkeys(FORMS)
     steps = [f for f in FORMS if f == "dense" or modules.get(f) is not None]
     runnable = {"dense": bundle.model, **modules}
-    for done, form in enumerate(steps):
-        if stop_now(cancelled):
-            return _result(timings, metrics.speedup, batch, threads, (), notes, True)
-        timings[form] = time_forward(runnable[form], x, threads, min_run_time)
-        tick(progress, done + 1, len(steps) + 1, form)
-    best = min((f for f in PRUNED_FORMS if timings[f]), key=lambda f: timings[f].p50)
+    times: dict[str, list[float]] = {f: [] for f in steps}
+    total = ROUNDS * len(steps) + 1
+    for r in range(ROUNDS):  # forms interleaved: a burst of load hits them all alike
+        for i, form in enumerate(steps):
+            if stop_now(cancelled):
+                return _result(times, metrics.speedup, batch, threads, (), notes, True)
+            times[form] += block_times(runnable[form], x, threads, min_run_time / ROUNDS,
+                                       warm_up=r == 0)
+            tick(progress, r * len(steps) + i + 1, total, form)
+    best = min((f for f in PRUNED_FORMS if f in times), key=lambda f: Timing.of(times[f]).p50)
     layers = layer_times(bundle, runnable[best], x, threads, metrics, notes)
-    tick(progress, len(steps) + 1, len(steps) + 1, "layers")
-    return _result(timings, metrics.speedup, batch, threads, layers, notes, False, best)
+    tick(progress, total, total, "layers")
+    return _result(times, metrics.speedup, batch, threads, layers, notes, False, best)
 
 
-def _result(timings: dict[str, Timing | None], theoretical: float, batch: int, threads: int,
+def _result(times: dict[str, list[float]], theoretical: float, batch: int, threads: int,
             layers: tuple[LayerTime, ...], notes: dict[str, str], cancelled: bool,
             best: str | None = None) -> Latency:
+    timings = {f: Timing.of(times[f]) if times.get(f) else None for f in FORMS}
     dense, fast = timings["dense"], timings.get(best) if best else None
     measured = dense.p50 / fast.p50 if dense and fast else float("nan")
     return Latency(latency_ms=timings, theoretical=theoretical, measured=measured,
@@ -235,18 +247,19 @@ def _threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def time_forward(module: nn.Module | Callable, x: torch.Tensor, threads: int,
-                 min_run_time: float) -> Timing:
-    """p50 and p95 of ``module(x)`` in ms: warm-up, then ``Timer.blocked_autorange``."""
+def block_times(module: nn.Module | Callable, x: torch.Tensor, threads: int,
+                min_run_time: float, warm_up: bool = True) -> list[float]:
+    """Milliseconds per ``module(x)`` of each block ``Timer.blocked_autorange`` timed for at
+    least ``min_run_time`` seconds on ``threads`` threads (after warm-up runs)."""
     with torch.no_grad():
-        with _threads(threads):
-            for _ in range(WARMUP_RUNS):
-                module(x)
+        if warm_up:
+            with _threads(threads):
+                for _ in range(WARMUP_RUNS):
+                    module(x)
         timer = benchmark.Timer("module(x)", globals={"module": module, "x": x},
                                 num_threads=threads)
         m = timer.blocked_autorange(min_run_time=min_run_time)
-    times = torch.tensor(m.times, dtype=torch.float64) * 1e3
-    return Timing(p50=float(times.quantile(0.5)), p95=float(times.quantile(0.95)))
+    return [t * 1e3 for t in m.times]
 
 
 def layer_times(bundle: ModelBundle, pruned: nn.Module, x: torch.Tensor, threads: int,
