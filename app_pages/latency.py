@@ -21,6 +21,7 @@ from explorer.ui.layout import page_setup, plan_summary
 
 RESULTS = "latency_results"  # session key: {model id: (session key, Plan, Latency)}
 BATCHES = (1, 8, 32, 128, MAX_LATENCY_BATCH)
+TINY_MS = 0.5  # a forward pass this short is mostly overhead and noise
 
 session = page_setup("Latency", texts.LATENCY)
 bundle, plan = session.bundle, session.plan
@@ -76,6 +77,11 @@ def _draw(measured_plan: Plan, result: Latency) -> None:
                f"**{result.form or 'none'}**. Times are medians (p50) and 95th percentiles "
                "of torch.utils.benchmark blocks on this machine, shared with other users: "
                "compare the ratios, not the milliseconds.")
+    dense = result.latency_ms["dense"]
+    if dense is not None and dense.p50 < TINY_MS:
+        st.info(f"The dense model takes {dense.p50:.3f} ms per batch: at this size Python's "
+                "call overhead and the machine's load decide the figures, not the FLOPs. "
+                "Try a larger batch.")
     st.dataframe(_forms_table(result), hide_index=True, key="latency_forms")
     if result.layers:
         st.plotly_chart(latency_charts.layer_shares(result), key="latency_layers")
@@ -86,7 +92,7 @@ def _draw(measured_plan: Plan, result: Latency) -> None:
 
 left, right = st.columns([1, 3], gap="large")
 with left:
-    st.caption(f"Plan: {plan_summary(plan)}")
+    st.caption(plan_summary(plan))
     batch = st.select_slider("Batch size", BATCHES, value=1, key="latency_batch",
                              persist_state="session", help="inputs per forward pass")
     cores = min(os.cpu_count() or 1, MAX_LATENCY_THREADS)
