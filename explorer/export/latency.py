@@ -133,12 +133,13 @@ def measure(bundle: ModelBundle, plan: Plan, batch: int = 1, threads: int = 1,
         plan: what to remove; a plan for another model fails with its :class:`PlanError`.
         batch: inputs per forward pass, 1 to :data:`~explorer.limits.MAX_LATENCY_BATCH`.
         threads: torch intra-op threads, 1 to :data:`~explorer.limits.MAX_LATENCY_THREADS`.
-        min_run_time: seconds each form is timed for at least (tests set it low).
+        min_run_time: seconds each form is timed for at least, over its turns (tests set
+            it low).
         evaluator: an :class:`~explorer.evaluator.Evaluator` on ``bundle`` for its masks
             and costs (no accuracy is evaluated); default a data-free one (data-driven
             criteria then fail with its message).
-        progress, cancelled: :mod:`explorer.progress`'s callbacks, one step per form timed
-            and one for the profile; a cancelled run returns the forms timed so far.
+        progress, cancelled: :mod:`explorer.progress`'s callbacks, one step per form and
+            turn, one for the profile; a cancelled run returns the turns timed so far.
     """
     from explorer.evaluator import Evaluator
 
