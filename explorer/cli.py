@@ -22,10 +22,12 @@ from explorer.limits import (
 from explorer.plan import Plan, default_criterion
 
 
-def _load_bundle(model: str, data_path: str | None):
+def _load_bundle(model: str, data_path: str | None, labels: bool = True):
     """Resolve ``--model`` (a zoo name or a file) and ``--data`` into (bundle, data).
 
     An architecture-only zoo model without ``--data`` gets no data (None): costs only.
+    ``labels``: the command measures accuracy, so data without labels (``x`` alone) is
+    refused.
     """
     from explorer.data import digits_validation
     from explorer.load.data_file import check_compatible, load_data, peek_data, require_digits_input
@@ -55,6 +57,9 @@ def _load_bundle(model: str, data_path: str | None):
         require_digits_input(bundle)
         data = digits_validation()
     check_compatible(bundle, data)
+    if labels and not data.labelled:
+        raise DataError(f"{data.name} has no labels (x alone) and this command measures "
+                        "accuracy: save y too. evaluate reports fidelity without labels.")
     return bundle, data
 
 
@@ -123,7 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from explorer.evaluator import Evaluator
 
     plan = _load_plan(args.plan)  # cheap checks first
-    bundle, data = _load_bundle(args.model, args.data)
+    bundle, data = _load_bundle(args.model, args.data, labels=False)
     if args.samples is not None:
         if data is None:
             raise DataError(f"{bundle.name} has no validation data, so --samples has nothing "
@@ -139,8 +144,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     if metrics.accuracy is None:
-        print(f"model {bundle.name}: accuracy: unavailable (architecture-only model), "
-              "loss: unavailable")
+        why = "architecture-only model" if data is None else f"{data.name} has no labels"
+        print(f"model {bundle.name}: accuracy: unavailable ({why}), loss: unavailable")
     else:
         lo, hi = metrics.accuracy_ci
         recalibrated = " with BatchNorm recalibrated" if metrics.bn_recalibrated else ""
@@ -175,7 +180,7 @@ def layer_rows(bundle) -> list[dict]:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    bundle, _ = _load_bundle(args.model, args.data)
+    bundle, _ = _load_bundle(args.model, args.data, labels=False)
     rows = layer_rows(bundle)
     if args.json:
         print(json.dumps({"model": bundle.name, "layers": rows}, indent=2))

@@ -32,18 +32,21 @@ DECISION_FRACTION = 0.5  # of each class, for the calibration part
 class ValidationSet:
     """Inputs ``x`` (N, *input_shape) float32 and integer labels ``y`` (N,) in [0, classes).
 
-    ``indices`` (N,) int64: for a part of another set (:meth:`subset`), the positions of
-    these samples in it; None for a set as loaded.
+    ``y`` None: data without labels (``labelled`` False): no accuracy or loss, but
+    fidelity to the dense model (:func:`~explorer.metrics.fidelity`); stratified choices
+    then treat every image as one class (evenly spread over file order). ``indices`` (N,)
+    int64: for a part of another set (:meth:`subset`), the positions of these samples in
+    it; None for a set as loaded.
     """
 
     x: torch.Tensor
-    y: torch.Tensor
+    y: torch.Tensor | None
     num_classes: int
     name: str = "validation"
     indices: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        if self.x.shape[0] != self.y.shape[0]:
+        if self.y is not None and self.x.shape[0] != self.y.shape[0]:
             raise DataError(
                 f"{self.name}: x has {self.x.shape[0]} samples but y has {self.y.shape[0]}; "
                 "they must have the same length."
@@ -52,12 +55,22 @@ class ValidationSet:
             raise DataError(f"{self.name}: the data set is empty; it needs at least one sample.")
 
     def __len__(self) -> int:
-        return int(self.y.shape[0])
+        return int(self.x.shape[0])
+
+    @property
+    def labelled(self) -> bool:
+        return self.y is not None
 
     def subset(self, indices: torch.Tensor, name: str) -> ValidationSet:
         """The samples at ``indices`` (in that order), remembering where they came from."""
         indices = torch.as_tensor(indices, dtype=torch.int64)
-        return ValidationSet(self.x[indices], self.y[indices], self.num_classes, name, indices)
+        y = None if self.y is None else self.y[indices]
+        return ValidationSet(self.x[indices], y, self.num_classes, name, indices)
+
+    def strata(self) -> np.ndarray:
+        """The labels that stratified choices keep in proportion (N,): ``y``, or one class
+        for data without labels."""
+        return np.zeros(len(self), dtype=np.int64) if self.y is None else self.y.numpy()
 
 
 @dataclass(frozen=True)
@@ -113,7 +126,7 @@ def split_for_decisions(
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
             or not 0.0 < fraction < 1.0:
         raise DataError(f"The calibration fraction must be between 0 and 1; got {fraction!r}.")
-    y = data.y.numpy()
+    y = data.strata()
     order = np.arange(len(y)) if seed is None else np.lexsort((np.arange(len(y)),
                                                              _hashes(seed, len(y))))
     chosen = np.zeros(len(y), dtype=bool)
@@ -147,7 +160,7 @@ def stratified_subset(data: ValidationSet, samples: int) -> ValidationSet:
                         f"{samples!r}.")
     if samples >= len(data):
         return data
-    y = data.y.numpy()
+    y = data.strata()
     labels, counts = np.unique(y, return_counts=True)
     quotas = counts * samples // len(y)
     owed = samples - int(quotas.sum())

@@ -63,7 +63,14 @@ from explorer.data import ValidationSet, stratified_subset
 from explorer.errors import DataError, DeviceError, short
 from explorer.graph import RunState, logits_of
 from explorer.masks import Masks, ScoreCache, masks_for
-from explorer.metrics import CostModel, Metrics, fidelity, metrics_from, score_logits
+from explorer.metrics import (
+    CostModel,
+    Metrics,
+    fidelity_of,
+    fidelity_sums,
+    metrics_from,
+    score_logits,
+)
 from explorer.plan import Plan
 from explorer.progress import Cancelled, Progress, stop_now, tick
 
@@ -371,33 +378,35 @@ class Evaluator:
         """Metrics over the batches run before ``cancelled()``: all of them, as one."""
         parts: list[torch.Tensor] = []
         correct, loss_sum, seen = 0, 0.0, 0
+        faithful = torch.zeros(3, dtype=torch.float64)  # fidelity_sums over the batches
         total = len(self._bounds)  # batches
+
+        labelled = self.data.labelled
 
         def so_far() -> Metrics:
             return metrics_from(costs, correct, loss_sum / seen, seen, self.recalibrates,
-                                self._fidelity(parts))
+                                fidelity_of(faithful, seen), labelled)
 
         for logits in self._batches(masks):
-            y = self.data.y[self._rows(seen, seen + len(logits))]
+            rows = self._rows(seen, seen + len(logits))
             seen += len(logits)
+            faithful += fidelity_sums(self._reference(len(parts)), logits)
             parts.append(logits)
-            correct += int((logits.argmax(1) == y).sum())
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            if labelled:
+                correct += int((logits.argmax(1) == self.data.y[rows]).sum())
+                loss_sum += float(F.cross_entropy(logits, self.data.y[rows], reduction="sum"))
             if progress is not None and seen < len(self.data):
                 tick(progress, len(parts), total, so_far())
             if seen < len(self.data) and stop_now(cancelled):
                 return so_far()
-        y = self.data.y if self._order is None else self.data.y[self._order]
-        correct, loss = score_logits(torch.cat(parts), y)  # the one-batch figures
+        loss = None
+        if labelled:
+            y = self.data.y if self._order is None else self.data.y[self._order]
+            correct, loss = score_logits(torch.cat(parts), y)  # the one-batch figures
         metrics = metrics_from(costs, correct, loss, len(self.data), self.recalibrates,
-                               self._fidelity(parts))
+                               fidelity_of(faithful, len(self.data)), labelled)
         tick(progress, total, total, metrics)
         return metrics
-
-    def _fidelity(self, parts: list[torch.Tensor]) -> dict[str, float | None]:
-        """Fidelity of the first ``len(parts)`` batches' logits to the dense model's."""
-        dense = torch.cat([self._reference(batch) for batch in range(len(parts))])
-        return fidelity(dense, torch.cat(parts))
 
 
 def _after(batches: int) -> Cancelled:

@@ -9,8 +9,9 @@ Conventions (shown in the app and the CLI):
   prunable weight; ``csr``: values + int32 column indices + int32 row pointers (weights seen
   as (out, in * kh * kw)); ``structured``: the dense size of the physically smaller model.
 * Compression ratio = parameters / nonzero parameters (Blalock et al. 2020).
-* Without validation data (an architecture-only model), accuracy, its interval and loss
-  are None: unavailable, not zero. Sizes and FLOPs need no data and are always given.
+* Without validation data (an architecture-only model), or with data without labels,
+  accuracy, its interval and loss are None: unavailable, not zero. Sizes and FLOPs need no
+  data and are always given.
 * Fidelity needs no labels: how close the pruned model's outputs stay to the dense model's
   on the same images (:func:`fidelity`). ``agreement``: the share of images whose top-1
   class is the dense model's; ``kl``: the mean KL(dense || pruned) of the softmax outputs,
@@ -180,32 +181,42 @@ def fidelity(dense: torch.Tensor, pruned: torch.Tensor, classifier: bool = True
     """How close ``pruned`` outputs (N, D) stay to ``dense`` ones (N, D) on the same N
     inputs, no labels needed: ``agreement`` (share of rows with the same argmax), ``kl``
     (mean KL(softmax(dense) || softmax(pruned)), nats) and ``cosine`` (mean cosine
-    similarity of the rows). ``classifier=False`` (embeddings): agreement and kl are None.
-    Computed in float64; a row equal to its dense row counts exactly 0 KL and cosine 1,
-    so the dense model scores exactly 1, 0 and 1."""
-    n = dense.shape[0]
-    d, p = dense.double(), pruned.double()
+    similarity of the rows). ``classifier=False`` (embeddings): agreement and kl are None."""
+    return fidelity_of(fidelity_sums(dense, pruned), dense.shape[0], classifier)
+
+
+def fidelity_sums(dense: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
+    """(rows with the same argmax, sum of the rows' KL, sum of their cosines), float64: a
+    batch's share of :func:`fidelity`, so a stream of batches adds them up. Per row in
+    float32, summed in float64; a row equal to its dense row counts exactly 0 KL and cosine
+    1, so the dense model scores exactly 1, 0 and 1."""
+    d, p = dense.float(), pruned.float()
     same = (dense == pruned).all(1)
     cosine = torch.where(same, 1.0, F.cosine_similarity(d, p, dim=1))
-    out: dict[str, float | None] = {"agreement": None, "kl": None,
-                                    "cosine": float(cosine.sum()) / n}
-    if classifier:
-        log_d, log_p = F.log_softmax(d, 1), F.log_softmax(p, 1)
-        kl = (log_d.exp() * (log_d - log_p)).sum(1).clamp(min=0)
-        out["agreement"] = int((dense.argmax(1) == pruned.argmax(1)).sum()) / n
-        out["kl"] = float(torch.where(same, 0.0, kl).sum()) / n
-    return out
+    log_d, log_p = F.log_softmax(d, 1), F.log_softmax(p, 1)
+    kl = torch.where(same, 0.0, (log_d.exp() * (log_d - log_p)).sum(1).clamp(min=0))
+    agree = (dense.argmax(1) == pruned.argmax(1)).sum()
+    return torch.stack([agree.double(), kl.double().sum(), cosine.double().sum()])
+
+
+def fidelity_of(sums: torch.Tensor, n: int, classifier: bool = True
+                ) -> dict[str, float | None]:
+    """:func:`fidelity` from the :func:`fidelity_sums` of ``n`` rows."""
+    agree, kl, cosine = (float(v) / n for v in sums)
+    return {"agreement": agree if classifier else None, "kl": kl if classifier else None,
+            "cosine": cosine}
 
 
 def metrics_from(
     costs: Costs, correct: int = 0, loss: float | None = None, n: int = 0,
     bn_recalibrated: bool = False, fidelity: dict[str, float | None] | None = None,
+    labelled: bool = True,
 ) -> Metrics:
     """Metrics of ``correct`` out of ``n`` samples at mean ``loss``; with ``n == 0`` (no
-    data) accuracy, interval and loss are None. ``bn_recalibrated``: measured with
-    re-estimated BatchNorm statistics (:mod:`explorer.batchnorm`); ``fidelity``: see
-    :func:`fidelity` (None without data)."""
-    measured = n > 0
+    data) or ``labelled`` False (data without labels) accuracy, interval and loss are None.
+    ``bn_recalibrated``: measured with re-estimated BatchNorm statistics
+    (:mod:`explorer.batchnorm`); ``fidelity``: see :func:`fidelity` (None without data)."""
+    measured = n > 0 and labelled
     return Metrics(
         accuracy=correct / n if measured else None,
         accuracy_ci=wilson_interval(correct, n) if measured else None,

@@ -43,6 +43,18 @@ def needs_data(ctx: ScoreContext, name: str) -> ValidationSet:
     return ctx.data
 
 
+def needs_labels(ctx: ScoreContext, name: str) -> ValidationSet:
+    """:func:`needs_data`, with labels: a criterion that takes the loss's gradient."""
+    data = needs_data(ctx, name)
+    if not data.labelled:
+        raise PlanError(
+            f"The '{name}' criterion takes the gradient of the loss, which needs labels; "
+            f"{data.name} has none (x alone). Choose a criterion that needs no labels "
+            "(magnitude, l1, l2, activation, apoz, redundancy, random)."
+        )
+    return data
+
+
 @dataclass(frozen=True)
 class MeanActivation:
     """Mean |a| per neuron on the validation data; the least active neurons go first.
@@ -114,7 +126,7 @@ class Taylor:
     def score(self, layer: Layer, ctx: ScoreContext) -> torch.Tensor:
         from captum.attr import LayerGradientXActivation
 
-        data = needs_data(ctx, self.name)
+        data = needs_labels(ctx, self.name)
         model = private_copy(ctx.bundle)
         name = _measured_module(ctx.bundle, layer)
         module = model.get_submodule(name) if _has_module(model, name) else None
@@ -153,7 +165,7 @@ class WeightTaylor:
     granularity: str = "weights"
 
     def score(self, layer: Layer, ctx: ScoreContext) -> torch.Tensor:
-        data = needs_data(ctx, self.name)
+        data = needs_labels(ctx, self.name)
         model = private_copy(ctx.bundle)
         weight = dict(model.named_parameters()).get(layer.weight)
         if weight is None:

@@ -191,6 +191,9 @@ def breakage(evaluator: Evaluator, plan: Plan) -> Breakage:
             "to compare: give a trained model with its data (the Model page's upload, or "
             "--data on the command line)."
         )
+    if not data.labelled:
+        raise DataError(f"{data.name} has no labels (x alone), so there are no classes to "
+                        "break down by: give data with y (fidelity needs none: Prune page).")
     plan.check(evaluator.bundle)
     num_classes = max(evaluator.bundle.num_classes, data.num_classes)
     return Breakage.from_predictions(
@@ -290,7 +293,7 @@ def compare_plans(
         for la, lb in zip(metrics_a.layers, metrics_b.layers, strict=True)
     )
     support = accuracy_a = accuracy_b = None
-    if evaluator.data is not None:
+    if evaluator.data is not None and evaluator.data.labelled:
         y = evaluator.data.y
         classes = max(evaluator.bundle.num_classes, evaluator.data.num_classes)
         pred_a, pred_b = predictions(evaluator, a), predictions(evaluator, b)

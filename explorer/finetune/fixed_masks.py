@@ -213,6 +213,10 @@ def check_inputs(bundle: ModelBundle, train: ValidationSet, val: ValidationSet |
             f"'{bundle.name}' has no validation data: fine-tuning needs data to train on and "
             "to measure the accuracy it wins back. Load a trained model with its data."
         )
+    unlabelled = [d.name for d in (train, val) if not d.labelled]
+    if unlabelled:
+        raise DataError(f"{' and '.join(unlabelled)} has no labels (x alone): fine-tuning "
+                        "trains on labels and measures accuracy; give data with y.")
     check_compatible(bundle, train)
     shared = overlap(train, val)
     if shared > max(0, OVERLAP_LIMIT * len(val)):

@@ -1,6 +1,7 @@
 """Loading the user's validation data, safely, and checking that it fits a model.
 
 Validation data: ``.npz`` with arrays ``x`` and ``y``, or ``torch.save({"x": x, "y": y})``.
+A file with ``x`` alone is data without labels: no accuracy, but fidelity to the dense model.
 
 A data file is untrusted and may be crafted to be small on disk and huge in memory: an
 ``.npy`` header that claims 10^12 images, a compressed member that inflates to gigabytes, a
@@ -70,7 +71,7 @@ TORCH_KINDS = {
     **dict.fromkeys([torch.uint8, torch.uint16, torch.uint32, torch.uint64], "u"),
     torch.bool: "b",
 }
-Reader = Callable[[], tuple[torch.Tensor, torch.Tensor]]
+Reader = Callable[[], tuple[torch.Tensor, torch.Tensor | None]]
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ def check_compatible(bundle: ModelBundle, data: ValidationSet) -> None:
     are absent is fine.
     """
     check_sample_shape(bundle, DataShape.of(data))
-    top = int(data.y.max())
+    top = -1 if data.y is None else int(data.y.max())
     if top >= bundle.num_classes:
         raise DataError(
             f"{data.name} has labels the model cannot predict: model output width "
@@ -221,9 +222,12 @@ def _check_zip_directory(path: Path, name: str) -> None:
 # ----------------------------------------------------------------- the checks both formats share
 
 
-def _shape_of(x: _NpyHeader | torch.Tensor, y: _NpyHeader | torch.Tensor, name: str) -> DataShape:
-    """The :class:`DataShape` of ``x`` and ``y`` (tensors or headers), or why they are refused."""
-    x_shape, y_shape = tuple(x.shape), tuple(y.shape)
+def _shape_of(x: _NpyHeader | torch.Tensor, y: _NpyHeader | torch.Tensor | None,
+              name: str) -> DataShape:
+    """The :class:`DataShape` of ``x`` and ``y`` (tensors or headers; ``y`` None: no
+    labels), or why they are refused."""
+    x_shape = tuple(x.shape)
+    y_shape = (x_shape[0] if x_shape else 0,) if y is None else tuple(y.shape)
     if len(x_shape) < 2:
         raise DataError(
             f"{name}: x has shape {x_shape}; expected (N, *sample_shape), one row "
@@ -272,13 +276,17 @@ def _check_dtype(dtype: np.dtype | torch.dtype, key: str, name: str) -> None:
 
 
 def _pick_xy(found: Mapping, name: str) -> tuple:
-    """``found['x'], found['y']``; a clear error names the keys that are there instead."""
+    """``found['x'], found['y']`` (``y`` None where ``x`` is all the file holds: data without
+    labels); a clear error names the keys that are there instead."""
+    if "x" in found and len(found) == 1:
+        return found["x"], None
     missing = [key for key in ("x", "y") if key not in found]
     if missing:
         keys = name_some([str(k) for k in found]) or "none"
         raise DataError(
             f"{name}: missing {' and '.join(repr(k) for k in missing)}; the file has keys "
-            f"{keys}. Save inputs as 'x' and labels as 'y': {DATA_FORMATS}."
+            f"{keys}. Save inputs as 'x' and labels as 'y' (or 'x' alone for data without "
+            f"labels): {DATA_FORMATS}."
         )
     return found["x"], found["y"]
 
@@ -308,15 +316,16 @@ def _open_npz(path: Path, name: str) -> tuple[DataShape, Reader]:
         members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
         x_info, y_info = _pick_xy(members, name)
         x = _npy_header(archive, x_info.filename, "x", name)
-        y = _npy_header(archive, y_info.filename, "y", name)
+        y = None if y_info is None else _npy_header(archive, y_info.filename, "y", name)
     shape = _shape_of(x, y, name)
     _check_member_size(x_info, x, "x", name)
-    _check_member_size(y_info, y, "y", name)
+    if y_info is not None:
+        _check_member_size(y_info, y, "y", name)
 
-    def read() -> tuple[torch.Tensor, torch.Tensor]:
+    def read() -> tuple[torch.Tensor, torch.Tensor | None]:
         with _zip(path, name) as archive:
             return (_read_npy(archive, x_info.filename, x, name),
-                    _read_npy(archive, y_info.filename, y, name))
+                    None if y_info is None else _read_npy(archive, y_info.filename, y, name))
 
     return shape, read
 
@@ -390,12 +399,12 @@ def _open_torch(path: Path, name: str) -> tuple[DataShape, Reader]:
     _check_torch_archive(path, name)
     shape = _shape_of(*_mapped_xy(path, name), name)
 
-    def read() -> tuple[torch.Tensor, torch.Tensor]:
+    def read() -> tuple[torch.Tensor, torch.Tensor | None]:
         x, y = _mapped_xy(path, name)
         if _shape_of(x, y, name) != shape:
             raise DataError(f"{name} changed while it was being read; load it again.")
         return (x.clone(memory_format=torch.contiguous_format),
-                y.clone(memory_format=torch.contiguous_format))
+                None if y is None else y.clone(memory_format=torch.contiguous_format))
 
     return shape, read
 
@@ -422,8 +431,9 @@ def _check_torch_archive(path: Path, name: str) -> None:
                 )
 
 
-def _mapped_xy(path: Path, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` and ``y`` memory-mapped from the file (nothing read yet), each vetted."""
+def _mapped_xy(path: Path, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``x`` and ``y`` (None: no labels) memory-mapped from the file (nothing read yet),
+    each vetted."""
     with quiet_torch():  # torch warns about sparse and quantized tensors: one message instead
         found = torch_load(path, name, DataError, mmap=True)
     if not isinstance(found, Mapping):
@@ -432,7 +442,7 @@ def _mapped_xy(path: Path, name: str) -> tuple[torch.Tensor, torch.Tensor]:
             f"{type(found).__name__}. Save it as {DATA_FORMATS}."
         )
     x, y = _pick_xy(found, name)
-    return _vet_tensor(x, "x", name), _vet_tensor(y, "y", name)
+    return _vet_tensor(x, "x", name), None if y is None else _vet_tensor(y, "y", name)
 
 
 def _vet_tensor(value: object, key: str, name: str) -> torch.Tensor:
@@ -468,7 +478,7 @@ def _vet_tensor(value: object, key: str, name: str) -> torch.Tensor:
 
 
 def _validation_set(
-    x: torch.Tensor, y: torch.Tensor, num_classes: int | None, name: str
+    x: torch.Tensor, y: torch.Tensor | None, num_classes: int | None, name: str
 ) -> ValidationSet:
     x = x.to(torch.float32)
     bad = _non_finite(x)
@@ -476,6 +486,8 @@ def _validation_set(
         raise DataError(
             f"{name}: x has {bad} NaN or infinite value(s); replace or drop those samples."
         )
+    if y is None:  # no labels: the classes are the model's
+        return ValidationSet(x.contiguous(), None, int(num_classes or 0), name)
     y = _as_labels(y, name)
     if y.numel() and int(y.min()) < 0:
         raise DataError(

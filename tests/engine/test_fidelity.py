@@ -1,6 +1,7 @@
 """Label-free fidelity (issue 12, item 5): how close a pruned model's outputs stay to the
 dense model's on the same images, checked against an independent numpy/scipy computation
-on plain forwards of the dense and the masked model."""
+on plain forwards of the dense and the masked model; and data without labels (x alone),
+which gets fidelity and no accuracy."""
 
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ import torch
 from scipy.special import rel_entr, softmax
 
 from explorer.data import digits_train, stratified_subset
+from explorer.decide.breakage import breakage
+from explorer.errors import DataError, PlanError
 from explorer.evaluator import Evaluator, full_forward_logits
+from explorer.finetune.fixed_masks import check_inputs
+from explorer.load.data_file import check_compatible, load_data
 from explorer.metrics import fidelity
 from explorer.plan import Plan
 
@@ -139,3 +144,75 @@ def test_cli_reports_fidelity(cnn, digits, tmp_path):
             f"KL {f['kl']:.4f} nats, cosine {f['cosine']:.4f}") in run()
     path.write_text(Plan().to_json())
     assert json.loads(run("--json"))["fidelity"] == EXACT
+
+
+# ----------------------------------------------------------------- data without labels
+
+
+def x_only(data, path) -> str:
+    """``data``'s images alone, as an .npz (x) or a torch.save dict ({"x": x})."""
+    if str(path).endswith(".npz"):
+        np.savez(path, x=data.x.numpy())
+    else:
+        torch.save({"x": data.x}, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".pt"])
+def test_data_without_labels_gets_fidelity_and_no_accuracy(cnn, digits, tmp_path, suffix):
+    data = load_data(x_only(digits, tmp_path / f"x{suffix}"))
+    assert not data.labelled and len(data) == len(digits) and torch.equal(data.x, digits.x)
+    check_compatible(cnn, data)
+    plan = plans_for(cnn)[2]
+    got = Evaluator(cnn, data, estimate_samples=0).evaluate(plan)
+    assert got.accuracy is None and got.accuracy_ci is None and got.loss is None
+    assert got.samples == len(digits)
+    assert got.fidelity == Evaluator(cnn, digits, estimate_samples=0).evaluate(plan).fidelity
+    assert Evaluator(cnn, data).evaluate(Plan()).fidelity == EXACT
+    # the estimate: evenly spread over file order, as one class
+    evaluator = Evaluator(cnn, data, estimate_samples=50, batch_size=64)
+    heard: list = []
+    evaluator.evaluate(plan, progress=lambda done, total, m: heard.append(m))
+    subset = stratified_subset(data, 50)
+    assert heard[0].samples == 50 and heard[0].accuracy is None
+    taken = subset.indices.numpy()
+    assert taken[0] == 0 and set(np.diff(taken)) <= {7, 8}  # 360 / 50 = 7.2 apart
+    assert close(heard[0].fidelity, expected(cnn, evaluator, plan, subset.x))
+
+
+def test_what_needs_labels_says_so(cnn, digits, tmp_path):
+    data = load_data(x_only(digits, tmp_path / "x.npz"))
+    evaluator = Evaluator(cnn, data)
+    with pytest.raises(PlanError, match="needs labels"):
+        evaluator.evaluate(Plan(granularity="neurons", criterion="taylor",
+                                sparsity={"features.2": 0.5}))
+    assert evaluator.evaluate(Plan(granularity="neurons", criterion="activation",
+                                   sparsity={"features.2": 0.5})).fidelity["agreement"] < 1
+    with pytest.raises(DataError, match="no labels"):
+        breakage(evaluator, plans_for(cnn)[0])
+    with pytest.raises(DataError, match="no labels"):
+        check_inputs(cnn, digits_train(), data)
+    np.savez(tmp_path / "named.npz", x=digits.x.numpy(), labels=digits.y.numpy())
+    with pytest.raises(DataError, match="missing 'y'.*'labels'"):
+        load_data(tmp_path / "named.npz")  # labels under another name: not silently dropped
+
+
+def test_cli_evaluates_data_without_labels(cnn, digits, tmp_path):
+    data = x_only(digits, tmp_path / "x.npz")
+    plan = plans_for(cnn)[2]
+    path = tmp_path / "plan.json"
+    path.write_text(plan.to_json())
+
+    def run(command: str, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "explorer.cli", command, "--model",
+                               "digits-cnn", "--data", data, *extra],
+                              capture_output=True, text=True, timeout=300)
+
+    out = json.loads(run("evaluate", "--plan", str(path), "--json").stdout)
+    assert out["accuracy"] is None and out["loss"] is None and out["samples"] == len(digits)
+    assert close(out["fidelity"], expected(cnn, Evaluator(cnn, digits), plan, digits.x))
+    assert "accuracy: unavailable (x.npz has no labels)" in run("evaluate", "--plan",
+                                                                 str(path)).stdout
+    refused = run("sensitivity", "--json")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "no labels" in refused.stderr
