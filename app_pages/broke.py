@@ -6,7 +6,7 @@ import streamlit as st
 from explorer.decide.breakage import FLIP_KINDS, Breakage, breakage
 from explorer.errors import ExplorerError
 from explorer.plan import Plan
-from explorer.ui import texts
+from explorer.ui import state, texts
 from explorer.ui.charts import broke as broke_charts
 from explorer.ui.format import percent
 from explorer.ui.layout import page_setup
@@ -22,6 +22,7 @@ KIND_LABELS = {
 }
 
 session = page_setup("What pruning broke", texts.BROKE)
+state.stop_without_labels(session.data, "Breakage is counted per true class.")
 if session.data is None:
     st.info(f"{session.bundle.name} has no validation data, so there are no predictions to "
             "compare. Upload a trained model with its data on the Model page.")

@@ -10,7 +10,7 @@ from explorer.decide import compare_criteria as compare
 from explorer.errors import ExplorerError
 from explorer.graph import Layer
 from explorer.plan import GRANULARITIES, criterion_names
-from explorer.ui import texts
+from explorer.ui import state, texts
 from explorer.ui.charts import compare as compare_charts
 from explorer.ui.format import percent
 from explorer.ui.layout import page_setup
@@ -21,6 +21,7 @@ RESULTS_KEPT = 32
 
 session = page_setup("Compare criteria", texts.COMPARE)
 bundle = session.bundle
+state.stop_without_labels(session.data, "Comparing criteria compares accuracy.")
 if session.data is None:
     st.info(f"{bundle.name} has no validation data, so there is no accuracy to compare. "
             "Upload a trained model with its data on the Model page.")

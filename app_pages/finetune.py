@@ -27,6 +27,7 @@ RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 
 session = page_setup("Fine-tune", texts.FINETUNE)
 bundle, plan = session.bundle, session.plan
+state.stop_without_labels(session.data, "Fine-tuning trains on labels.")
 if session.data is None:
     st.info(f"{bundle.name} has no validation data: fine-tuning needs data to train on and to "
             "measure the accuracy it wins back. Upload a trained model with its data on the "

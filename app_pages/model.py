@@ -16,7 +16,8 @@ with st.expander("Upload your own model", expanded=waiting), st.form("upload", b
     st.markdown(
         "A **TorchScript** file, a **torch.export** program (`.pt2`, exported with a dynamic "
         "batch dimension), or a **safetensors / state_dict** file of a demo architecture; "
-        "validation data as `.npz` (arrays `x`, `y`) or `.pt` (tensors `x`, `y`). Without "
+        "validation data as `.npz` (arrays `x`, `y`) or `.pt` (tensors `x`, `y`); with `x` "
+        "alone (no labels) plans are judged by their fidelity to the dense model. Without "
         "data, a digits model is evaluated on the digits validation split."
     )
     st.caption(texts.UPLOAD_SAFETY)
@@ -46,8 +47,9 @@ if bundle.card.get("architecture"):
     st.caption(bundle.card["architecture"])
 cols = st.columns(4)
 if dense.accuracy is None:
-    cols[0].metric("Baseline accuracy", "n/a", help=state.NO_DATA_NOTE)
-    st.info(state.NO_DATA_NOTE)
+    note = state.NO_DATA_NOTE if session.data is None else state.NO_LABELS_NOTE
+    cols[0].metric("Baseline accuracy", "n/a", help=note)
+    st.info(note)
 else:
     lo, hi = dense.accuracy_ci
     cols[0].metric("Baseline accuracy", percent(dense.accuracy),

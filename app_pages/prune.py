@@ -216,18 +216,23 @@ def _cards(metrics: Metrics, dense: Metrics, estimate: bool = False) -> None:
         cols[0].metric("Accuracy", "n/a", help=state.NO_DATA_NOTE)
         cols[1].metric("Loss", "n/a", help=state.NO_DATA_NOTE)
     metric_cards.cost_cards(cols[2], cols[3], cols[4], metrics)
+    unlabelled = not measured and metrics.fidelity is not None
     if metrics.fidelity is not None:  # beside accuracy; in its place where there are no labels
-        _fidelity(cols[5] if measured else cols[0], metrics, approx)
+        _fidelity(cols[0] if unlabelled else cols[5], metrics, approx)
+    if unlabelled and metrics.fidelity["agreement"] is not None:
+        cols[1].metric("Cosine to dense", f"{approx}{metrics.fidelity['cosine']:.4f}",
+                       help="mean cosine similarity of each image's outputs to the dense "
+                            "model's")
     sizes = "sizes in bytes: " + ", ".join(f"{k} {v:,}" for k, v in metrics.size_bytes.items())
     if estimate:
+        interval = f"; 95% interval {percent(lo)} - {percent(hi)}" if measured else ""
         st.caption(f"Estimate on {metrics.samples:,} of {len(session.data):,} images "
-                   f"(a fixed stratified subset; 95% interval {percent(lo)} - {percent(hi)}), "
-                   "refining on the rest")
+                   f"(a fixed stratified subset{interval}), refining on the rest")
     elif measured:
         st.caption(f"Accuracy 95% interval: {percent(lo)} - {percent(hi)}"
                    f"{_bn_basis(metrics)} · {sizes}")
     else:
-        st.caption(f"{state.NO_DATA_NOTE} · {sizes}")
+        st.caption(f"{state.NO_LABELS_NOTE if unlabelled else state.NO_DATA_NOTE} · {sizes}")
 
 
 def _fidelity(col, metrics: Metrics, approx: str) -> None:

@@ -51,6 +51,7 @@ class Shown:
 
 session = page_setup("Sensitivity", texts.SENSITIVITY)
 bundle, data = session.bundle, session.data
+state.stop_without_labels(session.data, "A sensitivity scan measures how accuracy falls.")
 if data is None:
     st.info(f"{state.NO_DATA_NOTE}\n\nA sensitivity scan measures how accuracy falls as each "
             "layer is pruned, so there is nothing to scan on this model.")

@@ -33,6 +33,7 @@ def shared_baselines(model_key: str, granularity: str, recalibrated: bool,
 
 
 session = page_setup("Trade-offs", texts.TRADEOFFS)
+state.stop_without_labels(session.data, "The trade-off workspace plots accuracy.")
 if session.data is None:
     st.info(state.NO_DATA_NOTE + " The trade-off workspace plots accuracy, so it needs data.")
     st.stop()

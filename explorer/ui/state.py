@@ -98,6 +98,19 @@ NO_DATA_NOTE = (
     "data, so accuracy and loss are not available. Use it to explore FLOPs, size and "
     "structure; a trained model uploaded with its data (Model page) gets an accuracy."
 )
+NO_LABELS_NOTE = (
+    "This validation data has no labels (x alone), so accuracy and loss are not available; "
+    "the Prune page shows how close each plan stays to the dense model instead (top-1 "
+    "agreement, KL, cosine). Upload the data with y for accuracy."
+)
+
+
+def stop_without_labels(data: ValidationSet | None, why: str) -> None:
+    """On a page that measures accuracy: data without labels says so (and ``why`` the page
+    needs them), and the page stops there."""
+    if data is not None and not data.labelled:
+        st.info(f"{NO_LABELS_NOTE} {why}")
+        st.stop()
 
 
 @dataclass
@@ -151,7 +164,7 @@ def data_digest(data: ValidationSet | None) -> str:
     if data is None:
         return "no-data"
     h = hashlib.sha256(f"{data.num_classes};".encode())
-    for tensor in (data.x, data.y):
+    for tensor in (t for t in (data.x, data.y) if t is not None):  # y None: no labels
         array = tensor.detach().contiguous().cpu().numpy()
         h.update(f"{array.dtype}{array.shape};".encode())
         h.update(array)
