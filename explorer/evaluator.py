@@ -28,7 +28,8 @@ the dense model's outputs on the same images, no labels needed): the dense model
 each batch are kept once, when a run first computes them (:attr:`Evaluator.reference_bytes`:
 N x classes floats), so a plan's fidelity is a reduction over batches it runs anyway. With
 BatchNorm recalibration the plan's outputs are the recalibrated model's and the reference
-stays the dense model's.
+stays the dense model's. Data without labels (``data.labelled`` False) gets fidelity alone:
+accuracy and loss are None.
 
 Without data (``data=None``, an architecture-only model) an evaluation is the arithmetic
 alone: sizes and FLOPs, with accuracy and loss None (see :class:`~explorer.metrics.Metrics`).
@@ -379,9 +380,7 @@ class Evaluator:
         parts: list[torch.Tensor] = []
         correct, loss_sum, seen = 0, 0.0, 0
         faithful = torch.zeros(3, dtype=torch.float64)  # fidelity_sums over the batches
-        total = len(self._bounds)  # batches
-
-        labelled = self.data.labelled
+        total, labelled = len(self._bounds), self.data.labelled  # batches; y or none
 
         def so_far() -> Metrics:
             return metrics_from(costs, correct, loss_sum / seen, seen, self.recalibrates,
