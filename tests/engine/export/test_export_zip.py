@@ -107,7 +107,7 @@ def test_unshrinkable_model_still_gets_the_other_files(cnn, digits):
 
 
 def test_a_torch_export_failure_is_one_line(cnn, monkeypatch):
-    def fail(bundle, masks):
+    def fail(bundle, masks, buffers=None):
         raise RuntimeError("Dynamic control flow is not supported\n  File ...\n  more")
 
     monkeypatch.setattr(export, "shrunk_program", fail)
@@ -118,7 +118,7 @@ def test_a_torch_export_failure_is_one_line(cnn, monkeypatch):
 
 
 def test_export_all_writes_the_rest_and_names_what_failed(cnn, monkeypatch, tmp_path):
-    def fail(bundle, masks):
+    def fail(bundle, masks, buffers=None):
         raise RuntimeError("Dynamic control flow is not supported\n  File ...")
 
     monkeypatch.setattr(export, "shrunk_program", fail)
