@@ -46,6 +46,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -459,6 +460,22 @@ def calibration_size(bundle: ModelBundle) -> int:
     for a CIFAR ResNet-18, whose 32x32 maps give each channel 1,024 values per image)."""
     return min(max(estimate_size(bundle, CALIBRATION_IMAGES), MIN_CALIBRATION_IMAGES),
                CALIBRATION_IMAGES)
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` for a block (None: left as it is), then
+    restored. (OpenMP keeps it per thread: a run in a background thread leaves the others'
+    setting alone.) For runs that say how many threads they use: fine-tuning, timing."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:

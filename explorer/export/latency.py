@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -40,6 +39,7 @@ from torch.utils import benchmark
 
 from explorer.bundle import ModelBundle
 from explorer.errors import ExplorerError, ModelError, short
+from explorer.evaluator import torch_threads
 from explorer.export.outputs import pruned_state_dict
 from explorer.limits import MAX_LATENCY_BATCH, MAX_LATENCY_THREADS
 from explorer.masks import Masks
@@ -238,23 +238,13 @@ def sparse_model(masked: nn.Module, bundle: ModelBundle, masks: Masks
     return model, ""
 
 
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def block_times(module: nn.Module | Callable, x: torch.Tensor, threads: int,
                 min_run_time: float, warm_up: bool = True) -> list[float]:
     """Milliseconds per ``module(x)`` of each block ``Timer.blocked_autorange`` timed for at
     least ``min_run_time`` seconds on ``threads`` threads (after warm-up runs)."""
     with torch.no_grad():
         if warm_up:
-            with _threads(threads):
+            with torch_threads(threads):
                 for _ in range(WARMUP_RUNS):
                     module(x)
         timer = benchmark.Timer("module(x)", globals={"module": module, "x": x},
@@ -286,7 +276,7 @@ def profile_layers(bundle: ModelBundle, module: nn.Module, x: torch.Tensor, thre
     hooks = _label_layers(module, bundle.layer_names)
     activities = [torch.profiler.ProfilerActivity.CPU]
     try:
-        with torch.no_grad(), _threads(threads):
+        with torch.no_grad(), torch_threads(threads):
             module(x)
             with torch.profiler.profile(activities=activities) as prof:
                 for _ in range(PROFILE_RUNS):

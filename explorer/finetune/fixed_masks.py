@@ -27,8 +27,7 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -37,6 +36,7 @@ from torch import nn
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet, digits_train
 from explorer.errors import DataError, ExplorerError, ModelError, short
+from explorer.evaluator import torch_threads
 from explorer.graph import Program, logits_of
 from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS
 from explorer.load.data_file import check_compatible, require_digits_input
@@ -171,21 +171,6 @@ def finetune(run: Finetuning, progress: Progress | None = None,
                                records, progress=progress, cancelled=cancelled)
     return FinetuneResult(model.eval(), fixed(masks), records, [], stopped,
                           time.monotonic() - start)
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """torch's intra-op thread count set to ``n`` for a block, then restored. (OpenMP keeps
-    it per thread: a run in a background thread leaves the others' setting alone.)"""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def bounded_count(value: object, what: str, maximum: int) -> int:

@@ -31,6 +31,7 @@ import torch
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import ExplorerError, PlanError
+from explorer.evaluator import torch_threads
 from explorer.finetune.fixed_masks import (
     FinetuneResult,
     FinetuneSettings,
@@ -42,7 +43,6 @@ from explorer.finetune.fixed_masks import (
     check_inputs,
     check_schedule,
     fixed,
-    torch_threads,
     train_masked,
     trainable_copy,
 )

@@ -38,6 +38,7 @@ from torch import nn
 from explorer.bundle import ModelBundle, bundle_from_module
 from explorer.data import ValidationSet, digits_train, digits_validation
 from explorer.errors import ExplorerError, ModelError, short
+from explorer.evaluator import torch_threads
 from explorer.finetune.fixed_masks import (
     THREADS,
     accuracy,
@@ -45,7 +46,6 @@ from explorer.finetune.fixed_masks import (
     bounded_count,
     bundle_at,
     check_inputs,
-    torch_threads,
     train_masked,
 )
 from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_LOTTERY_ROUNDS

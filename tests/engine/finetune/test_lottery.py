@@ -19,7 +19,8 @@ from torch.nn.utils import prune
 from explorer.cli import build_parser, main
 from explorer.data import digits_train, digits_validation
 from explorer.errors import ExplorerError, ModelError
-from explorer.finetune.fixed_masks import torch_threads, train_masked
+from explorer.evaluator import torch_threads
+from explorer.finetune.fixed_masks import train_masked
 from explorer.finetune.lottery import (
     CONTROL_SEED,
     DEFAULT_EPOCHS,
