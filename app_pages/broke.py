@@ -32,7 +32,7 @@ if session.data is None:
 def _breakage(plan: Plan) -> Breakage:
     """The plan's breakage, kept for this session (the filters rerun the page)."""
     results = st.session_state.setdefault(RESULTS, {})
-    key = (session.key, plan.key)
+    key = (*session.results_key, plan.key)
     if key not in results:
         results[key] = breakage(session.evaluator, plan)
         while len(results) > RESULTS_KEPT:

@@ -106,7 +106,7 @@ with left:
 
 results = st.session_state.setdefault(RESULTS, {})
 # the criteria and the grid join the key: a newly registered criterion is not left out
-key = (session.key, granularity, mode, layer, tuple(names), tuple(grid))
+key = (*session.results_key, granularity, mode, layer, tuple(names), tuple(grid))
 with right:
     if key not in results:
         if not st.button("Compute curves", type="primary", key="cmp_compute"):

@@ -56,7 +56,7 @@ bundle, plan = session.bundle, session.plan
 def _exports() -> ExportFiles:
     """This plan's files, made once per plan and model (not on every rerun)."""
     cache = st.session_state.setdefault(CACHE, {})
-    key = (session.key, plan.key)
+    key = (*session.results_key, plan.key)
     if key not in cache:
         with st.spinner(f"Making the exports of {bundle.name}..."):
             cache[key] = export_files(bundle, plan, session.evaluator)

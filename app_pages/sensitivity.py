@@ -216,7 +216,7 @@ with left:
         "Exact points", key="sens_exact", persist_state="session",
         help=f"evaluate every point on all calibration images; otherwise each point is "
              f"screened on {calibration.estimate_samples:,} of them, much faster")
-    key = (session.key, granularity, criterion, grid, base.key, exact)
+    key = (*session.results_key, granularity, criterion, grid, base.key, exact)
     st.caption(f"{len(units)} units x {len(grid)} fractions = {len(units) * len(grid)} "
                "evaluations" + (f"; {len(skipped)} layers skipped" if skipped else ""))
     running = (job := jobs.get(JOB)) is not None and job.running
@@ -247,7 +247,7 @@ with right:
         _finish(job)
     if job is None or not job.running:
         shown = shown_by_model.get(session.model_id)
-        if shown is None or (shown.key and shown.key[0] != session.key):
+        if shown is None or (shown.key and shown.key[:2] != session.results_key):
             st.info("Choose the settings and press **Run**: each unit is pruned alone over "
                     "the grid while the other layers stay as chosen.")
         elif shown.error:

@@ -21,7 +21,7 @@ from explorer.ui.views.decision_split import judge_of, note
 
 @st.cache_resource(show_spinner="Fitting the baselines to compression 2x ... 32x...",
                    max_entries=16)
-def shared_baselines(model_key: str, granularity: str, recalibrated: bool,
+def shared_baselines(model_key: str, judging: str, granularity: str,
                      _session) -> BaselineCurves:
     """The baseline curves of one model, shared by every session (they depend on nothing
     a user chooses but the granularity and the BatchNorm setting), measured on both parts
@@ -64,7 +64,7 @@ granularity = st.radio("Baselines at granularity", GRANULARITIES, horizontal=Tru
                        index=GRANULARITIES.index(plan.granularity), key="to_granularity",
                        help="uniform, global magnitude and random plans fitted to compression "
                             "ratios 2, 4, 8, 16 and 32 (Blalock et al. 2020)")
-baselines = shared_baselines(session.key, granularity, session.evaluator.recalibrates, session)
+baselines = shared_baselines(*session.results_key, granularity, session)
 for name, missed in baselines.unreachable.items():
     st.caption(f"{name} cannot reach compression "
                + ", ".join(f"{r:g}x" for r in missed) + f": {next(iter(missed.values()))}")

@@ -43,6 +43,7 @@ back to score them on the CPU. On the CPU nothing is copied or moved.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -101,7 +102,8 @@ class Evaluator:
     device: on a GPU the memory budget counts GPU memory. ``bn_calibration``: images (never
     the validation set) to re-estimate BatchNorm statistics on for every pruned plan
     (:mod:`explorer.batchnorm`); None, or a model without BatchNorm: raw statistics.
-    ``recalibrates`` says which, and every :class:`~explorer.metrics.Metrics` carries it.
+    ``recalibrates`` says which, and every :class:`~explorer.metrics.Metrics` carries it;
+    ``judging`` names it (with the calibration images' digest) for keys of cached results.
     """
 
     def __init__(
@@ -144,6 +146,7 @@ class Evaluator:
             bn_calibration, calibration_size(bundle)))] if self.recalibrates else [])
         self._norm_stats: OrderedDict[tuple, tuple[dict, dict]] = OrderedDict()
         self._bn_states: list[RunState | None] | None = None  # made at the first pass
+        self.judging = _judging(self._bn_inputs)
 
     def _layout(self, estimate_samples: int | None
                 ) -> tuple[int, torch.Tensor | None, list[tuple[int, int]]]:
@@ -450,6 +453,18 @@ def estimate_size(bundle: ModelBundle, images: int) -> int:
         return images
     return min(max(int(ESTIMATE_SECONDS * NOMINAL_FLOP_RATE / bundle.flops), MIN_ESTIMATE),
                images)
+
+
+def _judging(bn_inputs: list[torch.Tensor]) -> str:
+    """How this evaluator judges a pruned plan, as a key part: "raw" BatchNorm statistics,
+    or recalibrated on calibration images of this digest (results cached beside the model's
+    content must also name this: the same plan measures differently either way)."""
+    if not bn_inputs:
+        return "raw"
+    digest = hashlib.sha256()
+    for x in bn_inputs:
+        digest.update(x.detach().cpu().contiguous().numpy().tobytes())
+    return "bn:" + digest.hexdigest()[:16]
 
 
 def calibration_size(bundle: ModelBundle) -> int:

@@ -15,10 +15,11 @@ SCANS_KEPT = 64
 class Scans:
     """Finished scans for every session, bounded; jobs write from their threads, so a lock.
 
-    Keys start with the session's key (:attr:`explorer.ui.state.Session.key`, a digest of
-    the model's and the data's content), so a scan is served only for the same content,
-    whoever asks. An entry holds the scan only, never the model or data it was computed on
-    (they stay collectable, and an upload's memory goes back when its session ends).
+    Keys start with the session's results key (:attr:`explorer.ui.state.Session.results_key`:
+    a digest of the model's and the data's content, and how plans are judged), so a scan is
+    served only for the same content judged the same way, whoever asks. An entry holds the
+    scan only, never the model or data it was computed on (they stay collectable, and an
+    upload's memory goes back when its session ends).
     """
 
     def __init__(self) -> None:

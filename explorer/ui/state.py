@@ -148,6 +148,13 @@ class Session:
     def dense(self) -> Metrics:
         return self.evaluator.evaluate(Plan())
 
+    @property
+    def results_key(self) -> tuple[str, str]:
+        """What a cached result (a scan, curves, an export) depends on: the model's and the
+        data's content (:attr:`key`) and how plans are judged (BatchNorm raw, or
+        recalibrated on which images: :attr:`~explorer.evaluator.Evaluator.judging`)."""
+        return self.key, self.evaluator.judging
+
     def history(self) -> list[tuple[Plan, Metrics]]:
         """The plans evaluated on this model, judged as the evaluator judges now (with or
         without BatchNorm recalibration: the two are never mixed in one chart)."""

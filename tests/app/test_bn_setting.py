@@ -76,3 +76,24 @@ def test_an_upload_without_calibration_images_says_so(resnet, digits):
     assert not at.exception, at.exception
     assert [t.value for t in toggles(at)] == [True]
     assert not [c.value for c in at.sidebar.caption if "no calibration images" in c.value]
+
+
+def test_results_computed_one_way_are_not_served_the_other():
+    """Curves computed with recalibrated BatchNorm are not shown as computed once the
+    toggle says raw: the Compare page asks to compute them again."""
+    from pathlib import Path
+
+    page = str(Path(__file__).resolve().parents[2] / "app_pages" / "compare.py")
+    at = AppTest.from_file(page, default_timeout=120)
+    at.query_params["model"] = "digits-resnet"
+    at.run()
+    at.selectbox(key="cmp_layer::digits-resnet::weights").set_value("fc").run()
+    at.button(key="cmp_compute").click().run()
+    assert not at.exception, at.exception
+    at.run()
+    assert [b.key for b in at.main.button] == [] and at.get("plotly_chart")  # computed
+    toggles(at)[0].set_value(False).run()
+    assert not at.exception, at.exception
+    assert [b.key for b in at.main.button] == ["cmp_compute"]  # raw: not computed yet
+    toggles(at)[0].set_value(True).run()
+    assert [b.key for b in at.main.button] == []  # recalibrated again: the stored curves

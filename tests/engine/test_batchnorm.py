@@ -191,3 +191,16 @@ def test_a_slow_model_recalibrates_on_fewer_images(resnet):
     assert calibration_size(resnet) == CALIBRATION_IMAGES  # the digits demos: all 256
     big = load_demo("resnet18-cifar")  # 1.1 GFLOPs per image
     assert MIN_CALIBRATION_IMAGES <= calibration_size(big) == estimate_size(big, 10**6) < 64
+
+
+def test_judging_names_how_plans_are_judged(resnet, cnn, digits):
+    """Cached results key on it: raw and recalibrated (and recalibrated on other images)
+    measure the same plan differently, so they must never share an entry."""
+    train = digits_train()
+    raw = Evaluator(resnet, digits).judging
+    on_train = Evaluator(resnet, digits, bn_calibration=train).judging
+    on_other = Evaluator(resnet, digits, bn_calibration=digits).judging
+    assert raw == "raw" and on_train.startswith("bn:")
+    assert len({raw, on_train, on_other}) == 3
+    assert Evaluator(resnet, digits, bn_calibration=train).judging == on_train  # stable
+    assert Evaluator(cnn, digits, bn_calibration=train).judging == "raw"  # no BatchNorm
