@@ -152,7 +152,7 @@ class Session:
     def results_key(self) -> tuple[str, str]:
         """What a cached result (a scan, curves, an export) depends on: the model's and the
         data's content (:attr:`key`) and how plans are judged (BatchNorm raw, or
-        recalibrated on which images: :attr:`~explorer.evaluator.Evaluator.judging`)."""
+        recalibrated on which images: the evaluator's ``judging``)."""
         return self.key, self.evaluator.judging
 
     def history(self) -> list[tuple[Plan, Metrics]]:
