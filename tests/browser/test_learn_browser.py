@@ -47,6 +47,9 @@ def test_a_lesson_from_prediction_to_the_prune_page_and_back(open_app, mlp, digi
     page.wait_for_url(lambda url: "/prune" in url)
     app.wait_for_query("model", "digits-mlp")
     assert app.wait_for_plan(lambda p: p == plan) == plan
+    # the URL can hold the plan before the Prune page has drawn its sliders
+    for name in ("fc1", "fc2", "fc3"):
+        expect(app.slider(f"{name} (linear, weights removed %)")).to_have_value("50")
     assert {label: value for label, value in app.slider_values().items()
             if "removed %" in label} == {f"{n} (linear, weights removed %)": 50
                                          for n in ("fc1", "fc2", "fc3")}
