@@ -20,6 +20,7 @@ from explorer.ui.charts import latency as latency_charts
 from explorer.ui.layout import page_setup, plan_summary
 
 RESULTS = "latency_results"  # session key: {model id: (session key, Plan, Latency)}
+FAILURES = "latency_failures"  # session key: {model id: why the last measurement failed}
 BATCHES = (1, 8, 32, 128, MAX_LATENCY_BATCH)
 TINY_MS = 0.5  # a forward pass this short is mostly overhead and noise
 
@@ -27,6 +28,7 @@ session = page_setup("Latency", texts.LATENCY)
 bundle, plan = session.bundle, session.plan
 JOB = f"latency::{session.model_id}"
 results = st.session_state.setdefault(RESULTS, {})
+failures = st.session_state.setdefault(FAILURES, {})  # kept until the next Measure
 
 
 def _work(plan: Plan, batch: int, threads: int) -> jobs.Work:
@@ -109,19 +111,22 @@ with left:
         except jobs.JobRefused as exc:
             st.error(str(exc))
         else:
+            failures.pop(session.model_id, None)
             st.rerun()
 
 with right:
     job = jobs.watch(JOB)
     if job is not None and not job.running:
         if job.error is not None:
-            st.error(f"The measurement failed: {job.error}")
+            failures[session.model_id] = job.error
         else:
             results[session.model_id] = job.result
         jobs.forget(JOB)
     shown = results.get(session.model_id)
     if job is None or not job.running:
-        if shown is None or shown[0] != session.key:
+        if session.model_id in failures:
+            st.error(f"The measurement failed: {failures[session.model_id]}")
+        elif shown is None or shown[0] != session.key:
             st.info("Choose a batch size and threads and press **Measure**: the dense model "
                     "and each form of the current plan are timed for about a second each.")
         else:

@@ -82,3 +82,5 @@ def test_a_failing_measurement_is_one_message_with_the_page_intact(open_page):
     assert any("The measurement failed" in e.value and "needs validation data" in e.value
                for e in at.error)
     assert at.button(key="latency_measure")  # the controls are still there
+    at.run()  # any later rerun (another control, a fragment) keeps saying why
+    assert any("The measurement failed" in e.value for e in at.error)
