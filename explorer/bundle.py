@@ -13,7 +13,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from explorer.errors import ModelError
-from explorer.graph import Layer, Program, analyse
+from explorer.graph import Layer, Program, analyse, node_shapes
+from explorer.groups import graph_groups
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ def bundle_from_module(
             f"The model returns a tensor of shape {tuple(logits.shape)}; "
             "expected logits shaped (batch, classes)."
         )
-    layers = tuple(_with_groups(model, example[:1], analyse(program, example[:1])))
+    shapes = node_shapes(program, example[:1])
+    layers = tuple(_with_groups(program, analyse(program, shapes), shapes))
     return ModelBundle(
         name=name, model=model, program=program, input_shape=tuple(input_shape),
         num_classes=int(logits.shape[1]), layers=layers, flops=int(counter.get_total_flops()),
@@ -126,23 +128,12 @@ def bundle_from_module(
     )
 
 
-def _with_groups(model: nn.Module, example: torch.Tensor, layers: list[Layer]) -> list[Layer]:
-    """Layers with their coupled neuron groups, from Torch-Pruning where the model allows.
-
-    Torch-Pruning traces ``nn.Linear`` / ``nn.Conv2d`` modules; a model known only as an
-    exported graph keeps the graph's own analysis (coupled layers are then not prunable).
-    """
-    modules = dict(model.named_modules())
-    if not all(isinstance(modules.get(la.name), (nn.Linear, nn.Conv2d)) for la in layers):
-        return [la if la.neuron_reason is None else replace(
-            la, neuron_reason=la.neuron_reason + (
-                "; coupled channels can be pruned as a group only for models loaded with "
-                "their Python definition (a demo architecture)"
-                if "coupled" in la.neuron_reason else ""))
-            for la in layers]
-    from explorer.groups import find_groups
-
-    groups, reasons = find_groups(model, example, layers)
+def _with_groups(
+    program: Program, layers: list[Layer], shapes: dict[str, tuple[int, ...]]
+) -> list[Layer]:
+    """Layers with their coupled neuron groups found on the exported graph (the same for a
+    demo architecture and an upload), or why their neurons cannot be removed."""
+    groups, reasons = graph_groups(program.nodes, layers, shapes, set(program.params()))
     out = []
     for la in layers:
         group = groups.get(la.name)
@@ -150,7 +141,7 @@ def _with_groups(model: nn.Module, example: torch.Tensor, layers: list[Layer]) -
             out.append(replace(la, dependents=group.dependents, neuron_reason=None,
                                group=group.name))
         else:
-            reason = reasons.get(la.name) or la.neuron_reason or "no dependency group found"
+            reason = reasons.get(la.name, "no dependency group found")
             out.append(replace(la, dependents=(), neuron_reason=reason, group=None))
     return out
 

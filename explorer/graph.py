@@ -5,8 +5,8 @@ parameters are ``get_attr`` nodes named as in ``model.state_dict()``). On that g
 
 * the prunable layers (``aten.linear`` / ``aten.conv2d`` with a weight parameter), in
   execution order, with their dense FLOPs per sample;
-* for each layer, which parameter slices depend on its output neurons (BatchNorm entries,
-  the next layer's input columns) or why its neurons cannot be removed on their own;
+* (in :mod:`explorer.groups`) which layers' neurons are coupled, and which parameter slices
+  follow them (BatchNorm entries, the next layers' input columns);
 
 and we run the graph node by node with parameters swapped in (never written into the
 model; on a GPU, every tensor it reads is swapped for a copy there), optionally resuming
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -49,13 +48,23 @@ FLATTEN_OPS = {aten.flatten.using_ints, aten.view.default, aten.reshape.default}
 class Dependent:
     """A parameter slice that follows a layer's output neurons.
 
-    Neuron ``i`` of the layer owns entries ``[i * repeat, (i + 1) * repeat)`` along ``dim``
-    of ``param`` (``repeat`` > 1 where a flatten turns each channel into H*W features).
+    Neuron ``i`` of the layer owns entries ``[offset + i * repeat, offset + (i + 1) * repeat)``
+    along ``dim`` of ``param`` (``repeat`` > 1 where a flatten turns each channel into H*W
+    features; ``offset`` > 0 where a concatenation puts other channels first).
     """
 
     param: str
     dim: int
     repeat: int = 1
+    offset: int = 0
+
+    def spread(self, keep: torch.Tensor, size: int) -> torch.Tensor:
+        """The keep-vector (``size``,) along :attr:`dim` for a group's ``keep`` (neurons,):
+        each neuron's entries follow it, entries of other channels are kept."""
+        full = torch.ones(size, dtype=torch.bool)
+        block = keep.repeat_interleave(self.repeat)
+        full[self.offset:self.offset + block.numel()] = block
+        return full
 
 
 @dataclass(frozen=True)
@@ -276,14 +285,17 @@ def logits_of(output: object) -> torch.Tensor:
     return output
 
 
-def analyse(program: Program, example: torch.Tensor) -> list[Layer]:
-    """Find the prunable layers of ``program`` in execution order, run on ``example`` (1, ...)."""
+def node_shapes(program: Program, example: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor node's value (by node name) in a run on ``example``."""
     _, state = program.run(example, keep=True)
-    shapes = {
-        n.name: tuple(v.shape)
-        for n, v in zip(program.nodes, state.values, strict=True)
-        if isinstance(v, torch.Tensor)
-    }
+    return {n.name: tuple(v.shape) for n, v in zip(program.nodes, state.values, strict=True)
+            if isinstance(v, torch.Tensor)}
+
+
+def analyse(program: Program, shapes: Mapping[str, tuple[int, ...]]) -> list[Layer]:
+    """The prunable layers of ``program`` in execution order, with ``shapes`` from a run on
+    one sample (:func:`node_shapes`). Which neurons they may lose is found afterwards, on
+    the whole graph (:func:`explorer.groups.graph_groups`)."""
     params = program.params()
     layers = []
     for node in program.nodes:
@@ -295,16 +307,10 @@ def analyse(program: Program, example: torch.Tensor) -> list[Layer]:
             continue
         bias_name = _param_name(node.args[2], params) if len(node.args) > 2 else None
         w_shape = tuple(params[weight].shape)
-        name = weight.removesuffix(".weight")
-        flops = _layer_flops(kind, w_shape, shapes[node.args[0].name], shapes[node.name])
-        if kind == "conv2d" and _conv_groups(node) != 1:
-            deps, reason = (), "grouped convolutions are not supported for neuron pruning"
-        else:
-            deps, reason = _dependents(node, kind, shapes, params)
         layers.append(Layer(
-            name=name, kind=kind, weight=weight, bias=bias_name, weight_shape=w_shape,
-            flops=flops, node=node.name, activation_node=_activation_node(node).name,
-            dependents=deps, neuron_reason=reason, group=None if reason else name,
+            name=weight.removesuffix(".weight"), kind=kind, weight=weight, bias=bias_name,
+            weight_shape=w_shape, node=node.name, activation_node=_activation_node(node).name,
+            flops=_layer_flops(kind, w_shape, shapes[node.args[0].name], shapes[node.name]),
         ))
     if not layers:
         found = "; ".join(f"{op} ({', '.join(owners)})"
@@ -342,7 +348,8 @@ def _param_name(arg: object, params: Mapping[str, torch.Tensor]) -> str | None:
     return None
 
 
-def _conv_groups(node: fx.Node) -> int:
+def conv_groups(node: fx.Node) -> int:
+    """The ``groups`` argument of an ``aten.conv2d`` node."""
     return int(node.args[6]) if len(node.args) > 6 else int(node.kwargs.get("groups", 1))
 
 
@@ -368,58 +375,3 @@ def _activation_node(node: fx.Node) -> fx.Node:
             break
         current = user
     return node
-
-
-def _dependents(
-    node: fx.Node, kind: str, shapes: dict[str, tuple], params: Mapping[str, torch.Tensor]
-) -> tuple[tuple[Dependent, ...], str | None]:
-    """Which parameter slices follow ``node``'s output neurons; or why they cannot be cut."""
-    if kind == "linear" and len(shapes[node.name]) != 2:
-        return (), "a linear layer on inputs of more than 2 dimensions is not supported"
-    deps: list[Dependent] = []
-    stack = [(node, 1)]
-    consumers = 0
-    while stack:
-        current, repeat = stack.pop()
-        if not current.users:
-            return (), "its output is the model's output (its neurons are the classes)"
-        for user in current.users:
-            if user.op == "output":
-                return (), "its output is the model's output (its neurons are the classes)"
-            target = user.target if user.op == "call_function" else None
-            if target in LAYER_OPS and user.args[0] is current:
-                w = _param_name(user.args[1], params)
-                if w is None:
-                    return (), f"its output feeds {user.name}, whose weight is not a parameter"
-                if target is aten.conv2d.default and _conv_groups(user) != 1:
-                    return (), (f"its output feeds a grouped convolution "
-                                f"({w.removesuffix('.weight')}), not supported")
-                deps.append(Dependent(w, 1, repeat))
-                consumers += 1
-            elif target in CHANNELWISE_OPS and user.args[0] is current:
-                if target is aten.batch_norm.default:
-                    for arg in user.args[1:3]:
-                        if (bn_param := _param_name(arg, params)) is not None:
-                            deps.append(Dependent(bn_param, 0, repeat))
-                stack.append((user, repeat))
-            elif target in FLATTEN_OPS and _is_channel_flatten(current, user, shapes):
-                stack.append((user, repeat * math.prod(shapes[current.name][2:])))
-            elif target is operator.getitem:
-                return (), f"its output is split by {user.name}"
-            else:
-                op = getattr(target, "__name__", str(user.target))
-                return (), (
-                    f"its output is coupled to other layers through {op} ({user.name}); "
-                    "coupled channels must be pruned as a group"
-                )
-    if consumers == 0:
-        return (), "no later layer consumes its output"
-    return tuple(deps), None
-
-
-def _is_channel_flatten(src: fx.Node, user: fx.Node, shapes: dict[str, tuple]) -> bool:
-    """Whether ``user`` reshapes (N, C, ...) into (N, C * ...) keeping channels in blocks."""
-    before, after = shapes.get(src.name), shapes.get(user.name)
-    if before is None or after is None or len(after) != 2 or len(before) < 2:
-        return False
-    return after[0] == before[0] and after[1] == math.prod(before[1:])

@@ -1,29 +1,47 @@
-"""Coupled neurons: which output channels must be removed together, found by Torch-Pruning.
+"""Coupled neurons: which output channels must be removed together, found on the exported graph.
 
-Channels joined by a residual addition (or a concatenation, a BatchNorm, a flatten) cannot be
-removed from one layer alone: the model would break or compute something else. Torch-Pruning's
-dependency graph (Fang et al. 2023, "DepGraph") traces the model and returns, for each group of
-coupled layers, every parameter slice that follows a channel. We translate each group into
-:class:`~explorer.graph.Dependent` slices, so masks, costs and shrinking treat a group as one
-unit with one sparsity.
+Channels joined by a residual addition cannot be removed from one layer alone: the model
+would break or compute something else. Like Torch-Pruning's dependency graph (Fang et al.
+2023, "DepGraph"), we follow each prunable layer's output channels through the ``torch.export``
+graph (ATen ops) to every parameter slice that must follow them, and join the layers whose
+channels meet in one group. Working on the graph, not on ``nn.Module`` objects, gives
+uploads (.pt2 programs, converted TorchScript) the same groups as the demo architectures;
+on those, the groups equal Torch-Pruning's (tests/engine/test_graph_groups.py).
 
-This needs the model's ``nn.Module`` (its Linear / Conv2d modules). For a model that exists
-only as an exported graph, :mod:`explorer.graph`'s own analysis is used: single layers whose
-output feeds the next layer directly are prunable, coupled ones are not.
+Channels are followed in one pass in execution order. Each tensor carries a *label*: the
+list of :class:`Segment` s along its channel axis (dim 1), each naming the layer whose channels
+it holds, how many, and how many features each channel has become (a flatten turns a channel
+into a block of H*W features). What the pass understands:
+
+* BatchNorm, activations, dropout, pooling, mean over spatial axes: channels kept (a
+  BatchNorm's weight and bias follow them);
+* flatten / view / reshape from (N, C, ...) to (N, C * ...): a channel becomes a block;
+* add, sub, mul, div of two tensors: their layers' channels are joined into one group;
+* concatenation along the channels: the segments follow each other (offsets);
+* a depthwise convolution (one filter per channel): its filters follow its input's channels,
+  and it joins their group;
+* a linear or convolution that reads the tensor: its input columns follow.
+
+Anything else that a layer's channels reach (a split, an unknown op, the model's output, a
+tensor of unknown origin added to them) makes that layer's group unprunable with a reason:
+never a wrong group.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
+import math
+import operator
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import fx
 
-from explorer.graph import Dependent, Layer
+from explorer.graph import CHANNELWISE_OPS, FLATTEN_OPS, Dependent, Layer, conv_groups
 
-PARAM_DIMS = {"out": 0, "in": 1}
+aten = torch.ops.aten
+JOIN_OPS = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
+OUTPUT_REASON = "its output is the model's output (its neurons are the classes)"
 
 
 @dataclass(frozen=True)
@@ -40,74 +58,250 @@ class NeuronGroup:
     dependents: tuple[Dependent, ...]
 
 
-def find_groups(
-    model: nn.Module, example: torch.Tensor, layers: Sequence[Layer]
+@dataclass(frozen=True)
+class Segment:
+    """``count`` channels of layer ``root`` (None: of no prunable layer), each spread over
+    ``repeat`` consecutive entries of the channel axis."""
+
+    root: str | None
+    count: int
+    repeat: int = 1
+
+    @property
+    def width(self) -> int:
+        return self.count * self.repeat
+
+
+Label = tuple[Segment, ...]
+
+
+class _Trace:
+    """The state of one pass: labels per node, and per layer (a union-find over layers)
+    its dependents, its attached depthwise layers and why it cannot lose neurons."""
+
+    def __init__(self, layers: dict[str, Layer], shapes: dict[str, tuple]) -> None:
+        self.layers, self.shapes = layers, shapes
+        self.labels: dict[str, Label] = {}
+        self.parent = {name: name for name in layers}
+        self.deps: dict[str, list[Dependent]] = {name: [] for name in layers}
+        self.members: dict[str, list[str]] = {name: [name] for name in layers}
+        self.blocked: dict[str, str] = {}
+        self.consumed: set[str] = set()
+
+    def find(self, name: str) -> str:
+        while self.parent[name] != name:
+            name = self.parent[name]
+        return name
+
+    def join(self, a: str, b: str) -> None:
+        a, b = self.find(a), self.find(b)
+        if a == b:
+            return
+        self.parent[b] = a
+        self.deps[a] += self.deps.pop(b)
+        self.members[a] += self.members.pop(b)
+        self.consumed |= {a} if b in self.consumed else set()
+        if b in self.blocked:
+            self.blocked.setdefault(a, self.blocked.pop(b))
+
+    def block(self, label: Label | None, reason: str) -> None:
+        for seg in label or ():
+            if seg.root is not None:
+                self.blocked.setdefault(self.find(seg.root), reason)
+
+    def follow(self, label: Label, param: str | None, dim: int, scale: int = 1) -> None:
+        """``param``'s entries along ``dim`` follow ``label``'s channels (``scale`` entries
+        per channel entry, for a flatten seen from the consumer)."""
+        offset = 0
+        for seg in label:
+            if seg.root is not None and param is not None:
+                self.deps[self.find(seg.root)].append(
+                    Dependent(param, dim, seg.repeat * scale, offset))
+            offset += seg.width * scale
+
+
+def graph_groups(
+    nodes: list[fx.Node], layers: list[Layer], shapes: dict[str, tuple],
+    params: set[str],
 ) -> tuple[dict[str, NeuronGroup], dict[str, str]]:
-    """Groups of ``model`` by layer name, and a reason for each layer that cannot be pruned.
+    """Groups of the graph's ``layers`` by layer name, and why each other layer cannot lose
+    neurons. ``nodes`` in execution order; ``shapes`` by node name from a run on one sample;
+    ``params`` the parameter names (a layer reads its weight as a parameter)."""
+    by_node = {la.node: la for la in layers}
+    trace = _Trace({la.name: la for la in layers}, shapes)
+    for node in nodes:
+        if node.op == "output":
+            for arg in node.all_input_nodes:
+                trace.block(trace.labels.get(arg.name), OUTPUT_REASON)
+        elif node.op == "call_function":
+            _step(trace, node, by_node.get(node.name), params)
+    return _collect(trace, layers)
 
-    Layers whose output is the model's output are never pruned (their neurons are classes).
-    """
-    import torch_pruning as tp
 
-    modules = dict(model.named_modules())
-    by_module = {m: n for n, m in modules.items()}
-    order = {layer.name: i for i, layer in enumerate(layers)}
-    output_layers = [modules[la.name] for la in layers
-                     if la.neuron_reason and "model's output" in la.neuron_reason]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-        found = list(graph.get_all_groups(
-            root_module_types=(nn.Conv2d, nn.Linear), ignored_layers=output_layers))
+def _step(trace: _Trace, node: fx.Node, layer: Layer | None, params: set[str]) -> None:
+    """Label ``node``'s output from its inputs' labels, recording what follows them."""
+    inputs = {n.name: trace.labels[n.name] for n in node.all_input_nodes
+              if trace.labels.get(n.name)}
+    target = node.target
+    first = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+    alone = first is not None and list(inputs) == [first.name]  # only the first arg labelled
+    if layer is not None:
+        _layer_step(trace, node, layer, inputs)
+    elif not inputs:
+        return
+    elif target in CHANNELWISE_OPS and alone:
+        label = inputs[first.name]
+        if target is aten.batch_norm.default:
+            affine = [a.target for a in node.args[1:3] if _is_param(a, params)]
+            if len(affine) < 2:
+                trace.block(label, f"it feeds a BatchNorm without affine parameters ({node.name})")
+            for name in affine:
+                trace.follow(label, name, 0)
+        trace.labels[node.name] = label
+    elif target in FLATTEN_OPS and alone and channel_flatten(trace.shapes, node):
+        spread = math.prod(trace.shapes[first.name][2:])
+        trace.labels[node.name] = tuple(Segment(s.root, s.count, s.repeat * spread)
+                                        for s in inputs[first.name])
+    elif target is aten.mean.dim and alone and _spatial(trace.shapes[first.name], node.args[1]):
+        trace.labels[node.name] = inputs[first.name]
+    elif target in JOIN_OPS:
+        _join_step(trace, node, inputs)
+    elif target is aten.cat.default:
+        _cat_step(trace, node, inputs)
+    else:
+        op = getattr(getattr(target, "overloadpacket", None), "__name__", None) or getattr(
+            target, "__name__", str(target))
+        if target is operator.getitem:
+            why = f"its output is split by {node.name}"
+        else:
+            why = (f"its channels reach {op} ({node.name}), an operation the graph analysis "
+                   "does not follow")
+        for label in inputs.values():
+            trace.block(label, why)
+
+
+def _layer_step(trace: _Trace, node: fx.Node, layer: Layer, inputs: dict[str, Label]) -> None:
+    source = node.args[0]
+    label = inputs.get(source.name) if isinstance(source, fx.Node) else None
+    if set(inputs) - {source.name}:
+        trace.block(tuple(s for n, lab in inputs.items() if n != source.name for s in lab),
+                    f"its output becomes a weight of {layer.name}")
+    groups = conv_groups(node)
+    if layer.kind == "conv2d" and groups != 1:
+        depthwise = groups == layer.weight_shape[0] == trace.shapes[source.name][1]
+        if depthwise and label and len({s.root for s in label}) == 1 and label[0].root:
+            trace.follow(label, layer.weight, 0)
+            trace.follow(label, layer.bias, 0)
+            trace.join(label[0].root, layer.name)
+            trace.labels[node.name] = label
+            return
+        reason = (f"{layer.name} is a grouped convolution (groups={groups}), "
+                  "not supported for neuron pruning")
+        trace.block(label, f"its output feeds a grouped convolution ({layer.name}), "
+                    "not supported")
+        trace.blocked[layer.name] = (reason if not depthwise else
+                                     f"{layer.name} is a depthwise convolution whose channels "
+                                     "follow several layers, or none")
+        return
+    if label:
+        if layer.kind == "linear" and len(trace.shapes[source.name]) != 2:
+            trace.block(label, f"it feeds {layer.name}, a linear layer on inputs of more "
+                        "than 2 dimensions")
+        trace.follow(label, layer.weight, 1)
+        for seg in label:
+            if seg.root is not None:
+                trace.consumed.add(trace.find(seg.root))
+    trace.follow(((Segment(layer.name, layer.neurons),)), layer.weight, 0)
+    trace.follow(((Segment(layer.name, layer.neurons),)), layer.bias, 0)
+    if layer.kind == "linear" and len(trace.shapes[node.name]) != 2:
+        trace.blocked[layer.name] = ("a linear layer on inputs of more than 2 dimensions is "
+                                     "not supported")
+    trace.labels[node.name] = (Segment(layer.name, layer.neurons),)
+
+
+def _join_step(trace: _Trace, node: fx.Node, inputs: dict[str, Label]) -> None:
+    """add / sub / mul / div: two labelled operands join their layers' channels; a factor
+    without channels (a scalar, a per-sample value) keeps them."""
+    out = trace.shapes[node.name]
+    operands = [a for a in node.args[:2] if isinstance(a, fx.Node)]
+    wide = [a for a in operands if _channels(trace.shapes[a.name], len(out)) > 1]
+    labels = [inputs.get(a.name) for a in wide]
+    full = all(labels) and all(len(trace.shapes[a.name]) == len(out) for a in wide)
+    if full and len(wide) == 1 and len(inputs) == 1:
+        trace.labels[node.name] = labels[0]
+    elif full and len(wide) == 2 and _aligned(labels[0], labels[1]):
+        for a, b in zip(labels[0], labels[1], strict=True):
+            if (a.root is None) != (b.root is None):
+                trace.block(labels[0] + labels[1], f"its channels are joined by {node.name} "
+                            "with channels no prunable layer produces")
+            elif a.root is not None:
+                trace.join(a.root, b.root)
+        trace.labels[node.name] = labels[0]
+    else:
+        trace.block(tuple(s for lab in inputs.values() for s in lab),
+                    f"its channels are joined by {node.name} with channels no prunable layer "
+                    "produces, or laid out otherwise")
+
+
+def _cat_step(trace: _Trace, node: fx.Node, inputs: dict[str, Label]) -> None:
+    tensors, dim = node.args[0], node.args[1] if len(node.args) > 1 else 0
+    rank = len(trace.shapes[node.name])
+    if dim % rank != 1:
+        trace.block(tuple(s for lab in inputs.values() for s in lab),
+                    f"its output is concatenated along dimension {dim} ({node.name})")
+        return
+    label: list[Segment] = []
+    for t in tensors:
+        label.extend(inputs.get(t.name) or (Segment(None, trace.shapes[t.name][1]),))
+    trace.labels[node.name] = tuple(label)
+
+
+def _collect(
+    trace: _Trace, layers: list[Layer]
+) -> tuple[dict[str, NeuronGroup], dict[str, str]]:
+    order = {la.name: i for i, la in enumerate(layers)}
     groups: dict[str, NeuronGroup] = {}
     reasons: dict[str, str] = {}
-    for tp_group in found:
-        root = tp_group[0].dep.target.module
-        neurons = _out_channels(root)
-        full = graph.get_pruning_group(root, tp_group[0].dep.handler, list(range(neurons)))
-        members, deps, problem = [], [], None
-        for dep, idxs in full:
-            module = dep.target.module
-            name = by_module.get(module)
-            if name is None or not isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d,
-                                                       nn.BatchNorm1d)):
-                continue  # a functional op (add, reshape, relu): no parameters of its own
-            side = "out" if "out_channels" in dep.handler.__name__ else "in"
-            repeat, ok = _block_repeat(list(idxs), neurons)
-            if not ok:
-                problem = f"channels of {name} map to its inputs in a way not supported"
-                break
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                if side == "out" and name in order:
-                    members.append(name)
-                if isinstance(module, nn.Conv2d) and module.groups != 1:
-                    problem = (f"{name} is a grouped convolution (groups={module.groups}), "
-                               "not supported for neuron pruning")
-                    break
-            if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)) or side == "out":
-                for pname in ("weight", "bias"):
-                    if getattr(module, pname, None) is not None:
-                        deps.append(Dependent(f"{name}.{pname}", 0, repeat))
-            else:
-                deps.append(Dependent(f"{name}.weight", 1, repeat))
-        members.sort(key=order.__getitem__)
-        if problem:
-            for member in members:
-                reasons[member] = problem
+    for root, members in trace.members.items():
+        members = sorted(members, key=order.__getitem__)
+        reason = trace.blocked.get(root)
+        if reason is None and root not in trace.consumed:
+            reason = "no later layer consumes its output"
+        if reason is not None:
+            reasons.update(dict.fromkeys(members, reason))
             continue
-        group = NeuronGroup(members[0], tuple(members), neurons, tuple(dict.fromkeys(deps)))
-        for member in members:
-            groups[member] = group
+        neurons = trace.layers[members[0]].neurons
+        group = NeuronGroup(members[0], tuple(members), neurons,
+                            tuple(dict.fromkeys(trace.deps[root])))
+        groups.update(dict.fromkeys(members, group))
     return groups, reasons
 
 
-def _out_channels(module: nn.Module) -> int:
-    return module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+def _aligned(a: Label, b: Label) -> bool:
+    return [(s.count, s.repeat) for s in a] == [(s.count, s.repeat) for s in b]
 
 
-def _block_repeat(idxs: list[int], neurons: int) -> tuple[int, bool]:
-    """How many consecutive entries each neuron owns, if ``idxs`` is that block pattern."""
-    if not idxs or len(idxs) % neurons:
-        return 1, False
-    repeat = len(idxs) // neurons
-    return repeat, idxs == list(range(neurons * repeat))
+def _is_param(arg: object, params: set[str]) -> bool:
+    return isinstance(arg, fx.Node) and arg.op == "get_attr" and arg.target in params
+
+
+def channel_flatten(shapes: Mapping[str, tuple[int, ...]], node: fx.Node) -> bool:
+    """Whether ``node`` reshapes (N, C, ...) into (N, C * ...), each channel a block."""
+    source = node.args[0] if node.args else None
+    before = shapes.get(source.name) if isinstance(source, fx.Node) else None
+    after = shapes.get(node.name)
+    if before is None or after is None or len(after) != 2 or len(before) < 2:
+        return False
+    return after[0] == before[0] and after[1] == math.prod(before[1:])
+
+
+def _channels(shape: tuple, rank: int) -> int:
+    """How many channels a tensor of ``shape`` has when broadcast to ``rank`` dimensions."""
+    at = 1 - (rank - len(shape))
+    return shape[at] if 0 <= at < len(shape) else 1
+
+
+def _spatial(shape: tuple, dims: object) -> bool:
+    """Whether a mean over ``dims`` of a tensor of ``shape`` keeps the batch and channels."""
+    dims = [dims] if isinstance(dims, int) else list(dims or [])
+    return bool(dims) and all(d % len(shape) > 1 for d in dims)

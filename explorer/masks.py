@@ -90,6 +90,18 @@ class ScoreCache:
             self._scores.popitem(last=False)
         return flat, order
 
+    def computed(self) -> dict[tuple, tuple[torch.Tensor, torch.Tensor]]:
+        """The scores computed so far by (granularity, criterion, unit): what a copy of this
+        cache elsewhere (a cluster worker, :mod:`explorer.decide.cluster`) is seeded with."""
+        with self._lock:
+            return dict(self._scores)
+
+    def seed(self, computed: dict[tuple, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Take scores another cache computed for the same model and data
+        (:meth:`computed`): they are not computed again here."""
+        with self._lock:
+            self._scores.update(computed)
+
     def keep(self, granularity: str, name: str, unit: str, k: int) -> torch.Tensor:
         """Flat boolean keep-vector removing the ``k`` lowest-scored entries of ``unit``."""
         key = (granularity, name, unit, k)
@@ -194,10 +206,14 @@ def merge_updates(bundle: ModelBundle, group: str, keep: torch.Tensor) -> dict[s
         if dep.dim != 1:
             continue
         weight = params[dep.param].detach()
-        blocks = weight.unflatten(1, (-1, dep.repeat))  # (out, neurons, repeat, ...)
+        span = weight.narrow(1, dep.offset, keep.numel() * dep.repeat)  # the group's columns
+        blocks = span.unflatten(1, (-1, dep.repeat))  # (out, neurons, repeat, ...)
         view = [1, -1] + [1] * (blocks.dim() - 2)
         moved = blocks[:, removed] * scale.to(weight.dtype).view(view)
-        out[dep.param] = blocks.index_add(1, twin, moved).reshape(weight.shape)
+        merged = weight.clone()
+        merged.narrow(1, dep.offset, span.shape[1]).copy_(
+            blocks.index_add(1, twin, moved).reshape(span.shape))
+        out[dep.param] = merged
     return out
 
 
@@ -338,7 +354,8 @@ def _neuron_masks(
         for dep in bundle.group(group)[0].dependents:
             # only the merged columns change value: only their key says "merge"
             dep_key = (*key, "merge") if plan.merge and dep.dim == 1 else key
-            restrict(dep.param, dep.dim, keep.repeat_interleave(dep.repeat), dep_key)
+            restrict(dep.param, dep.dim, dep.spread(keep, params[dep.param].shape[dep.dim]),
+                     dep_key)
         if plan.merge:
             for param, value in cache.merged(plan.criterion, group, k).items():
                 # two groups feeding one parameter (not seen in practice) add their changes

@@ -2,8 +2,13 @@
 
 The masked model (whole rows and columns zeroed) and the shrunk model compute the same
 outputs; the shrunk one really has fewer parameters and FLOPs, so it is faster on any
-hardware. Torch-Pruning removes the channels, with everything coupled to them, from a
-private copy of the model; the shared model is never touched.
+hardware. For a model with its Python definition, Torch-Pruning removes the channels, with
+everything coupled to them, from a private copy of the model. A model known only as an
+exported graph (an upload) is shrunk on a copy of its graph: every parameter slice the masks
+cut (the groups' :class:`~explorer.graph.Dependent` slices) is removed, with the running
+statistics of the BatchNorms that follow them; a depthwise convolution's ``groups`` becomes
+its new channel count, and a flatten written as a fixed-size view becomes ``flatten(x, 1)``.
+The shared model is never touched.
 """
 
 from __future__ import annotations
@@ -17,7 +22,11 @@ from torch import nn
 
 from explorer.bundle import ModelBundle
 from explorer.errors import ModelError
+from explorer.graph import FLATTEN_OPS, conv_groups, node_shapes
+from explorer.groups import channel_flatten
 from explorer.masks import Masks
+
+aten = torch.ops.aten
 
 
 def shrink(bundle: ModelBundle, masks: Masks,
@@ -31,10 +40,7 @@ def shrink(bundle: ModelBundle, masks: Masks,
                          "every tensor's shape (export the pruned weights instead).")
     modules = dict(bundle.model.named_modules())
     if not all(isinstance(modules.get(la.name), (nn.Linear, nn.Conv2d)) for la in bundle.layers):
-        raise ModelError(
-            f"'{bundle.name}' is known only as an exported graph; shrinking it needs the "
-            "model's Python definition (load a demo architecture's weights instead)."
-        )
+        return shrink_graph(bundle, masks, buffers)
     model = copy.deepcopy(bundle.model).eval()
     with torch.no_grad():  # merged neurons: their outgoing weights already moved to a twin
         for name, value in masks.updates.items():
@@ -56,3 +62,51 @@ def shrink(bundle: ModelBundle, masks: Masks,
                          else tp.prune_linear_out_channels)
             graph.get_pruning_group(module, prune_out, removed.tolist()).prune()
     return model
+
+
+def shrink_graph(bundle: ModelBundle, masks: Masks,
+                 buffers: Mapping[str, torch.Tensor] | None = None) -> torch.fx.GraphModule:
+    """:func:`shrink` on a copy of ``bundle``'s exported graph (any model, its Python
+    definition not needed)."""
+    with warnings.catch_warnings():  # copying an exported graph's pytree specs warns
+        warnings.simplefilter("ignore", FutureWarning)
+        module = copy.deepcopy(bundle.program.module)
+    with torch.no_grad():
+        for name, value in masks.updates.items():
+            module.get_parameter(name).copy_(value)
+        for name, value in (buffers or {}).items():
+            module.get_buffer(name).copy_(value)
+    kept = {name: {dim: keep.nonzero().flatten() for dim, keep in dims.items()}
+            for name, dims in masks.kept_dims.items()}
+    shapes = node_shapes(bundle.program, torch.zeros((1, *bundle.input_shape)))
+    for node in module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        weight = node.args[1] if len(node.args) > 1 else None
+        rows = kept.get(getattr(weight, "target", None), {}).get(0)
+        if node.target is aten.batch_norm.default and rows is not None:
+            for stat in node.args[3:5]:
+                if isinstance(stat, torch.fx.Node) and stat.op == "get_attr":
+                    kept[stat.target] = {0: rows}
+        elif node.target is aten.conv2d.default and rows is not None and conv_groups(node) != 1:
+            node.args = (*node.args[:6], rows.numel())  # depthwise: one group per channel
+        elif node.target in FLATTEN_OPS and channel_flatten(shapes, node):
+            node.target, node.args, node.kwargs = aten.flatten.using_ints, (node.args[0], 1), {}
+    for name, dims in kept.items():
+        _cut(module, name, dims)
+    module.recompile()
+    return module
+
+
+def _cut(module: nn.Module, name: str, dims: Mapping[int, torch.Tensor]) -> None:
+    """Replace tensor ``name`` of ``module`` by its entries ``dims`` keeps (dim -> indices)."""
+    owner_name, _, leaf = name.rpartition(".")
+    owner = module.get_submodule(owner_name)
+    value = getattr(owner, leaf).detach()
+    for dim, index in dims.items():
+        value = value.index_select(dim, index)
+    if leaf in owner._parameters:
+        owner._parameters[leaf] = nn.Parameter(value.clone())
+    else:
+        owner._buffers[leaf] = value.clone()
+
