@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from explorer.errors import DataError, ExplorerError, PlanError, short
@@ -224,6 +225,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     from explorer.decide.held_out import SplitEvaluator
     from explorer.decide.sensitivity import DEFAULT_GRID, sensitivity
 
+    cluster = _cluster(args)
     bundle, data = _load_bundle(args.model, args.data)
     plan = _load_plan(args.plan) if args.plan else None
     granularity = args.granularity or (plan.granularity if plan else "weights")
@@ -238,8 +240,9 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     # scanned on the calibration part
     judge = SplitEvaluator(bundle, data, memory_budget=args.memory_budget, device=args.device,
                            bn_calibration=calibration)
-    result = sensitivity(judge.calibration, granularity, criterion, grid, base=plan,
-                         screen=not args.exact)
+    with cluster as executor:
+        result = sensitivity(judge.calibration, granularity, criterion, grid, base=plan,
+                             screen=not args.exact, executor=executor)
     if args.json:
         print(json.dumps({**result.to_dict(), **judge.report(result.base),
                           "bn_recalibrated": judge.calibration.recalibrates, "bn_note": note},
@@ -266,19 +269,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from explorer.decide import compare_criteria as compare
     from explorer.evaluator import Evaluator
 
+    cluster = _cluster(args)
     bundle, data = _load_bundle(args.model, args.data)
     grid = _grid_arg(args.grid) if args.grid else None
     calibration, note = _calibration(args, bundle)
     evaluator = Evaluator(bundle, data, memory_budget=args.memory_budget, device=args.device,
                           bn_calibration=calibration)
     screen = not args.exact
-    if args.layer:
-        members = compare.swept_layers(evaluator, args.granularity, args.layer)
-        curves = compare.layer_curves(evaluator, args.granularity, args.layer, grid,
-                                      screen=screen)
-    else:
-        members = list(bundle.layer_names)
-        curves = compare.global_curves(evaluator, args.granularity, grid, screen=screen)
+    with cluster as executor:
+        if args.layer:
+            members = compare.swept_layers(evaluator, args.granularity, args.layer)
+            curves = compare.layer_curves(evaluator, args.granularity, args.layer, grid,
+                                          screen=screen, executor=executor)
+        else:
+            members = list(bundle.layer_names)
+            curves = compare.global_curves(evaluator, args.granularity, grid, screen=screen,
+                                           executor=executor)
     dense = evaluator.evaluate(Plan(granularity=args.granularity,
                                     criterion=default_criterion(args.granularity)))
     if args.json:
@@ -447,6 +453,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     from explorer.export.save import check_writable
 
     target = Target.parse(args.target)
+    cluster = _cluster(args)
     if args.out:
         check_writable(args.out)  # before the scan, not after it
     bundle, data = _load_bundle(args.model, args.data)
@@ -456,8 +463,9 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     # chosen on the calibration part, reported on the held-out part
     judge = SplitEvaluator(bundle, data, memory_budget=args.memory_budget, device=args.device,
                            bn_calibration=calibration)
-    scan = sensitivity(judge.calibration, args.granularity, criterion, grid,
-                       screen=not args.exact)
+    with cluster as executor:
+        scan = sensitivity(judge.calibration, args.granularity, criterion, grid,
+                           screen=not args.exact, executor=executor)
     result = suggest(scan, judge, target)
     if args.out:
         try:
@@ -560,6 +568,24 @@ def _exact_option(parser: argparse.ArgumentParser) -> None:
              "table's 50%% and 80%%, a suggestion's plan - always run on all images)")
 
 
+def _ray_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray", metavar="ADDRESS",
+        help="run the sweep on a Ray cluster: local (start one on this machine), HOST:PORT "
+             "or ray://HOST:PORT; sends it the model, the data and the scores (needs the "
+             "ray extra: pip install -e '.[ray]'); default: in this process")
+
+
+def _cluster(args: argparse.Namespace):
+    """Where the command's sweep runs, as a context: this process (None) or the Ray
+    cluster at ``--ray`` (its address and the ray extra checked now, before any work)."""
+    if args.ray is None:
+        return nullcontext(None)
+    from explorer.decide.cluster import RayCluster
+
+    return RayCluster(args.ray)
+
+
 def _device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -643,6 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     _device_option(p)
     _bn_options(p)
     _exact_option(p)
+    _ray_option(p)
     p.add_argument("--plan", help="plan JSON file for the other layers; default: dense")
     p.add_argument("--granularity", choices=["weights", "neurons"],
                    help="default: the plan's, else weights")
@@ -655,6 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     _device_option(p)
     _bn_options(p)
     _exact_option(p)
+    _ray_option(p)
     p.add_argument("--granularity", choices=["weights", "neurons"], default="weights",
                    help="default: weights")
     p.add_argument("--layer", help="sweep this layer (for neurons, its coupled group) with "
@@ -698,6 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
     _device_option(p)
     _bn_options(p)
     _exact_option(p)
+    _ray_option(p)
     p.add_argument("--target", required=True,
                    help="flops=4 (4x fewer FLOPs), size=8 (compression ratio) or drop=0.01 "
                    "(largest accuracy drop accepted)")

@@ -139,6 +139,7 @@ class Evaluator:
         self._metrics: OrderedDict[str | tuple, Metrics] = OrderedDict()
         self.last_start = 0  # index of the first recomputed node in the last run's 1st batch
         self.estimate_samples, self._order, self._bounds = self._layout(estimate_samples)
+        self.bn_calibration = bn_calibration  # what a copy elsewhere is built with
         # BatchNorm recalibration: the norms of the graph when there are images to do it on
         self.norms = norms_of(bundle.program) if bn_calibration is not None else ()
         self.recalibrates = bool(self.norms)

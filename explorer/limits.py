@@ -64,3 +64,11 @@ SMALL_EVALUATION_FLOPS = 5 * 10**9
 # activations. Threads beyond the machine's cores only make the figures noisier.
 MAX_LATENCY_BATCH = 256
 MAX_LATENCY_THREADS = 64
+
+# Sweeps on a Ray cluster (explorer/decide/cluster.py). `--ray local` starts a cluster on
+# this machine with this many CPUs (one worker each) and a bounded object store (the model,
+# data and scores of one sweep: a CIFAR ResNet-18 with 3,000 images is ~80 MB); an address
+# that does not answer within RAY_CONNECT_SECONDS is refused (ray.init itself waits minutes).
+RAY_LOCAL_CPUS = 2
+RAY_LOCAL_OBJECT_STORE_BYTES = 512 * MiB
+RAY_CONNECT_SECONDS = 5

@@ -27,11 +27,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
+from typing import TYPE_CHECKING
 
 from explorer.errors import DataError, ExplorerError, PlanError
 from explorer.evaluator import Evaluator
 from explorer.plan import GRANULARITIES, Plan, criterion_names, default_criterion
 from explorer.progress import Progress, tick
+
+if TYPE_CHECKING:
+    from explorer.decide.cluster import Executor
 
 TABLE_FRACTIONS = (0.5, 0.8)
 
@@ -98,6 +103,7 @@ def layer_curves(
     base: Plan | None = None,
     progress: Progress | None = None,
     screen: bool = False,
+    executor: Executor | None = None,
 ) -> Curves:
     """Accuracy vs the fraction removed from ``layer``, for every criterion of ``granularity``.
 
@@ -115,6 +121,9 @@ def layer_curves(
         screen: screen the points off the table's fractions on the evaluator's stratified
             subset (see the module docstring); without an estimate phase every point is
             exact anyway.
+        executor: runs each criterion's curve as a share elsewhere
+            (:mod:`explorer.decide.cluster`: a Ray cluster), merged in this order to the
+            same curves; ``progress`` then hears each finished criterion. Default: here.
     """
     members = swept_layers(evaluator, granularity, layer)
     base = base_plan(base, granularity)
@@ -126,7 +135,7 @@ def layer_curves(
             plan = plan.with_sparsity(member, fraction)
         return plan
 
-    return _sweep(evaluator, granularity, fractions, plan_at, progress, screen)
+    return _sweep(evaluator, granularity, fractions, plan_at, progress, screen, executor)
 
 
 def global_curves(
@@ -135,18 +144,19 @@ def global_curves(
     amounts: Sequence[float] | None = None,
     progress: Progress | None = None,
     screen: bool = False,
+    executor: Executor | None = None,
 ) -> Curves:
     """Accuracy vs one global fraction removed across all prunable layers, per criterion.
 
     ``amounts`` default to :func:`default_fractions`; the plans are global-scope plans over
     every prunable layer (for neurons, every neuron group), as the Prune page's global slider.
-    ``screen`` as in :func:`layer_curves`.
+    ``screen`` and ``executor`` as in :func:`layer_curves`.
     """
 
     def plan_at(name: str, amount: float) -> Plan:
         return Plan(granularity=granularity, criterion=name, scope="global", amount=amount)
 
-    return _sweep(evaluator, granularity, amounts, plan_at, progress, screen)
+    return _sweep(evaluator, granularity, amounts, plan_at, progress, screen, executor)
 
 
 def accuracy_at(points: Iterable[Point], fraction: float) -> float | None:
@@ -168,6 +178,7 @@ def _sweep(
     plan_at: Callable[[str, float], Plan],
     progress: Progress | None,
     screen: bool,
+    executor: Executor | None = None,
 ) -> Curves:
     if evaluator.data is None:
         raise DataError(
@@ -179,25 +190,61 @@ def _sweep(
     total = len(names) * len(grid)
     points: dict[str, list[Point]] = {}
     errors: dict[str, str] = {}
+    if executor is not None:
+        work = partial(criterion_curve, grid=grid, plan_at=plan_at, screen=screen)
+        finished = 0
+
+        def done(i: int, curve: list[Point] | str) -> None:
+            nonlocal finished
+            finished += 1
+            tick(progress, finished * len(grid), total, names[i])
+
+        found, _ = executor.map(evaluator, work, names, done)
+        for name, curve in zip(names, found, strict=True):
+            if isinstance(curve, str):
+                errors[name] = curve
+            else:
+                points[name] = curve
+        return Curves(points, errors)
     for i, name in enumerate(names):
-        curve = []
-        try:
-            for fraction in grid:
-                decides = any(abs(fraction - f) < 1e-9 for f in TABLE_FRACTIONS)
-                measure = evaluator.estimate if screen and not decides else evaluator.evaluate
-                metrics = measure(plan_at(name, fraction))
-                curve.append(Point(fraction=fraction, accuracy=metrics.accuracy,
-                                   loss=metrics.loss, flops_effective=metrics.flops["effective"],
-                                   samples=metrics.samples,
-                                   exact=metrics.samples == len(evaluator.data),
-                                   accuracy_ci=metrics.accuracy_ci))
-                tick(progress, i * len(grid) + len(curve), total, name)
-        except ExplorerError as exc:
-            errors[name] = str(exc)
+        curve = criterion_curve(evaluator, name, grid, plan_at, screen,
+                                lambda n, i=i, name=name: tick(progress, i * len(grid) + n,
+                                                               total, name))
+        if isinstance(curve, str):
+            errors[name] = curve
             tick(progress, (i + 1) * len(grid), total, name)
         else:
             points[name] = curve
     return Curves(points, errors)
+
+
+def criterion_curve(
+    evaluator: Evaluator,
+    name: str,
+    grid: Sequence[float],
+    plan_at: Callable[[str, float], Plan],
+    screen: bool,
+    report: Callable[[int], None] | None = None,
+) -> list[Point] | str:
+    """Criterion ``name``'s points over ``grid`` (``plan_at(name, fraction)`` each), or the
+    message of the :class:`ExplorerError` that stopped it; ``report(n)`` hears each point
+    (``n`` so far). One share of a sweep an executor runs elsewhere."""
+    curve = []
+    try:
+        for fraction in grid:
+            decides = any(abs(fraction - f) < 1e-9 for f in TABLE_FRACTIONS)
+            measure = evaluator.estimate if screen and not decides else evaluator.evaluate
+            metrics = measure(plan_at(name, fraction))
+            curve.append(Point(fraction=fraction, accuracy=metrics.accuracy,
+                               loss=metrics.loss, flops_effective=metrics.flops["effective"],
+                               samples=metrics.samples,
+                               exact=metrics.samples == len(evaluator.data),
+                               accuracy_ci=metrics.accuracy_ci))
+            if report is not None:
+                report(len(curve))
+    except ExplorerError as exc:
+        return str(exc)
+    return curve
 
 
 def checked_grid(granularity: str, fractions: Sequence[float] | None) -> list[float]:

@@ -28,8 +28,10 @@ reached have no curve, and the unit being swept has a shorter one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
+from typing import TYPE_CHECKING
 
 from explorer.decide.compare_criteria import checked_grid
 from explorer.errors import PlanError
@@ -37,6 +39,9 @@ from explorer.evaluator import Evaluator
 from explorer.metrics import Metrics
 from explorer.plan import Plan
 from explorer.progress import Cancelled, Progress, stop_now
+
+if TYPE_CHECKING:
+    from explorer.decide.cluster import Executor
 
 DEFAULT_GRID = tuple(round(i / 20, 2) for i in range(20))  # 0, 0.05, ..., 0.95
 REFINED_PER_UNIT = 2  # a screened unit's points evaluated on every image: its tolerance
@@ -71,6 +76,12 @@ class UnitCurve:
             "flops_effective": list(self.flops_effective),
             "samples": list(self.samples),
         }
+
+    @classmethod
+    def from_points(cls, unit: str, layers: tuple[str, ...], points: list[tuple]) -> UnitCurve:
+        """A curve from :func:`unit_points`' (fraction, accuracy, loss, FLOPs, samples)."""
+        fractions, accuracy, loss, flops, samples = zip(*points, strict=True)
+        return cls(unit, layers, fractions, accuracy, loss, flops, samples)
 
 
 @dataclass(frozen=True)
@@ -144,6 +155,7 @@ def sensitivity(
     progress: Progress | None = None,
     cancelled: Cancelled | None = None,
     screen: bool = False,
+    executor: Executor | None = None,
 ) -> Sensitivity:
     """Accuracy, loss and effective FLOPs of each unit pruned alone over ``grid``.
 
@@ -169,6 +181,10 @@ def sensitivity(
             points a per-layer fraction is read from; decisions taken from the scan are
             checked with full evaluations too (as :mod:`explorer.decide.suggest` does).
             Without an estimate phase every point is exact anyway.
+        executor: runs the units as shares elsewhere (:mod:`explorer.decide.cluster`: a
+            Ray cluster) and merges them in this order, to the same result; ``progress``
+            then hears each finished unit and ``cancelled`` stops the shares still
+            running. Default: every point here, in order.
 
     Raises:
         PlanError: a bad granularity, criterion, grid or base plan.
@@ -178,15 +194,11 @@ def sensitivity(
     base.check(evaluator.bundle)
     units = evaluator.bundle.units(granularity)
     skipped = evaluator.bundle.unprunable(granularity)
-    measure = evaluator.estimate if screen else evaluator.evaluate
     images = 0 if evaluator.data is None else len(evaluator.data)
     screened = screen and evaluator.refines
     per_unit = len(grid) + (REFINED_PER_UNIT if screened else 0)
     total = len(units) * per_unit
-    done = 0
     curves: list[UnitCurve] = []
-    stopped = False
-
 
     def result(units_so_far: list[UnitCurve], stopped: bool) -> Sensitivity:
         return Sensitivity(
@@ -202,43 +214,99 @@ def sensitivity(
             exact=not screened,
         )
 
-    def plan_at(members: tuple[str, ...], fraction: float) -> Plan:
+    if executor is not None:
+        work = partial(_unit_share, base=base, grid=grid, screen=screen)
+        return result(*_on(executor, evaluator, work, units, per_unit, progress, cancelled,
+                           result))
+    for i, (unit, members) in enumerate(units.items()):
+
+        def report(evaluated: int, points: list[tuple], i=i, unit=unit, members=members
+                   ) -> None:
+            if progress is not None:  # the result so far is built only when reported
+                progress(i * per_unit + evaluated, total,
+                         result([*curves, UnitCurve.from_points(unit, members, points)],
+                                stopped=False))
+
+        points, stopped = unit_points(evaluator, base, members, grid, screen, cancelled,
+                                      report)
+        if points:
+            curves.append(UnitCurve.from_points(unit, members, points))
+        if stopped:
+            return result(curves, True)
+    return result(curves, False)
+
+
+def unit_points(
+    evaluator: Evaluator,
+    base: Plan,
+    members: tuple[str, ...],
+    grid: tuple[float, ...],
+    screen: bool,
+    cancelled: Cancelled | None = None,
+    report: Callable[[int, list[tuple]], None] | None = None,
+) -> tuple[list[tuple], bool]:
+    """One unit's scan (see :func:`sensitivity`): its points, each (fraction, accuracy,
+    loss, effective FLOPs, samples), and whether ``cancelled`` stopped it. ``members`` are
+    set to each fraction of ``grid`` over ``base``; ``report(evaluated, points)`` hears
+    each evaluation (how many so far in this unit, the points so far)."""
+    measure = evaluator.estimate if screen else evaluator.evaluate
+    points, measured = [], []
+
+    def plan_at(fraction: float) -> Plan:
         plan = base
         for member in members:
             plan = plan.with_sparsity(member, fraction)
         return plan
 
-    def report(unit: str, members: tuple[str, ...], points: list) -> None:
-        if progress is not None:  # the result so far is built only when reported
-            progress(done, total, result([*curves, _curve(unit, members, points)],
-                                         stopped=False))
+    def point(fraction: float, m: Metrics) -> tuple:
+        return (fraction, m.accuracy, m.loss, m.flops["effective"], m.samples)
 
-    for unit, members in units.items():
-        points, measured = [], []
-        for fraction in grid:
-            if stop_now(cancelled):
-                stopped = True
-                break
-            m = measure(plan_at(members, fraction))
-            measured.append(m)
-            points.append((fraction, m.accuracy, m.loss, m.flops["effective"], m.samples))
-            done += 1
-            report(unit, members, points)
-        refine = tolerance_points(measured) if screened and not stopped else []
-        for i in refine:
-            if stop_now(cancelled):
-                stopped = True
-                break
-            m = evaluator.evaluate(plan_at(members, grid[i]))
-            points[i] = (grid[i], m.accuracy, m.loss, m.flops["effective"], m.samples)
-            done += 1
-            report(unit, members, points)
-        done += per_unit - len(grid) - len(refine)
-        if points:
-            curves.append(_curve(unit, members, points))
-        if stopped:
-            break
-    return result(curves, stopped)
+    for fraction in grid:
+        if stop_now(cancelled):
+            return points, True
+        measured.append(measure(plan_at(fraction)))
+        points.append(point(fraction, measured[-1]))
+        if report is not None:
+            report(len(points), points)
+    refine = tolerance_points(measured) if screen and evaluator.refines else []
+    for n, i in enumerate(refine, start=1):
+        if stop_now(cancelled):
+            return points, True
+        points[i] = point(grid[i], evaluator.evaluate(plan_at(grid[i])))
+        if report is not None:
+            report(len(grid) + n, points)
+    return points, False
+
+
+def _on(
+    executor: Executor,
+    evaluator: Evaluator,
+    work: Callable[[Evaluator, tuple[str, ...]], list[tuple]],
+    units: dict[str, tuple[str, ...]],
+    per_unit: int,
+    progress: Progress | None,
+    cancelled: Cancelled | None,
+    result: Callable[[list[UnitCurve], bool], Sensitivity],
+) -> tuple[list[UnitCurve], bool]:
+    """The scan's units as the executor's shares (``work`` on each unit's layers), merged
+    in unit order: (curves, stopped). A cancelled scan keeps the units that finished."""
+    names = list(units)
+    finished: dict[int, UnitCurve] = {}
+
+    def done(i: int, points: list[tuple]) -> None:
+        finished[i] = UnitCurve.from_points(names[i], units[names[i]], points)
+        if progress is not None:
+            progress(len(finished) * per_unit, len(names) * per_unit,
+                     result([finished[k] for k in sorted(finished)], False))
+
+    _, stopped = executor.map(evaluator, work, list(units.values()), done, cancelled)
+    return [finished[k] for k in sorted(finished)], stopped
+
+
+def _unit_share(evaluator: Evaluator, members: tuple[str, ...], base: Plan,
+                grid: tuple[float, ...], screen: bool) -> list[tuple]:
+    """One unit's points, as a share an executor runs (module level: it travels by name)."""
+    return unit_points(evaluator, base, members, grid, screen)[0]
 
 
 def tolerance_points(screened: Sequence[Metrics]) -> list[int]:
@@ -254,7 +322,3 @@ def tolerance_points(screened: Sequence[Metrics]) -> list[int]:
     last = holding[-1]
     return [last, last + 1] if last + 1 < len(screened) else [last]
 
-
-def _curve(unit: str, members: tuple[str, ...], points: list[tuple]) -> UnitCurve:
-    fractions, accuracy, loss, flops, samples = zip(*points, strict=True)
-    return UnitCurve(unit, members, fractions, accuracy, loss, flops, samples)

@@ -1,0 +1,305 @@
+"""Where a sweep's shares run: here, one after the other, or on a Ray cluster's workers.
+
+A sensitivity scan is units x grid evaluations, a criteria comparison criteria x grid:
+embarrassingly parallel, and on a real model with a real validation set hours on one
+machine. The sweeps (:func:`~explorer.decide.sensitivity.sensitivity`,
+:func:`~explorer.decide.compare_criteria.layer_curves`,
+:func:`~explorer.decide.compare_criteria.global_curves`) take an ``executor`` and hand it
+their shares — one unit's curve, one criterion's curve — as ``work(evaluator, item)``;
+they merge the results in their own order, so a sweep is the same wherever it ran.
+
+* :class:`InProcess` runs the shares here on the caller's evaluator (the reference).
+* :class:`RayCluster` (the optional ``ray`` extra: ``pip install -e '.[ray]'``) puts one
+  :class:`Recipe` in Ray's object store — the model (its Python definition and weights),
+  the validation data, the score cache's computed scores and the evaluator's settings
+  (memory budget, batch size, estimate size, BatchNorm calibration images, device) —
+  and starts one worker (a Ray actor, one CPU, one torch thread) per CPU of the cluster.
+  Each worker builds its evaluator once and takes shares one at a time, so the network
+  before a unit is reused across that unit's points as it is here. Floats are identical
+  to an in-process sweep run with one torch thread: the same graph, batches and scores.
+
+Progress is heard as shares finish; ``cancelled()`` is checked while waiting and kills the
+workers, and the sweep returns what finished, flagged cancelled as in-process. A worker
+that dies mid-sweep (its process killed, its node lost) fails the sweep with a
+:class:`ClusterError`: a partial result is never returned as complete. An
+:class:`~explorer.errors.ExplorerError` inside a share (a criterion that cannot score)
+is raised or reported exactly as in-process.
+
+``ray`` is imported only here, and only when a :class:`RayCluster` is made.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from explorer.bundle import bundle_from_module
+from explorer.data import ValidationSet
+from explorer.errors import ExplorerError
+from explorer.evaluator import Evaluator
+from explorer.limits import RAY_CONNECT_SECONDS, RAY_LOCAL_CPUS, RAY_LOCAL_OBJECT_STORE_BYTES
+from explorer.load.files import first_line
+from explorer.masks import ScoreCache
+from explorer.progress import Cancelled, stop_now
+
+Work = Callable[[Evaluator, Any], Any]
+Done = Callable[[int, Any], None]
+POLL_SECONDS = 0.2  # how often a waiting sweep asks ``cancelled()``
+WORKER_THREADS = 1
+INSTALL_HINT = "pip install -e '.[ray]'"
+_ADDRESS = re.compile(r"(ray://)?([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(\d{1,5})")
+
+
+class ClusterError(ExplorerError):
+    """The Ray cluster cannot be used (no extra, a wrong address) or a worker died."""
+
+
+class Executor(Protocol):
+    """Runs ``work(evaluator, item)`` for each item; returns the results aligned with
+    ``items`` (None where a cancelled sweep did not finish one) and whether ``cancelled()``
+    stopped it. ``done(i, result)`` hears each finished share."""
+
+    def map(self, evaluator: Evaluator, work: Work, items: Sequence[Any],
+            done: Done | None = None, cancelled: Cancelled | None = None
+            ) -> tuple[list[Any], bool]: ...
+
+
+class InProcess:
+    """Every share here, in order, on the caller's evaluator."""
+
+    def map(self, evaluator: Evaluator, work: Work, items: Sequence[Any],
+            done: Done | None = None, cancelled: Cancelled | None = None
+            ) -> tuple[list[Any], bool]:
+        results: list[Any] = [None] * len(items)
+        for i, item in enumerate(items):
+            if stop_now(cancelled):
+                return results, True
+            results[i] = work(evaluator, item)
+            if done is not None:
+                done(i, results[i])
+        return results, False
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a worker builds its evaluator from: what is sent to the cluster.
+
+    ``model`` travels with its Python definition (a demo architecture or a state_dict
+    loaded into one) and is exported again on the worker; ``scores`` are the score cache's
+    computed scores (:meth:`~explorer.masks.ScoreCache.computed`), computed on
+    ``score_data``.
+    """
+
+    model: nn.Module
+    name: str
+    input_shape: tuple[int, ...]
+    card: dict
+    source: str
+    data: ValidationSet | None
+    score_data: ValidationSet | None
+    scores: dict
+    memory_budget: int
+    batch_size: int
+    estimate_samples: int
+    bn_calibration: ValidationSet | None
+    device: str
+
+    @classmethod
+    def of(cls, evaluator: Evaluator) -> Recipe:
+        bundle = evaluator.bundle
+        return cls(bundle.model, bundle.name, bundle.input_shape, dict(bundle.card),
+                   bundle.source, evaluator.data, evaluator.scores.data,
+                   evaluator.scores.computed(), evaluator.memory_budget, evaluator.batch_size,
+                   evaluator.estimate_samples, evaluator.bn_calibration, str(evaluator.device))
+
+    def build(self) -> Evaluator:
+        bundle = bundle_from_module(self.model, self.name, self.input_shape, self.card,
+                                    self.source)
+        scores = ScoreCache(bundle, self.score_data)
+        scores.seed(self.scores)
+        return Evaluator(bundle, self.data, scores, self.memory_budget, self.batch_size,
+                         self.estimate_samples, self.device, self.bn_calibration)
+
+
+class Worker:
+    """One Ray actor's state: its evaluator, built once, and the sweep's work function."""
+
+    def start(self, recipe: Recipe, work: Work) -> tuple[int, ExplorerError | None]:
+        """(this process's id, the error building the evaluator raised, or None)."""
+        torch.set_num_threads(WORKER_THREADS)
+        self.work = work
+        try:
+            self.evaluator = recipe.build()
+        except ExplorerError as exc:
+            return os.getpid(), exc
+        return os.getpid(), None
+
+    def run(self, item: Any) -> tuple[bool, Any]:
+        """(True, the share's result) or (False, the ExplorerError it raised)."""
+        try:
+            return True, self.work(self.evaluator, item)
+        except ExplorerError as exc:
+            return False, exc
+
+
+def ray_module():
+    """The ``ray`` package, or a :class:`ClusterError` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError(f"Sweeps on a Ray cluster need the ray extra: {INSTALL_HINT} "
+                           "(or run without --ray).") from None
+    return ray
+
+
+def checked_address(address: str) -> str:
+    """``local``, ``HOST:PORT`` (a cluster's GCS address) or ``ray://HOST:PORT`` (Ray
+    Client); anything else is a :class:`ClusterError`."""
+    if address == "local" or _ADDRESS.fullmatch(address):
+        return address
+    raise ClusterError(f"--ray takes local, HOST:PORT or ray://HOST:PORT (e.g. "
+                       f"ray://head:10001); got {address!r}.")
+
+
+def probe(address: str, seconds: float = RAY_CONNECT_SECONDS) -> None:
+    """Refuse an address where nothing answers within ``seconds`` (``ray.init`` would wait
+    minutes for it)."""
+    match = _ADDRESS.fullmatch(address)
+    host, port = match.group(2).strip("[]"), int(match.group(3))
+    try:
+        with socket.create_connection((host, port), timeout=seconds):
+            pass
+    except OSError as exc:
+        raise ClusterError(f"No Ray cluster answers at {address} ({exc.strerror or exc}): "
+                           "check the address (`ray status` on the head node prints it), "
+                           "or use --ray local for one on this machine.") from None
+
+
+class RayCluster:
+    """Sweeps on a Ray cluster (an :class:`Executor`); use it as a context manager.
+
+    ``address``: ``local`` starts a cluster on this machine (:data:`RAY_LOCAL_CPUS` CPUs,
+    127.0.0.1, no dashboard, a bounded object store) and stops it on exit; ``HOST:PORT``
+    or ``ray://HOST:PORT`` connects to a running one. A process already connected to Ray
+    (a notebook that called ``ray.init``) uses that connection as it is. ``workers``: how
+    many actors a sweep starts (default: one per CPU of the cluster, at most one per
+    share). ``worker_pids`` are the processes of the running sweep's workers.
+    """
+
+    def __init__(self, address: str, workers: int | None = None) -> None:
+        self.address = checked_address(address)
+        self.ray = ray_module()
+        self.workers = workers
+        self.worker_pids: tuple[int, ...] = ()
+        self._started = False
+
+    def __enter__(self) -> RayCluster:
+        if self.address != "local":
+            probe(self.address)
+        if self.ray.is_initialized():
+            return self
+        if self.address == "local":
+            self.ray.init(num_cpus=RAY_LOCAL_CPUS, include_dashboard=False,
+                          _node_ip_address="127.0.0.1",
+                          object_store_memory=RAY_LOCAL_OBJECT_STORE_BYTES,
+                          log_to_driver=False)
+        else:
+            try:
+                self.ray.init(address=self.address, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise ClusterError(f"Cannot connect to the Ray cluster at {self.address}: "
+                                   f"{first_line(exc)}") from None
+        self._started = True
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._started:
+            self.ray.shutdown()
+            self._started = False
+
+    def map(self, evaluator: Evaluator, work: Work, items: Sequence[Any],
+            done: Done | None = None, cancelled: Cancelled | None = None
+            ) -> tuple[list[Any], bool]:
+        if not items:
+            return [], False
+        actors = self._start(evaluator, work, len(items))
+        try:
+            return self._run(actors, items, done, cancelled)
+        finally:
+            for actor in actors:
+                self.ray.kill(actor, no_restart=True)
+
+    def _start(self, evaluator: Evaluator, work: Work, shares: int) -> list:
+        """The sweep's workers, each with its evaluator built (their pids kept)."""
+        ray = self.ray
+        try:
+            recipe = ray.put(Recipe.of(evaluator))
+        except (TypeError, AttributeError, ValueError) as exc:
+            raise ClusterError(
+                f"'{evaluator.bundle.name}' cannot be sent to a Ray cluster ({first_line(exc)})"
+                ": only a model with its Python definition can (a demo architecture or a "
+                "state_dict); run this sweep without --ray.") from None
+        count = self.workers or max(int(ray.cluster_resources().get("CPU", 1)), 1)
+        actor_class = ray.remote(num_cpus=1, max_restarts=0)(Worker)
+        actors = [actor_class.remote() for _ in range(min(count, shares))]
+        try:
+            started = self._get([a.start.remote(recipe, work) for a in actors])
+        except ClusterError:
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+            raise
+        self.worker_pids = tuple(pid for pid, _ in started)
+        errors = [error for _, error in started if error is not None]
+        if errors:
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+            raise errors[0]
+        return actors
+
+    def _run(self, actors: list, items: Sequence[Any], done: Done | None,
+             cancelled: Cancelled | None) -> tuple[list[Any], bool]:
+        """Hands each idle worker the next share until all are done or cancelled."""
+        results: list[Any] = [None] * len(items)
+        queue = iter(enumerate(items))
+        pending: dict = {}
+
+        def hand(actor) -> None:
+            nxt = next(queue, None)
+            if nxt is not None:
+                pending[actor.run.remote(nxt[1])] = (actor, nxt[0])
+
+        for actor in actors:
+            hand(actor)
+        while pending:
+            if stop_now(cancelled):
+                return results, True
+            ready, _ = self.ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
+            for ref in ready:
+                actor, i = pending.pop(ref)
+                ok, value = self._get(ref)
+                if not ok:
+                    raise value
+                results[i] = value
+                if done is not None:
+                    done(i, value)
+                hand(actor)
+        return results, False
+
+    def _get(self, refs: Any) -> Any:
+        """``ray.get``; a dead worker or a failure inside one is a :class:`ClusterError`."""
+        try:
+            return self.ray.get(refs)
+        except self.ray.exceptions.RayActorError:
+            raise ClusterError(
+                "A Ray worker died mid-sweep (its process ended or its node was lost): the "
+                "sweep is incomplete and was stopped; run it again."
+            ) from None
+        except self.ray.exceptions.RayError as exc:
+            raise ClusterError(f"A Ray worker failed: {first_line(exc)[:200]}") from None

@@ -1,0 +1,112 @@
+"""Sweeps on a real local Ray cluster (two workers, 127.0.0.1) against the same sweeps here.
+
+One cluster for the module (starting Ray takes seconds). Every comparison runs torch on one
+thread here, as the workers do, so the floats must be identical: the same graph, batches
+and scores. Cancel must stop the workers' processes; a worker killed mid-sweep must fail
+the sweep with a ClusterError, never return a partial result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+torch = pytest.importorskip("torch")
+
+from explorer.cli import main  # noqa: E402
+from explorer.decide import compare_criteria as compare  # noqa: E402
+from explorer.decide.cluster import ClusterError, RayCluster  # noqa: E402
+from explorer.decide.sensitivity import DEFAULT_GRID, sensitivity  # noqa: E402
+from explorer.evaluator import Evaluator  # noqa: E402
+
+GRID = (0.0, 0.3, 0.6, 0.9)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with RayCluster("local") as started:
+        yield started
+    torch.set_num_threads(threads)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def gone(pids: tuple[int, ...], seconds: float = 20.0) -> bool:
+    end = time.monotonic() + seconds
+    while any(alive(p) for p in pids) and time.monotonic() < end:
+        time.sleep(0.2)
+    return not any(alive(p) for p in pids)
+
+
+def test_sensitivity_on_ray_is_the_in_process_scan(cluster, cnn, digits):
+    here = sensitivity(Evaluator(cnn, digits), "weights", "magnitude", GRID)
+    heard = []
+    there = sensitivity(Evaluator(cnn, digits), "weights", "magnitude", GRID,
+                        executor=cluster, progress=lambda d, t, s: heard.append(d))
+    assert there == here and not there.cancelled
+    assert len(cluster.worker_pids) == 2 and heard[-1] == len(here.units) * len(GRID)
+    assert gone(cluster.worker_pids)  # a finished sweep's workers are stopped too
+
+
+def test_compare_on_ray_is_the_in_process_sweep(cluster, mlp, digits):
+    """Every neuron criterion, the data-driven ones with scores computed here and sent."""
+    here = compare.global_curves(Evaluator(mlp, digits), "neurons", [0.0, 0.5, 0.8])
+    there = compare.global_curves(Evaluator(mlp, digits), "neurons", [0.0, 0.5, 0.8],
+                                  executor=cluster)
+    assert there == here and list(there) == list(here) and there.errors == here.errors
+    assert len(here) >= 5
+
+
+def test_cancel_stops_the_workers_and_keeps_what_finished(cluster, cnn, digits):
+    here = sensitivity(Evaluator(cnn, digits), "weights", "magnitude", GRID)
+    heard = []
+    stopped = sensitivity(Evaluator(cnn, digits), "weights", "magnitude", GRID,
+                          executor=cluster, progress=lambda d, t, s: heard.append(d),
+                          cancelled=lambda: bool(heard))
+    assert stopped.cancelled and 1 <= len(stopped.units) < len(here.units)
+    assert all(u == here.unit(u.unit) for u in stopped.units)
+    assert gone(cluster.worker_pids)
+
+
+def test_a_worker_killed_mid_sweep_fails_the_sweep(cluster, cnn, digits):
+    killed = []
+
+    def kill_one(done, total, so_far):  # a share finished, others are running
+        if not killed:
+            killed.append(cluster.worker_pids[0])
+            os.kill(killed[0], signal.SIGKILL)
+
+    with pytest.raises(ClusterError, match="died mid-sweep"):
+        sensitivity(Evaluator(cnn, digits), "weights", "magnitude", DEFAULT_GRID,
+                    executor=cluster, progress=kill_one)
+    assert killed
+    assert gone(cluster.worker_pids)
+
+
+def test_cli_ray_local_prints_the_in_process_json(cluster, capsys):
+    args = ["sensitivity", "--model", "digits-resnet", "--grid", "0,0.6", "--json"]
+    assert main(args) == 0
+    here = json.loads(capsys.readouterr().out)
+    assert main([*args, "--ray", "local"]) == 0
+    assert json.loads(capsys.readouterr().out) == here
+    assert here["bn_recalibrated"]  # the calibration images travel with the recipe
+
+
+def test_cli_an_address_where_nothing_answers_is_one_line(cluster, capsys):
+    assert main(["compare", "--model", "digits-mlp", "--ray", "127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No Ray cluster answers at 127.0.0.1:9" in err
