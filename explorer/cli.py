@@ -32,21 +32,26 @@ def _load_bundle(model: str, data_path: str | None, labels: bool = True):
     """
     from explorer.data import digits_validation
     from explorer.load.data_file import check_compatible, load_data, peek_data, require_digits_input
-    from explorer.load.demos import load_demo
+    from explorer.load.demos import load_demo, load_pretrained
     from explorer.load.memory import check_memory
     from explorer.load.model_file import load_model
-    from explorer.load.zoo import ZOO
+    from explorer.load.zoo import PRETRAINED, ZOO
 
     # From the data file's headers first: the model needs its sample shape, and the memory
     # check needs both before a byte of data is read.
     peeked = peek_data(data_path) if data_path else None
-    if model in ZOO:
+    if model in PRETRAINED:  # a pretrained model brings its own labelled evaluation set
+        bundle, own = load_pretrained(model)
+        if peeked is None:
+            return bundle, own
+    elif model in ZOO:
         bundle = load_demo(model)
     elif Path(model).exists():
         bundle = load_model(model, input_shape=peeked.sample_shape if peeked else None)
     else:
         raise ExplorerError(
-            f"--model {model!r} is neither a demo model ({', '.join(ZOO)}) nor an existing file."
+            f"--model {model!r} is neither a demo model ({', '.join([*ZOO, *PRETRAINED])}) "
+            "nor an existing file."
         )
     data = None
     if peeked is not None:
@@ -102,7 +107,8 @@ def _load_plan(path: str | None):
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from explorer.load.zoo import ZOO
+    from explorer.load.transformers import EXTRA_COMMAND, SEQUENCE_LENGTH, extra_installed
+    from explorer.load.zoo import PRETRAINED, ZOO
 
     rows = []
     for e in ZOO.values():
@@ -113,9 +119,17 @@ def cmd_models(args: argparse.Namespace) -> int:
                      "architecture_only": e.architecture_only})
     if args.json:
         print(json.dumps(rows, indent=2))
+    for name, description in PRETRAINED.items():  # loaded only when used: no accuracy here
+        rows.append({"name": name, "description": description, "validation_accuracy": None,
+                     "params": None, "input_shape": [SEQUENCE_LENGTH],
+                     "architecture_only": False, "pretrained": True,
+                     "installed": extra_installed()})
     else:
         for r in rows:
-            if r["architecture_only"]:
+            if r.get("pretrained"):
+                acc = ("pretrained; topic accuracy: evaluate --model " + r["name"]
+                       if r["installed"] else f"needs the extra: {EXTRA_COMMAND}")
+            elif r["architecture_only"]:
                 acc = "n/a: architecture-only (random weights, no data)"
             else:
                 acc = (f"val acc {r['validation_accuracy']:.2%}" if r["validation_accuracy"]
@@ -127,8 +141,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from explorer.data import stratified_subset
     from explorer.evaluator import Evaluator
+    from dataclasses import replace
+
 
     plan = _load_plan(args.plan)  # cheap checks first
+    from explorer.load.transformers import embedding_fidelity
     bundle, data = _load_bundle(args.model, args.data, labels=False)
     if args.samples is not None:
         if data is None:
@@ -137,8 +154,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         data = stratified_subset(data, args.samples)
     calibration, note = _calibration(args, bundle)
     # One plan, one pass: nothing to resume from later, so no node values are kept.
-    metrics = Evaluator(bundle, data, memory_budget=0, estimate_samples=0,
-                        device=args.device, bn_calibration=calibration).evaluate(plan)
+    evaluator = Evaluator(bundle, data, memory_budget=0, estimate_samples=0,
+                          device=args.device, bn_calibration=calibration)
+    metrics = evaluator.evaluate(plan)
+    embedded = None if data is None else embedding_fidelity(bundle, evaluator.masks(plan), data)
+    if embedded is not None:  # an embedding model: its embeddings' cosine beside its scores'
+        metrics = replace(metrics, fidelity={**metrics.fidelity, "embedding_cosine": embedded})
     result = {"model": bundle.name, "samples": metrics.samples, "plan": plan.to_dict(),
               **metrics.to_dict(), "bn_note": note}
     if args.json:
@@ -154,10 +175,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"loss {metrics.loss:.4f}{recalibrated}")
     if metrics.fidelity is not None:
         shown = {"agreement": "top-1 agreement {:.2%}", "kl": "KL {:.4f} nats",
-                 "cosine": "cosine {:.4f}"}
+                 "cosine": "cosine {:.4f}", "embedding_cosine": "embedding cosine {:.4f}"}
         print("fidelity to the dense model: " + ", ".join(
             form.format(metrics.fidelity[k]) for k, form in shown.items()
-            if metrics.fidelity[k] is not None))
+            if metrics.fidelity.get(k) is not None))
     print(f"params {metrics.nonzero_params:,} nonzero of {metrics.params:,} "
           f"(compression {metrics.compression_ratio:.2f}x)")
     print(f"FLOPs/sample {metrics.flops['effective']:,} of {metrics.flops['dense']:,} "

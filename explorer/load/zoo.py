@@ -222,11 +222,19 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
+# Pretrained models behind an optional extra (see :mod:`explorer.load.transformers`): real
+# weights from an installed package, not from assets/, each with its own labelled evaluation
+# set. Not in :data:`ZOO`, whose entries are digits architectures or architecture-only.
+PRETRAINED: dict[str, str] = {
+    "minilm": "all-MiniLM-L6-v2 embeddings, 10-topic centroids",
+}
+
+
 def zoo_entry(name: str) -> ZooEntry:
     """The zoo entry called ``name``; a clear error lists the names that exist."""
     try:
         return ZOO[name]
     except KeyError:
         raise ModelError(
-            f"Unknown demo model '{name}'. Choose one of: {', '.join(ZOO)}."
+            f"Unknown demo model '{name}'. Choose one of: {', '.join([*ZOO, *PRETRAINED])}."
         ) from None
