@@ -74,10 +74,12 @@ def _calibration(args: argparse.Namespace, bundle):
     when a BatchNorm model gets none, the note says so on stderr (and in JSON, by the
     command). Returns (calibration set or None, note or None)."""
     from explorer.batchnorm import calibration_for
-    from explorer.load.data_file import check_compatible, load_data
+    from explorer.load.data_file import check_compatible, load_data, peek_data
+    from explorer.load.memory import check_memory
 
     given = None
     if getattr(args, "calibration_data", None):
+        check_memory(bundle, peek_data(args.calibration_data))  # headers first, as --data
         given = load_data(args.calibration_data)
         check_compatible(bundle, given)
     calibration, note = calibration_for(bundle, given, validation_is_digits=args.data is None,

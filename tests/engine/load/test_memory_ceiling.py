@@ -136,10 +136,28 @@ def test_cli_evaluates_the_fifty_thousand_image_file_in_bounded_memory(tmp_path,
     assert growth.bytes <= need.total - need.model < 1.2 * 2**30  # was 3.3 GB
 
 
+def warm_up(capsys) -> None:
+    """Load digits-resnet once through the CLI, so that the imports and the model it loads
+    are not counted as the refusal's memory when a test runs alone."""
+    assert main(["layers", "--model", "digits-resnet"]) == 0
+    capsys.readouterr()
+
+
 def test_cli_refuses_a_crafted_four_million_images_before_reading_them(tmp_path, capsys):
     path = zeros_npz(tmp_path / "zeros.npz", 4_000_000, DIGITS)  # ~1 MB on disk, 1 GB inside
+    warm_up(capsys)
     with peak_growth() as growth:
         code = main(["evaluate", "--model", "digits-resnet", "--data", str(path)])
+    assert code == 2 and "one session may use" in capsys.readouterr().err
+    assert growth.bytes < 100 << 20
+
+
+def test_cli_refuses_crafted_calibration_images_before_reading_them(tmp_path, capsys):
+    """--calibration-data is checked from its headers too, as --data is."""
+    path = zeros_npz(tmp_path / "zeros.npz", 4_000_000, DIGITS)
+    warm_up(capsys)
+    with peak_growth() as growth:
+        code = main(["evaluate", "--model", "digits-resnet", "--calibration-data", str(path)])
     assert code == 2 and "one session may use" in capsys.readouterr().err
     assert growth.bytes < 100 << 20
 
