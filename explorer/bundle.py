@@ -72,6 +72,15 @@ class ModelBundle:
         return {la.name: f"neurons cannot be removed: {la.neuron_reason}"
                 for la in self.layers if not la.neuron_prunable}
 
+    def layer_units(self, name: str) -> dict[str, dict]:
+        """What layer ``name`` can lose, by unit kind: for ``neurons``, how many it has,
+        whether they are removable, the group they are removed with (named after its first
+        layer) and, where they are not removable, why. Other kinds (attention heads) add
+        their own entry of the same shape."""
+        layer = self.layer(name)
+        return {"neurons": {"count": layer.neurons, "removable": layer.neuron_prunable,
+                            "group": layer.group, "why_not": layer.neuron_reason}}
+
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
             if layer.name == name:

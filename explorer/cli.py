@@ -190,15 +190,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def layer_rows(bundle) -> list[dict]:
-    """Each prunable layer with its neuron group, or why its neurons cannot be removed."""
+    """Each prunable layer with its neuron group, or why its neurons cannot be removed, and
+    its units by kind (:meth:`~explorer.bundle.ModelBundle.layer_units`)."""
     rows = []
     for layer in bundle.layers:
         members = list(bundle.linked(layer.name, "neurons")) if layer.group else []
         rows.append({
             "name": layer.name, "kind": layer.kind, "weight_shape": list(layer.weight_shape),
-            "flops": layer.flops, "neurons": layer.neurons,
+            "flops": layer.flops, "neurons": layer.neurons, "group": layer.group,
             "neuron_group": members or None, "neurons_removable": layer.neuron_prunable,
-            "reason": layer.neuron_reason,
+            "reason": layer.neuron_reason, "units": bundle.layer_units(layer.name),
         })
     return rows
 
@@ -216,7 +217,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
             neurons = "neurons removable with " + " + ".join(r["neuron_group"]) + " (coupled)"
         else:
             neurons = "neurons removable"
-        print(f"{r['name']:<24} {r['kind']:<7} {r['flops']:>14,} FLOPs  {neurons}")
+        group = f"group {r['group']}" if r["group"] else "no group"
+        print(f"{r['name']:<24} {r['kind']:<7} {r['flops']:>14,} FLOPs  {group:<26} {neurons}")
     return 0
 
 

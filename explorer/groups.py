@@ -224,7 +224,7 @@ def _join_step(trace: _Trace, node: fx.Node, inputs: dict[str, Label]) -> None:
     without channels (a scalar, a per-sample value) keeps them."""
     out = trace.shapes[node.name]
     operands = [a for a in node.args[:2] if isinstance(a, fx.Node)]
-    wide = [a for a in operands if _channels(trace.shapes[a.name], len(out)) > 1]
+    wide = [a for a in operands if _channels(trace.shapes.get(a.name, ()), len(out)) > 1]
     labels = [inputs.get(a.name) for a in wide]
     full = all(labels) and all(len(trace.shapes[a.name]) == len(out) for a in wide)
     if full and len(wide) == 1 and len(inputs) == 1:

@@ -9,9 +9,11 @@ plans shrink physically to a model whose outputs equal the masked model's.
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 import torch_pruning as tp
@@ -19,6 +21,7 @@ from exported_models import exported
 from torch import nn
 
 from explorer.bundle import bundle_from_module
+from explorer.cli import main
 from explorer.evaluator import full_forward_logits
 from explorer.export.shrink import shrink
 from explorer.graph import Dependent
@@ -209,3 +212,25 @@ def test_what_the_analysis_does_not_follow_is_refused_with_a_reason():
     assert bundle.layer("split").neuron_reason == (
         "its channels reach chunk (chunk), an operation the graph analysis does not follow")
     assert "no prunable layer produces" in bundle.layer("lift").neuron_reason
+
+
+def test_layers_json_lists_each_layers_units_as_the_bundle_has_them(uploads, tmp_path, capsys):
+    """Issue 12's user story: a residual TorchScript upload's stem and last block convolution
+    lose neurons together, and `layers --json` says so per layer (item 6)."""
+    model, bundle = uploads["torchscript"]
+    path = tmp_path / "residual.pt"
+    path.write_bytes(torchscript(model))
+    data = tmp_path / "x.npz"
+    np.savez(data, x=np.zeros((4, 1, 8, 8), dtype=np.float32))
+    assert main(["layers", "--model", str(path), "--data", str(data), "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["layers"]}
+    assert list(rows) == bundle.layer_names
+    for layer in bundle.layers:
+        neurons = rows[layer.name]["units"]["neurons"]
+        assert neurons == {"count": layer.neurons, "removable": layer.neuron_prunable,
+                           "group": layer.group, "why_not": layer.neuron_reason}
+        assert rows[layer.name]["group"] == layer.group
+    assert rows["conv2"]["units"]["neurons"]["group"] == "stem"
+    assert rows["fc"]["units"]["neurons"] == {
+        "count": 10, "removable": False, "group": None,
+        "why_not": "its output is the model's output (its neurons are the classes)"}
