@@ -94,16 +94,21 @@ def test_data_driven_criterion_without_data_leaves_the_plan_file():
     assert all("validation data" in message for message in made.errors.values())
 
 
-def test_unshrinkable_model_still_gets_the_other_files(cnn, digits):
-    """A model known only as an exported graph cannot be shrunk; the rest is exported."""
+def test_an_exported_graph_upload_is_shrunk_on_its_graph(cnn, digits):
+    """A model known only as an exported graph is shrunk on a copy of its graph: every file
+    is made, and the shrunk program gives the plan's metrics with fewer parameters."""
     program = export_files(cnn, CNN_NEURONS).files["shrunk.pt2"]
     graph = load_model_bytes(program, "small.pt2")
     plan = Plan(granularity="neurons", criterion="l1", sparsity={graph.layer_names[0]: 0.5})
-    made = export_files(graph, plan, Evaluator(graph, digits))
-    assert set(made.errors) == {"shrunk.pt2"}
-    assert "exported graph" in made.errors["shrunk.pt2"]
-    assert {"plan.json", "pruned.safetensors", "masks.safetensors", "apply_plan.py",
-            "pruning_ratio_dict.json"} == set(made.files)
+    evaluator = Evaluator(graph, digits)
+    made = export_files(graph, plan, evaluator)
+    assert made.errors == {}
+    assert {"plan.json", "pruned.safetensors", "shrunk.pt2", "masks.safetensors",
+            "apply_plan.py", "pruning_ratio_dict.json"} == set(made.files)
+    shrunk = {"shrunk.pt2": made.files["shrunk.pt2"]}  # the weights need the definition
+    shown, got = evaluator.evaluate(plan), reload_metrics(shrunk, digits)["shrunk.pt2"]
+    assert got.correct == shown.correct and got.params * 4 == shown.size_bytes["structured"]
+    assert got.flops["dense"] == shown.flops["effective"]
 
 
 def test_a_torch_export_failure_is_one_line(cnn, monkeypatch):
