@@ -484,6 +484,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     bundle, data = _load_bundle(args.model, args.data)
     criterion = args.criterion or default_criterion(args.granularity)
     grid = _grid_arg(args.grid) if args.grid else DEFAULT_GRID
+    target, measure = _latency_target(args, bundle, data, target)
     calibration, note = _calibration(args, bundle)
     # chosen on the calibration part, reported on the held-out part
     judge = SplitEvaluator(bundle, data, memory_budget=args.memory_budget, device=args.device,
@@ -491,7 +492,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     with cluster as executor:
         scan = sensitivity(judge.calibration, args.granularity, criterion, grid,
                            screen=not args.exact, executor=executor)
-    result = suggest(scan, judge, target)
+    result = suggest(scan, judge, target, measure=measure)
     if args.out:
         try:
             Path(args.out).write_text(result.plan.to_json())
@@ -517,9 +518,36 @@ def cmd_suggest(args: argparse.Namespace) -> int:
               f"{m.speedup:>8.2f}x {m.compression_ratio:>11.2f}x")
     print("suggested fractions removed: " + ", ".join(
         f"{name} {f:.2%}" for name, f in result.plan.sparsity.items()))
+    if result.latency is not None:
+        print(f"latency: {result.latency.describe()}; baselines measured: " + ", ".join(
+            f"{n} {v:.2f}x" for n, v in result.latency.baselines.items()))
     if args.out:
         print(f"wrote {args.out}")
     return 0
+
+
+def _latency_target(args: argparse.Namespace, bundle, data, target):
+    """A latency target with its measured table (explorer.export.latency_sensitivity) and
+    the timing that verifies the plan; any other target as it is, with no timing."""
+    if target.kind != "latency":
+        return target, None
+    from explorer.decide.suggest import check_latency
+    from explorer.decide.targets import LatencyTable
+    from explorer.evaluator import Evaluator
+    from explorer.export.latency import latency_clock, measure
+    from explorer.export.latency_sensitivity import latency_sensitivity
+
+    sens = latency_sensitivity(bundle, args.granularity, batch=args.batch, threads=args.threads)
+    target = target.with_table(LatencyTable(sens.dense_ms, sens.saved(), sens.batch,
+                                            sens.threads, sens.form))
+    evaluator = Evaluator(bundle, data, memory_budget=0, estimate_samples=0)
+
+    def timed(plan: Plan) -> float:
+        return measure(bundle, plan, args.batch, args.threads, evaluator=evaluator,
+                       layers=False, clock=latency_clock(args.threads)).measured
+
+    check_latency(args.granularity, target, timed)
+    return target, timed
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
@@ -629,6 +657,15 @@ def _bn_options(parser: argparse.ArgumentParser) -> None:
         "--no-bn-recalibration", action="store_true",
         help="judge pruned plans with the dense model's BatchNorm statistics (raw), as "
              "they are before any correction")
+
+
+def _latency_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch", type=_count("batch", MAX_LATENCY_BATCH), default=1,
+                        help=f"inputs per timed forward pass, 1 to {MAX_LATENCY_BATCH} "
+                        "(default 1)")
+    parser.add_argument("--threads", type=_count("threads", MAX_LATENCY_THREADS), default=1,
+                        help=f"torch intra-op threads while timing, 1 to {MAX_LATENCY_THREADS} "
+                        "(default 1)")
 
 
 def _size(text: str) -> int:
@@ -753,21 +790,20 @@ def build_parser() -> argparse.ArgumentParser:
     _exact_option(p)
     _ray_option(p)
     p.add_argument("--target", required=True,
-                   help="flops=4 (4x fewer FLOPs), size=8 (compression ratio) or drop=0.01 "
-                   "(largest accuracy drop accepted)")
+                   help="flops=4 (4x fewer FLOPs), size=8 (compression ratio), latency=2 "
+                   "(2x faster, measured at --batch and --threads) or drop=0.01 (largest "
+                   "accuracy drop accepted)")
     p.add_argument("--granularity", choices=["weights", "neurons"], default="weights",
                    help="default: weights")
     p.add_argument("--criterion", help="default: magnitude (weights) or l1 (neurons)")
     p.add_argument("--grid", help="sensitivity fractions, e.g. 0,0.5,0.9; default 0, 0.05, "
                    "..., 0.95")
     p.add_argument("--out", help="write the suggested plan (JSON) to this file")
+    _latency_options(p)
     p = _model_command(sub, "latency", cmd_latency, "measured latency (p50, p95) of a plan's "
                        "dense, masked, sparse and shrunk forms beside its theoretical speed-up")
     p.add_argument("--plan", help="plan JSON file; default: the dense model")
-    p.add_argument("--batch", type=_count("batch", MAX_LATENCY_BATCH), default=1,
-                   help=f"inputs per forward pass, 1 to {MAX_LATENCY_BATCH} (default 1)")
-    p.add_argument("--threads", type=_count("threads", MAX_LATENCY_THREADS), default=1,
-                   help=f"torch intra-op threads, 1 to {MAX_LATENCY_THREADS} (default 1)")
+    _latency_options(p)
     p = sub.add_parser("lottery", help="lottery tickets (Frankle & Carbin 2019): prune, "
                        "rewind to the initial weights, retrain; against a random reinit")
     p.add_argument("--model", required=True, help="a digits demo model (trained here from "

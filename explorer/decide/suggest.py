@@ -30,6 +30,16 @@ paper compares against (Blalock et al. 2020) — the same fraction in every laye
 global threshold by magnitude (L1 norm for neurons) — are fitted to the same target, so a
 page can show suggested vs uniform vs global side by side.
 
+A ``latency`` target (N times faster, *measured*) runs the same allocation with each unit's
+saving read from a measured latency table (:class:`~explorer.decide.targets.LatencyTable`,
+handed in as data: this stage times nothing) and the path ends where the table's additive
+estimate meets N. Units pruned together need not save the sum of what they save alone, so
+the plan is then timed by the caller's ``measure`` (a plan -> measured speed-up callable,
+e.g. :func:`explorer.export.latency.measure` wrapped by the CLI or a page); when it falls
+short, the estimate's goal is raised by the shortfall and the walk goes further, at most
+:data:`LATENCY_TRIES` times; the result says what was measured and whether it met N
+(:class:`LatencyCheck`), never only the estimate.
+
 Everything above happens on the *calibration* part of the validation data (the scan, the
 greedy allocation, the target fit for ``accuracy_drop``, the baselines' fit); every row is
 then also measured on the *held-out* part, which no choice saw, and that is the accuracy to
@@ -41,7 +51,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from explorer.data import DecisionSplit
 from explorer.decide.held_out import SplitEvaluator, SplitMetrics, split_report
@@ -62,6 +72,45 @@ from explorer.metrics import Metrics
 from explorer.plan import Plan, default_criterion
 
 SUGGESTED, UNIFORM, GLOBAL = "suggested", "uniform", "global magnitude"
+LATENCY_TRIES = 4  # a latency plan is measured at most this many times, going further each
+
+Measure = Callable[[Plan], float]  # a plan -> its measured speed-up (dense time / pruned)
+
+
+@dataclass(frozen=True)
+class LatencyCheck:
+    """A latency suggestion as measured: the target, the table's estimate and the measured
+    speed-up of the plan returned, how many plans were measured to get there, and each
+    baseline row's measured speed-up (by row name)."""
+
+    target: float
+    estimated: float
+    measured: float
+    tries: int
+    batch: int
+    threads: int
+    form: str
+    baselines: dict[str, float]
+
+    @property
+    def met(self) -> bool:
+        return self.measured >= self.target
+
+    def describe(self) -> str:
+        """One line: measured against the target, and by how much it missed if it did."""
+        line = (f"measured {self.measured:.2f}x (estimated {self.estimated:.2f}x) at batch "
+                f"{self.batch}, {self.threads} thread(s), {self.form} form, after "
+                f"{self.tries} measurement(s)")
+        if self.met:
+            return f"{line}: meets {self.target:g}x"
+        return (f"{line}: MISSED {self.target:g}x by {self.target - self.measured:.2f}x "
+                f"({1 - self.measured / self.target:.0%} short) within {LATENCY_TRIES} tries")
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "estimated": self.estimated, "measured": self.measured,
+                "met": self.met, "tries": self.tries, "batch": self.batch,
+                "threads": self.threads, "form": self.form,
+                "baselines_measured": self.baselines}
 
 
 @dataclass(frozen=True)
@@ -108,6 +157,7 @@ class Suggestion:
     dense: SplitMetrics
     baselines: tuple[Row, ...]
     split: DecisionSplit
+    latency: LatencyCheck | None = None  # a latency target's measurements
 
     @property
     def rows(self) -> tuple[Row, ...]:
@@ -123,6 +173,7 @@ class Suggestion:
             **split_report(self.split, self.metrics, self.dense),
             "dense": self.dense.to_dict(),
             "rows": [row.to_dict() for row in self.rows],
+            **({"latency": self.latency.to_dict()} if self.latency else {}),
         }
 
 
@@ -137,7 +188,8 @@ class Estimate:
 
 
 def suggest(
-    sens: Sensitivity, judge: SplitEvaluator, target: Target, baselines: bool = True
+    sens: Sensitivity, judge: SplitEvaluator, target: Target, baselines: bool = True,
+    measure: Measure | None = None,
 ) -> Suggestion:
     """Per-layer fractions meeting ``target``, chosen from the curves of ``sens``.
 
@@ -147,6 +199,9 @@ def suggest(
         judge: chooses on its calibration part, reports every row on its held-out part.
         target: what the plan must meet (on the calibration part, for ``accuracy_drop``).
         baselines: also fit the uniform and global baselines to ``target``.
+        measure: a ``latency`` target's timing of a plan (its measured speed-up); required
+            for it, with the target's table (:meth:`Target.with_table
+            <explorer.decide.targets.Target.with_table>`) of the scan's granularity.
 
     Raises:
         PlanError: the scan is partial, of another model or other data, or from a pruned
@@ -156,6 +211,8 @@ def suggest(
     """
     evaluator = judge.calibration
     _check(sens, evaluator)
+    if target.kind == "latency":
+        check_latency(sens, target, measure)
     dense = dense_metrics(evaluator)
     estimates = _estimates(sens, evaluator, dense, target)
     path = greedy_path(estimates)
@@ -165,9 +222,58 @@ def suggest(
     else:
         fractions = _walk_cost(evaluator, target, estimates, path, plan_of)
     plan = plan_of(fractions)
+    check = None
+    if target.kind == "latency":
+        plan, check = _verified(evaluator, target, estimates, path, plan_of, plan, measure)
     rows = _baselines(judge, sens, target) if baselines else ()
+    if check is not None:
+        check = replace(check, baselines={r.name: measure(r.plan) for r in rows if r.plan})
     return Suggestion(target, sens.granularity, sens.criterion, plan, judge.evaluate(plan),
-                      judge.dense(), rows, judge.split)
+                      judge.dense(), rows, judge.split, check)
+
+
+def check_latency(sens: Sensitivity | str, target: Target, measure: Measure | None) -> None:
+    """Refuse a latency target without its table and timing, with a table of the other
+    granularity, or where no unit got faster (``sens``: the scan or its granularity)."""
+    granularity = sens if isinstance(sens, str) else sens.granularity
+    table = target.table
+    if table is None or measure is None:
+        raise PlanError("a latency target needs a measured latency table and a way to time "
+                        "the suggested plan (the CLI and the Suggest section provide both).")
+    if (table.form == "shrunk") != (granularity == "neurons"):
+        raise PlanError(f"the latency table times the {table.form} form, which is not what a "
+                        f"{granularity} plan runs as: measure it for {granularity}.")
+    if not table.gains:
+        raise PlanError(
+            f"no {granularity} plan runs faster here (batch {table.batch}, "
+            f"{table.threads} thread(s)): "
+            + ("masked weights run the same dense kernels and the sparse ones were slower "
+               "for every layer measured; prune neurons for a latency target."
+               if granularity == "weights" else "no unit saved time when pruned."))
+
+
+def _verified(evaluator, target, estimates, path, plan_of, plan, measure
+              ) -> tuple[Plan, LatencyCheck]:
+    """The plan measured, going further along ``path`` while the measurement falls short of
+    the target (the estimate's goal raised by the shortfall), at most LATENCY_TRIES times:
+    the first plan that meets the target, else the fastest measured."""
+    goal, tries = target.value, []
+    while True:
+        tries.append((measure(plan), plan))
+        measured = tries[-1][0]
+        if measured >= target.value or len(tries) >= LATENCY_TRIES:
+            break
+        goal *= target.value / max(measured, 1e-6)
+        try:
+            plan = plan_of(_walk_cost(evaluator, replace(target, value=goal), estimates,
+                                      path, plan_of))
+        except PlanError:  # the table's grid reaches no further
+            break
+    measured, plan = next(((m, p) for m, p in tries if m >= target.value),
+                          max(tries, key=lambda t: t[0]))
+    table = target.table
+    return plan, LatencyCheck(target.value, target.achieved(cost_metrics(evaluator, plan)),
+                              measured, len(tries), table.batch, table.threads, table.form, {})
 
 
 def greedy_path(estimates: list[Estimate]) -> list[tuple[int, int]]:
@@ -232,7 +338,9 @@ def _estimates(
         for _, _, loss, _ in points:
             rise = max(rise, loss - dense.loss)
             damage.append(rise)
-        if target.kind == "size":
+        if target.kind == "latency":
+            saving = tuple(target.table.saved(curve.layers, f) for f in fractions)
+        elif target.kind == "size":
             saving = tuple(dense.nonzero_params - cost_metrics(
                 evaluator, _unit_plan(sens, curve.layers, f)).nonzero_params
                 for f in fractions)

@@ -8,7 +8,13 @@ A :class:`Target` is what the user asks for:
 * ``size``: a compression ratio, parameters / nonzero parameters, e.g. 8 (Blalock et al.'s
   definition; :attr:`~explorer.metrics.Metrics.compression_ratio`);
 * ``accuracy_drop``: the largest accuracy drop accepted, as a fraction (0.01 = one point
-  below the dense model on the validation set).
+  below the dense model on the validation set);
+* ``latency``: a *measured* speed-up factor, e.g. 2 = the pruned model runs a batch in half
+  the dense model's time. Nothing here measures: a :class:`LatencyTable` (milliseconds saved
+  per unit and fraction, measured by the export stage,
+  :mod:`explorer.export.latency_sensitivity`) is handed in as data, and a plan's latency is
+  *estimated* from it as dense ms / (dense ms - the sum of its units' savings): additive,
+  which the caller then checks by timing the plan itself (:mod:`explorer.decide.suggest`).
 
 A *family* maps one fraction in [0, 1) to a plan — :func:`uniform_plan` (the same fraction
 in every layer) or :func:`global_plan` (one threshold across layers), the two baselines
@@ -29,8 +35,8 @@ measures it:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple
 
 from explorer.errors import DataError, PlanError
@@ -41,26 +47,73 @@ if TYPE_CHECKING:
     from explorer.bundle import ModelBundle
     from explorer.evaluator import Evaluator
 
-KINDS = ("flops", "size", "accuracy_drop")
+KINDS = ("flops", "size", "accuracy_drop", "latency")
 ALIASES = {"drop": "accuracy_drop"}
 STEPS = 10_000  # fractions are searched as i / STEPS: four decimals
 MAX_STEP = 9_990  # the largest fraction a family is tried at: 0.999
 COARSE_STEP = 500  # accuracy fits walk 0, 0.05, 0.10, ... before bisecting
 DROP_TOLERANCE = 1e-12  # float noise in "0.01" versus a difference of two accuracies
+EXAMPLES = {"flops": "4x fewer FLOPs", "size": "compression ratio 4",
+            "latency": "2 = twice as fast, measured"}
 
 Family = Callable[[float], Plan]
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """Measured milliseconds per batch: the dense model's, and each unit's saving (by its
+    layers) at each fraction removed, when that unit alone is pruned; ``form`` is what was
+    timed (``shrunk``, ``sparse``), at ``batch`` inputs on ``threads`` threads."""
+
+    dense_ms: float
+    saved_ms: Mapping[tuple[str, ...], Mapping[float, float]]
+    batch: int
+    threads: int
+    form: str
+
+    def saved(self, layers: tuple[str, ...], fraction: float) -> float:
+        """The unit's saving at ``fraction``, linear between the measured fractions (0 ms
+        at 0; the last measured saving beyond the grid); 0 for a unit not in the table."""
+        points = sorted({0.0: 0.0, **self.saved_ms.get(layers, {})}.items())
+        for (f0, s0), (f1, s1) in zip(points, points[1:], strict=False):
+            if fraction <= f1:
+                return s0 + (s1 - s0) * (fraction - f0) / (f1 - f0)
+        return points[-1][1]
+
+    def speedup(self, metrics: Metrics) -> float:
+        """The estimated speed-up of the plan ``metrics`` describe: each unit's fraction is
+        read from its first layer (neurons removed, or weights zeroed)."""
+        layers = {la.name: la for la in metrics.layers}
+        total = 0.0
+        for unit in self.saved_ms:
+            la = layers.get(unit[0])
+            if la is None:
+                continue
+            removed = la.sparsity if self.form == "sparse" else \
+                1 - la.neurons_kept / max(la.neurons, 1)
+            total += self.saved(unit, removed)
+        left = self.dense_ms - total
+        return self.dense_ms / left if left > 0 else math.inf
+
+    @property
+    def gains(self) -> bool:
+        """Whether any unit is faster pruned at some fraction (else no plan of this
+        granularity is)."""
+        return any(v > 0 for row in self.saved_ms.values() for v in row.values())
 
 
 @dataclass(frozen=True)
 class Target:
     """What a plan must achieve (see the module docstring for each kind).
 
-    ``value``: a factor > 1 for ``flops`` and ``size``; a fraction in [0, 1) for
-    ``accuracy_drop``.
+    ``value``: a factor > 1 for ``flops``, ``size`` and ``latency``; a fraction in [0, 1)
+    for ``accuracy_drop``. ``table``: a ``latency`` target's measured table
+    (:meth:`with_table`); the estimate it gives is what :func:`fit` meets.
     """
 
     kind: str
     value: float
+    table: LatencyTable | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         kind = ALIASES.get(self.kind, self.kind)
@@ -80,7 +133,7 @@ class Target:
         if kind != "accuracy_drop" and value <= 1.0:
             raise PlanError(
                 f"the {kind} target is a factor greater than 1 (e.g. 4 = "
-                f"{'4x fewer FLOPs' if kind == 'flops' else 'compression ratio 4'}); "
+                f"{EXAMPLES[kind]}); "
                 f"got {value}."
             )
         object.__setattr__(self, "kind", kind)
@@ -88,12 +141,12 @@ class Target:
 
     @classmethod
     def parse(cls, text: str) -> Target:
-        """``"flops=4"``, ``"size=8"``, ``"drop=0.01"`` or ``"drop=1%"`` as a target."""
+        """``"flops=4"``, ``"size=8"``, ``"latency=2"``, ``"drop=0.01"`` or ``"drop=1%"`` as
+        a target."""
         kind, sep, value = str(text).partition("=")
         if not sep:
-            raise PlanError(
-                f"a target is kind=value, e.g. flops=4, size=8 or drop=0.01; got {text!r}."
-            )
+            raise PlanError(f"a target is kind=value, e.g. flops=4, size=8, latency=2 or "
+                            f"drop=0.01; got {text!r}.")
         value = value.strip()
         scale = 0.01 if value.endswith("%") else 1.0
         try:
@@ -106,6 +159,10 @@ class Target:
     def needs_accuracy(self) -> bool:
         return self.kind == "accuracy_drop"
 
+    def with_table(self, table: LatencyTable) -> Target:
+        """This latency target estimating plans from ``table``."""
+        return replace(self, table=table)
+
     def achieved(self, metrics: Metrics, dense: Metrics | None = None) -> float:
         """The quantity the target bounds, for ``metrics``: speed-up, compression ratio, or
         accuracy drop versus ``dense`` (needed for ``accuracy_drop`` only)."""
@@ -113,6 +170,11 @@ class Target:
             return metrics.speedup
         if self.kind == "size":
             return metrics.compression_ratio
+        if self.kind == "latency":
+            if self.table is None:
+                raise PlanError("a latency target needs a measured latency table "
+                                "(explorer.export.latency_sensitivity) to estimate plans.")
+            return self.table.speedup(metrics)
         if dense is None or metrics.accuracy is None or dense.accuracy is None:
             raise DataError("an accuracy_drop target needs accuracies measured on data.")
         return dense.accuracy - metrics.accuracy
@@ -130,6 +192,10 @@ class Target:
             return f"{self.value:g}x fewer FLOPs"
         if self.kind == "size":
             return f"compression ratio {self.value:g}x"
+        if self.kind == "latency":
+            where = "" if self.table is None else \
+                f" (batch {self.table.batch}, {self.table.threads} thread(s))"
+            return f"{self.value:g}x faster, measured{where}"
         return f"accuracy at most {self.value * 100:g} points below the dense model"
 
     def to_dict(self) -> dict:

@@ -29,6 +29,7 @@ The shared model is never written: every form is a copy.
 from __future__ import annotations
 
 import copy
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,7 +125,8 @@ class SparseLinear(nn.Module):
 
 def measure(bundle: ModelBundle, plan: Plan, batch: int = 1, threads: int = 1,
             min_run_time: float = 0.5, evaluator=None, progress: Progress | None = None,
-            cancelled: Cancelled | None = None) -> Latency:
+            cancelled: Cancelled | None = None, layers: bool = True,
+            clock: Callable[[], float] = time.perf_counter) -> Latency:
     """Time ``plan``'s forms of ``bundle``'s model on a batch of ``batch`` random inputs
     (shape ``(batch, *bundle.input_shape)``) with ``threads`` intra-op threads.
 
@@ -140,6 +142,11 @@ def measure(bundle: ModelBundle, plan: Plan, batch: int = 1, threads: int = 1,
             criteria then fail with its message).
         progress, cancelled: :mod:`explorer.progress`'s callbacks, one step per form and
             turn, one for the profile; a cancelled run returns the turns timed so far.
+        layers: also profile per-layer times (False: the speed-up alone, e.g. to check a
+            suggested plan; ``layers`` is then empty).
+        clock: what the timings count: the wall clock (default), or e.g. ``time.thread_time``
+            at one thread, the timing thread's CPU time, which other processes taking the
+            core on a shared machine do not inflate.
     """
     from explorer.evaluator import Evaluator
 
@@ -159,12 +166,13 @@ def measure(bundle: ModelBundle, plan: Plan, batch: int = 1, threads: int = 1,
             if stop_now(cancelled):
                 return _result(times, metrics.speedup, batch, threads, (), notes, True)
             times[form] += block_times(runnable[form], x, threads, min_run_time / ROUNDS,
-                                       warm_up=r == 0)
+                                       r == 0, clock)
             tick(progress, r * len(steps) + i + 1, total, form)
     best = min((f for f in PRUNED_FORMS if f in times), key=lambda f: Timing.of(times[f]).p50)
-    layers = layer_times(bundle, runnable[best], x, threads, metrics, notes)
+    per_layer = layer_times(bundle, runnable[best], x, threads, metrics, notes) if layers \
+        else ()
     tick(progress, total, total, "layers")
-    return _result(times, metrics.speedup, batch, threads, layers, notes, False, best)
+    return _result(times, metrics.speedup, batch, threads, per_layer, notes, False, best)
 
 
 def _result(times: dict[str, list[float]], theoretical: float, batch: int, threads: int,
@@ -176,6 +184,29 @@ def _result(times: dict[str, list[float]], theoretical: float, batch: int, threa
     return Latency(latency_ms=timings, theoretical=theoretical, measured=measured,
                    form=best or "", batch=batch, threads=threads, layers=layers, notes=notes,
                    cancelled=cancelled)
+
+
+def latency_clock(threads: int) -> Callable[[], float]:
+    """The clock for timings compared on a shared machine: at one thread, the timing
+    thread's CPU time (``time.thread_time``: another process taking the core does not
+    inflate it, as it does the wall clock); at more threads the work runs on other threads
+    too, so the wall clock."""
+    return time.thread_time if threads == 1 else time.perf_counter
+
+
+def speedups(bundle: ModelBundle, plans: list[Plan], batch: int = 1, threads: int = 1,
+             min_run_time: float = 0.2, evaluator=None, progress: Progress | None = None,
+             cancelled: Cancelled | None = None) -> dict[str, float]:
+    """{plan key: measured speed-up} of ``plans`` (:func:`measure` without the per-layer
+    profile, by :func:`latency_clock`), one step each; a cancelled run returns those done."""
+    out: dict[str, float] = {}
+    for i, plan in enumerate(plans):
+        if stop_now(cancelled):
+            break
+        out[plan.key] = measure(bundle, plan, batch, threads, min_run_time, evaluator,
+                                layers=False, clock=latency_clock(threads)).measured
+        tick(progress, i + 1, len(plans), plan.key)
+    return out
 
 
 def check_count(value: object, what: str, maximum: int) -> int:
@@ -239,16 +270,18 @@ def sparse_model(masked: nn.Module, bundle: ModelBundle, masks: Masks
 
 
 def block_times(module: nn.Module | Callable, x: torch.Tensor, threads: int,
-                min_run_time: float, warm_up: bool = True) -> list[float]:
+                min_run_time: float, warm_up: bool = True,
+                clock: Callable[[], float] = time.perf_counter) -> list[float]:
     """Milliseconds per ``module(x)`` of each block ``Timer.blocked_autorange`` timed for at
-    least ``min_run_time`` seconds on ``threads`` threads (after warm-up runs)."""
+    least ``min_run_time`` seconds on ``threads`` threads (after warm-up runs), by ``clock``
+    (default the wall clock)."""
     with torch.no_grad():
         if warm_up:
             with torch_threads(threads):
                 for _ in range(WARMUP_RUNS):
                     module(x)
         timer = benchmark.Timer("module(x)", globals={"module": module, "x": x},
-                                num_threads=threads)
+                                num_threads=threads, timer=clock)
         m = timer.blocked_autorange(min_run_time=min_run_time)
     return [t * 1e3 for t in m.times]
 
