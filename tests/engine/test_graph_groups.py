@@ -234,3 +234,19 @@ def test_layers_json_lists_each_layers_units_as_the_bundle_has_them(uploads, tmp
     assert rows["fc"]["units"]["neurons"] == {
         "count": 10, "removable": False, "group": None,
         "why_not": "its output is the model's output (its neurons are the classes)"}
+
+
+def test_a_demo_uploaded_as_pt2_gets_the_demos_groups_and_shrinks(resnet, digits):
+    """The same network, loaded from a .pt2 file without its definition: the same groups,
+    and its neuron plan's shrunk graph computes what the masked model does on the digits."""
+    upload = load_model_bytes(exported(resnet.model), "digits-resnet.pt2")
+    assert graph_groups(upload) == graph_groups(resnet)
+    plan = Plan(granularity="neurons", criterion="l1", sparsity={
+        la.name: 0.5 for la in upload.layers if la.neuron_prunable})
+    masks = masks_for(upload, plan, ScoreCache(upload))
+    small = shrink(upload, masks)
+    with torch.no_grad():
+        out = small(digits.x)
+    torch.testing.assert_close(out, full_forward_logits(upload, masks, digits.x),
+                               rtol=1e-4, atol=1e-4)
+    assert sum(p.numel() for p in small.parameters()) < upload.param_count / 2
