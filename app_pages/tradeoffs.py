@@ -2,7 +2,13 @@
 
 The front is chosen on the calibration part of the validation data and reported on the
 held-out part (:mod:`explorer.decide.held_out`); the chart shows either part's accuracy.
+Its x-axis is FLOPs and size (arithmetic), or the *measured* speed-up of each plan
+(:func:`explorer.export.latency.speedups`), timed on demand as a job at the batch and
+threads chosen and kept in ``st.session_state[MEASURED]`` per model content, batch and
+threads.
 """
+
+import os
 
 import streamlit as st
 
@@ -10,13 +16,20 @@ from explorer.decide.breakage import compare_plans
 from explorer.decide.held_out import SplitEvaluator
 from explorer.decide.tradeoff import BaselineCurves, baseline_curves, decision_front
 from explorer.errors import ExplorerError
+from explorer.evaluator import Evaluator
+from explorer.export.latency import speedups
+from explorer.limits import MAX_LATENCY_THREADS
 from explorer.metrics import Metrics
 from explorer.plan import GRANULARITIES, Plan
-from explorer.ui import pins, state, texts
+from explorer.ui import jobs, pins, state, texts
 from explorer.ui.charts import tradeoffs as tradeoff_charts
 from explorer.ui.format import compressed_bytes, count, describe, nbytes, percent, with_interval
 from explorer.ui.layout import page_setup
 from explorer.ui.views.decision_split import judge_of, note
+
+MEASURED = "to_measured"  # session key: {(model key, batch, threads): {plan key: speed-up}}
+BATCHES = (1, 8, 32, 128)
+X_AXES = {"cost": "FLOPs and size", "measured": "measured speed-up"}
 
 
 @st.cache_resource(show_spinner="Fitting the baselines to compression 2x ... 32x...",
@@ -72,8 +85,72 @@ part = st.radio("Accuracy on", list(tradeoff_charts.PARTS), horizontal=True, key
                 format_func=tradeoff_charts.PARTS.get,
                 help="held-out: the images no choice saw (the numbers to trust); calibration: "
                      "the images the Pareto front is chosen on")
-st.plotly_chart(tradeoff_charts.workspace(points, fronts, baselines, judge.dense(), part),
-                key="workspace")
+x_axis = st.radio("x-axis", list(X_AXES), horizontal=True, key="to_x",
+                  format_func=X_AXES.get,
+                  help="FLOPs and size: arithmetic, the theoretical gain; measured speed-up: "
+                       "each plan timed on this machine (dense time / its fastest pruned "
+                       "form's), on demand")
+
+
+def _measure_work(plans: list[Plan], batch: int, threads: int) -> jobs.Work:
+    evaluator = Evaluator(session.bundle, session.data, session.evaluator.scores,
+                          memory_budget=0, estimate_samples=0)  # the job's own
+
+    key = (session.key, batch, threads)
+
+    def run(report: jobs.Reporter) -> tuple[tuple, dict[str, float]]:
+        report(0, len(plans), "timing the plans")
+        return key, speedups(session.bundle, plans, batch, threads, evaluator=evaluator,
+                             progress=lambda d, t, _: report(d, t, f"timed {d} of {t} plans"),
+                             cancelled=report.cancelled)
+
+    return run
+
+
+def measured_axis() -> None:
+    """The measured speed-up chart, its batch and threads, and the job that times the plans."""
+    c1, c2, c3 = st.columns([1, 1, 2])
+    batch = c1.selectbox("Batch", BATCHES, key="to_lat_batch", help="inputs per timed forward")
+    threads = c2.number_input("Threads", 1, min(os.cpu_count() or 1, MAX_LATENCY_THREADS), 1,
+                              key="to_lat_threads", help="torch intra-op threads while timing")
+    key = (session.key, int(batch), int(threads))
+    measured = st.session_state.setdefault(MEASURED, {})
+    job_key = f"to_latency::{session.model_id}"
+    job = jobs.watch(job_key)
+    if job is not None and not job.running:
+        if job.error is not None:
+            st.error(f"The measurement failed: {job.error}")
+        else:  # kept for the settings it was started with
+            measured.setdefault(job.result[0], {}).update(job.result[1])
+        jobs.forget(job_key)
+    done = measured.setdefault(key, {})
+    todo = list({p.key: p for p, _ in history if p.key not in done}.values())
+    running = (job := jobs.get(job_key)) is not None and job.running
+    if c3.button(f"Measure {len(todo)} plan(s)", key="to_lat_measure",
+                 disabled=running or not todo, help="each plan is timed for about a second"):
+        try:
+            jobs.start(job_key, "Measured speed-up", _measure_work(todo, int(batch),
+                                                                   int(threads)))
+        except jobs.JobRefused as exc:
+            st.error(str(exc))
+        else:
+            st.rerun()
+    values = [done.get(p.key) for p, _ in history]
+    st.plotly_chart(tradeoff_charts.measured_speedup(points, values, judge.dense(), part,
+                                                     int(batch), int(threads)),
+                    key="to_measured_chart")
+    st.caption(f"Measured: {sum(v is not None for v in values)} of {len(values)} plans, at "
+               f"batch {batch} and {threads} thread(s), on this machine (shared: compare the "
+               "ratios). A plan's speed-up is the dense model's time over its fastest pruned "
+               "form's (masked, sparse or shrunk): masks alone run as slowly as the dense "
+               "model, whatever their FLOPs say.")
+
+
+if x_axis == "measured":
+    measured_axis()
+else:
+    st.plotly_chart(tradeoff_charts.workspace(points, fronts, baselines, judge.dense(), part),
+                    key="workspace")
 note(judge)
 screened = {p.metrics.held_out.samples for curve in baselines.values() for p in curve
             if p.metrics.held_out.samples < judge.dense().held_out.samples}

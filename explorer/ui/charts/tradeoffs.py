@@ -122,3 +122,33 @@ def per_class(classes: Sequence[int], accuracy: dict[str, Sequence[float]]) -> g
                     hovertemplate=name + ": class %{x}, %{y:.1f}%<extra></extra>")
     fig.update_layout(barmode="group", xaxis_title="class", yaxis_title="accuracy (%)")
     return compact(fig, 320)
+
+
+def measured_speedup(points: Sequence[PlanPoint], speedups: Sequence[float | None],
+                     dense: SplitMetrics, part: str, batch: int, threads: int) -> go.Figure:
+    """Accuracy on ``part`` vs *measured* speed-up (dense time / the plan's fastest form's,
+    at ``batch`` and ``threads``) of the plans measured (``speedups[i]`` None: not yet)."""
+    measured = [i for i, s in enumerate(speedups) if s is not None]
+    ys = [getattr(p.metrics, part).accuracy * 100 for p in points]
+    fig = go.Figure()
+    fig.add_scatter(x=[speedups[i] for i in measured], y=[ys[i] for i in measured],
+                    mode="markers", name="evaluated plans", text=[points[i].label
+                                                                  for i in measured],
+                    marker={"color": KEPT, "size": 8, "opacity": 0.6},
+                    hovertemplate="%{text}<br>measured %{x:.2f}x<br>acc %{y:.2f}%"
+                                  "<extra></extra>")
+    marked = [i for i in measured if points[i].pinned or points[i].current]
+    fig.add_scatter(x=[speedups[i] for i in marked], y=[ys[i] for i in marked],
+                    mode="markers+text", name="pinned / current",
+                    text=[points[i].label for i in marked], textposition="bottom center",
+                    marker={"color": PRUNED, "size": 13, "symbol": "star"},
+                    hovertemplate="%{text}<br>measured %{x:.2f}x<br>acc %{y:.2f}%"
+                                  "<extra></extra>")
+    fig.add_scatter(x=[1.0], y=[getattr(dense, part).accuracy * 100], mode="markers",
+                    name="dense model", marker={"color": "black", "size": 10,
+                                                "symbol": "diamond"})
+    fig.update_layout(title=f"Accuracy vs measured speed-up (batch {batch}, {threads} "
+                            "thread(s), this machine)")
+    fig.update_xaxes(title_text=f"measured speed-up (batch {batch}, {threads} thread(s))")
+    fig.update_yaxes(title_text=f"accuracy (%), {PARTS[part]}")
+    return compact(fig, 420)
