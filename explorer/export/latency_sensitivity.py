@@ -16,8 +16,8 @@ form of the model that really gets faster with only that unit pruned:
 Noise on a shared machine: at one thread the table counts the timing thread's CPU time
 (``time.thread_time``), which another process taking the core does not inflate, as the wall
 clock does (at more threads the work runs on other threads too: the wall clock then). The
-whole model is timed (it holds the effect on the next layer,
-which a per-layer profile would have to add up across layers anyway), one unit at a time,
+whole model is timed (it holds the effect on the next layer, which a per-layer profile
+would have to add up across layers anyway), one unit at a time,
 the dense model and that unit's grid points interleaved in each of :data:`ROUNDS` rounds
 (the order alternating). Each timing keeps its fastest block (the one least disturbed by
 other work); each round gives a *ratio*, the point's time over the dense time of the same
@@ -54,8 +54,9 @@ MIN_RUN_TIME = 0.05  # seconds per timing of one model in one round
 
 @dataclass(frozen=True)
 class UnitLatency:
-    """One unit: milliseconds per batch saved (dense minus pruned, median over rounds; can
-    be negative: slower) at each fraction of the grid, with the pruned model's p50."""
+    """One unit: milliseconds per batch saved (the table's dense time times one minus the
+    median pruned / dense ratio over rounds; negative: slower) at each fraction of the
+    grid, and the pruned model's time on the same scale."""
 
     unit: str
     layers: tuple[str, ...]
