@@ -33,7 +33,7 @@ chromium:
 
 test: $(VENV)/.installed-test chromium
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=25
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
