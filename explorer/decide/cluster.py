@@ -10,7 +10,7 @@ they merge the results in their own order, so a sweep is the same wherever it ra
 
 * :class:`InProcess` runs the shares here on the caller's evaluator (the reference).
 * :class:`RayCluster` (the optional ``ray`` extra: ``pip install -e '.[ray]'``) puts one
-  :class:`Recipe` in Ray's object store — the model (its Python definition and weights),
+  :class:`Recipe` in Ray's object store — the model (its module: weights and graph),
   the validation data, the score cache's computed scores and the evaluator's settings
   (memory budget, batch size, estimate size, BatchNorm calibration images, device) —
   and starts one worker (a Ray actor, one CPU, one torch thread) per CPU of the cluster.
@@ -91,10 +91,10 @@ class InProcess:
 class Recipe:
     """Everything a worker builds its evaluator from: what is sent to the cluster.
 
-    ``model`` travels with its Python definition (a demo architecture or a state_dict
-    loaded into one) and is exported again on the worker; ``scores`` are the score cache's
-    computed scores (:meth:`~explorer.masks.ScoreCache.computed`), computed on
-    ``score_data``.
+    ``model`` travels as the bundle's module — a demo architecture's Python module, or an
+    upload's graph module — and is exported again on the worker; ``scores`` are the score
+    cache's computed scores (:meth:`~explorer.masks.ScoreCache.computed`), computed on
+    ``score_data`` (the sweeps compute theirs before handing out shares).
     """
 
     model: nn.Module
@@ -243,9 +243,8 @@ class RayCluster:
             recipe = ray.put(Recipe.of(evaluator))
         except (TypeError, AttributeError, ValueError) as exc:
             raise ClusterError(
-                f"'{evaluator.bundle.name}' cannot be sent to a Ray cluster ({first_line(exc)})"
-                ": only a model with its Python definition can (a demo architecture or a "
-                "state_dict); run this sweep without --ray.") from None
+                f"'{evaluator.bundle.name}' cannot be sent to a Ray cluster "
+                f"({first_line(exc)[:200]}); run this sweep without --ray.") from None
         count = self.workers or max(int(ray.cluster_resources().get("CPU", 1)), 1)
         actor_class = ray.remote(num_cpus=1, max_restarts=0)(Worker)
         actors = [actor_class.remote() for _ in range(min(count, shares))]

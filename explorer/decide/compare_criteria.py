@@ -26,6 +26,7 @@ where the criteria are ranked — which run on every image. Each point says whic
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING
@@ -191,6 +192,9 @@ def _sweep(
     points: dict[str, list[Point]] = {}
     errors: dict[str, str] = {}
     if executor is not None:
+        for name in names:  # the scores computed here once travel to every share
+            with suppress(ExplorerError):  # the share reports it, as here
+                evaluator.masks(plan_at(name, 0.5))
         work = partial(criterion_curve, grid=grid, plan_at=plan_at, screen=screen)
         finished = 0
 
@@ -207,15 +211,20 @@ def _sweep(
                 points[name] = curve
         return Curves(points, errors)
     for i, name in enumerate(names):
-        curve = criterion_curve(evaluator, name, grid, plan_at, screen,
-                                lambda n, i=i, name=name: tick(progress, i * len(grid) + n,
-                                                               total, name))
+        report = partial(_point_done, progress, i * len(grid), total, name)
+        curve = criterion_curve(evaluator, name, grid, plan_at, screen, report)
         if isinstance(curve, str):
             errors[name] = curve
             tick(progress, (i + 1) * len(grid), total, name)
         else:
             points[name] = curve
     return Curves(points, errors)
+
+
+def _point_done(progress: Progress | None, before: int, total: int, name: str,
+                n: int) -> None:
+    """Progress after the ``n``-th point of criterion ``name``, ``before`` points earlier."""
+    tick(progress, before + n, total, name)
 
 
 def criterion_curve(

@@ -215,9 +215,11 @@ def sensitivity(
         )
 
     if executor is not None:
+        # the scores computed here once travel with the evaluator to every share
+        evaluator.masks(_at(base, [m for ms in units.values() for m in ms], 0.5))
         work = partial(_unit_share, base=base, grid=grid, screen=screen)
-        return result(*_on(executor, evaluator, work, units, per_unit, progress, cancelled,
-                           result))
+        return result(*_by_shares(executor, evaluator, work, units, per_unit, progress,
+                                  cancelled, result))
     for i, (unit, members) in enumerate(units.items()):
 
         def report(evaluated: int, points: list[tuple], i=i, unit=unit, members=members
@@ -253,10 +255,7 @@ def unit_points(
     points, measured = [], []
 
     def plan_at(fraction: float) -> Plan:
-        plan = base
-        for member in members:
-            plan = plan.with_sparsity(member, fraction)
-        return plan
+        return _at(base, members, fraction)
 
     def point(fraction: float, m: Metrics) -> tuple:
         return (fraction, m.accuracy, m.loss, m.flops["effective"], m.samples)
@@ -278,7 +277,7 @@ def unit_points(
     return points, False
 
 
-def _on(
+def _by_shares(
     executor: Executor,
     evaluator: Evaluator,
     work: Callable[[Evaluator, tuple[str, ...]], list[tuple]],
@@ -301,6 +300,13 @@ def _on(
 
     _, stopped = executor.map(evaluator, work, list(units.values()), done, cancelled)
     return [finished[k] for k in sorted(finished)], stopped
+
+
+def _at(base: Plan, layers: Sequence[str], fraction: float) -> Plan:
+    """``base`` with ``layers`` set to ``fraction`` removed."""
+    for layer in layers:
+        base = base.with_sparsity(layer, fraction)
+    return base
 
 
 def _unit_share(evaluator: Evaluator, members: tuple[str, ...], base: Plan,

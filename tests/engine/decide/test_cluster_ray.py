@@ -19,11 +19,13 @@ import pytest
 ray = pytest.importorskip("ray")
 torch = pytest.importorskip("torch")
 
+from explorer.bundle import export_program  # noqa: E402
 from explorer.cli import main  # noqa: E402
 from explorer.decide import compare_criteria as compare  # noqa: E402
 from explorer.decide.cluster import ClusterError, RayCluster  # noqa: E402
 from explorer.decide.sensitivity import DEFAULT_GRID, sensitivity  # noqa: E402
 from explorer.evaluator import Evaluator  # noqa: E402
+from explorer.load.model_file import load_model  # noqa: E402
 
 GRID = (0.0, 0.3, 0.6, 0.9)
 
@@ -110,3 +112,14 @@ def test_cli_an_address_where_nothing_answers_is_one_line(cluster, capsys):
     assert main(["compare", "--model", "digits-mlp", "--ray", "127.0.0.1:9"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No Ray cluster answers at 127.0.0.1:9" in err
+
+
+def test_a_model_known_only_as_a_graph_sweeps_alike(cluster, cnn, digits, tmp_path):
+    """A .pt2 upload (no Python class) travels as its graph module and is exported again."""
+    path = tmp_path / "cnn.pt2"
+    torch.export.save(export_program(cnn.model, torch.zeros(2, 1, 8, 8)), path)
+    upload = load_model(path)
+    here = sensitivity(Evaluator(upload, digits), "neurons", "l1", GRID[:2])
+    there = sensitivity(Evaluator(upload, digits), "neurons", "l1", GRID[:2],
+                        executor=cluster)
+    assert there == here and here.units
