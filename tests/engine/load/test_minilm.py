@@ -131,8 +131,9 @@ def test_ffn_neurons_are_the_units_and_equal_a_physically_smaller_layer(minilm):
     bundle, data = minilm
     units = bundle.units("neurons")
     assert list(units) == [f"bert.encoder.layer.{i}.intermediate.dense" for i in range(6)]
-    assert "attention heads" in bundle.unprunable("neurons")[
-        "bert.encoder.layer.0.attention.self.query"]
+    why = bundle.unprunable("neurons")
+    assert "attention head" in why["bert.encoder.layer.0.attention.self.query"]
+    assert "residual stream" in why["bert.encoder.layer.0.output.dense"]
     few = data.subset(torch.arange(0, 200, 10), "every 10th")
     ev = Evaluator(bundle, few, **ONE_PASS)
     plan = Plan(granularity="neurons", criterion="l1", scope="layer",
