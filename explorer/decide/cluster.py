@@ -42,7 +42,7 @@ from torch import nn
 
 from explorer.bundle import bundle_from_module
 from explorer.data import ValidationSet
-from explorer.errors import ExplorerError
+from explorer.errors import ExplorerError, short
 from explorer.evaluator import Evaluator
 from explorer.limits import RAY_CONNECT_SECONDS, RAY_LOCAL_CPUS, RAY_LOCAL_OBJECT_STORE_BYTES
 from explorer.load.files import first_line
@@ -162,10 +162,11 @@ def ray_module():
 def checked_address(address: str) -> str:
     """``local``, ``HOST:PORT`` (a cluster's GCS address) or ``ray://HOST:PORT`` (Ray
     Client); anything else is a :class:`ClusterError`."""
-    if address == "local" or _ADDRESS.fullmatch(address):
+    match = _ADDRESS.fullmatch(address)
+    if address == "local" or (match and 0 < int(match.group(3)) < 2**16):
         return address
     raise ClusterError(f"--ray takes local, HOST:PORT or ray://HOST:PORT (e.g. "
-                       f"ray://head:10001); got {address!r}.")
+                       f"ray://head:10001); got {short(address)}.")
 
 
 def probe(address: str, seconds: float = RAY_CONNECT_SECONDS) -> None:
@@ -177,7 +178,8 @@ def probe(address: str, seconds: float = RAY_CONNECT_SECONDS) -> None:
         with socket.create_connection((host, port), timeout=seconds):
             pass
     except OSError as exc:
-        raise ClusterError(f"No Ray cluster answers at {address} ({exc.strerror or exc}): "
+        raise ClusterError(f"No Ray cluster answers at {short(address)} "
+                           f"({exc.strerror or type(exc).__name__}): "
                            "check the address (`ray status` on the head node prints it), "
                            "or use --ray local for one on this machine.") from None
 
@@ -186,7 +188,7 @@ class RayCluster:
     """Sweeps on a Ray cluster (an :class:`Executor`); use it as a context manager.
 
     ``address``: ``local`` starts a cluster on this machine (:data:`RAY_LOCAL_CPUS` CPUs,
-    127.0.0.1, no dashboard, a bounded object store) and stops it on exit; ``HOST:PORT``
+    its node at 127.0.0.1, no dashboard, a bounded object store) and stops it on exit; ``HOST:PORT``
     or ``ray://HOST:PORT`` connects to a running one. A process already connected to Ray
     (a notebook that called ``ray.init``) uses that connection as it is. ``workers``: how
     many actors a sweep starts (default: one per CPU of the cluster, at most one per

@@ -75,7 +75,8 @@ def test_ray_option_without_the_extra_says_how_to_install_it(monkeypatch, capsys
     assert err.count("\n") == 0 and "pip install -e '.[ray]'" in err
 
 
-@pytest.mark.parametrize("address", ["", "head", "http://head:10001", "ray://head", "a b:1"])
+@pytest.mark.parametrize("address", ["", "head", "http://head:10001", "ray://head", "a b:1",
+                                     "head:99999", "head:0"])
 def test_a_malformed_address_is_refused_in_one_line(address, capsys):
     with pytest.raises(ClusterError, match="--ray takes local"):
         checked_address(address)

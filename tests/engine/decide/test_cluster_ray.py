@@ -111,7 +111,7 @@ def test_cli_ray_local_prints_the_in_process_json(cluster, capsys):
 def test_cli_an_address_where_nothing_answers_is_one_line(cluster, capsys):
     assert main(["compare", "--model", "digits-mlp", "--ray", "127.0.0.1:9"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "No Ray cluster answers at 127.0.0.1:9" in err
+    assert err.count("\n") == 1 and "No Ray cluster answers at '127.0.0.1:9'" in err
 
 
 def test_a_model_known_only_as_a_graph_sweeps_alike(cluster, cnn, digits, tmp_path):
