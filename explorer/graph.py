@@ -29,17 +29,16 @@ from explorer.errors import ModelError, short
 
 aten = torch.ops.aten
 LAYER_OPS = {aten.linear.default: "linear", aten.conv2d.default: "conv2d"}
-# Ops that keep the channel axis (dim 1) and act on each channel separately.
-CHANNELWISE_OPS = {
-    aten.relu.default, aten.gelu.default, aten.silu.default, aten.sigmoid.default,
-    aten.tanh.default, aten.leaky_relu.default, aten.hardtanh.default, aten.elu.default,
-    aten.dropout.default, aten.max_pool2d.default, aten.avg_pool2d.default,
-    aten.adaptive_avg_pool2d.default, aten.clone.default, aten.contiguous.default,
-    aten.batch_norm.default,
-}
 ACTIVATION_OPS = {
     aten.relu.default, aten.gelu.default, aten.silu.default, aten.sigmoid.default,
     aten.tanh.default, aten.leaky_relu.default, aten.hardtanh.default, aten.elu.default,
+    aten.hardswish.default, aten.hardsigmoid.default, aten.mish.default, aten.softplus.default,
+}
+# Ops that keep the channel axis (dim 1) and act on each channel separately.
+CHANNELWISE_OPS = ACTIVATION_OPS | {
+    aten.dropout.default, aten.max_pool2d.default, aten.avg_pool2d.default,
+    aten.adaptive_avg_pool2d.default, aten.clone.default, aten.contiguous.default,
+    aten.batch_norm.default,
 }
 FLATTEN_OPS = {aten.flatten.using_ints, aten.view.default, aten.reshape.default}
 

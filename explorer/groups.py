@@ -13,10 +13,11 @@ list of :class:`Segment` s along its channel axis (dim 1), each naming the layer
 it holds, how many, and how many features each channel has become (a flatten turns a channel
 into a block of H*W features). What the pass understands:
 
-* BatchNorm, activations, dropout, pooling, mean over spatial axes: channels kept (a
-  BatchNorm's weight and bias follow them);
+* BatchNorm, activations, dropout, pooling, mean over spatial axes, a whole slice, a new
+  axis after the channels: channels kept (a BatchNorm's weight and bias follow them);
 * flatten / view / reshape from (N, C, ...) to (N, C * ...): a channel becomes a block;
-* add, sub, mul, div of two tensors: their layers' channels are joined into one group;
+* add, sub, mul, div of two tensors: their layers' channels are joined into one group
+  (a squeeze-and-excitation gate joins the layer it scales); with a scalar: kept;
 * concatenation along the channels: the segments follow each other (offsets);
 * a depthwise convolution (one filter per channel): its filters follow its input's channels,
   and it joins their group;
@@ -40,7 +41,8 @@ from torch import fx
 from explorer.graph import CHANNELWISE_OPS, FLATTEN_OPS, Dependent, Layer, conv_groups
 
 aten = torch.ops.aten
-JOIN_OPS = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
+JOIN_OPS = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor,
+            aten.add.Scalar, aten.sub.Scalar, aten.mul.Scalar, aten.div.Scalar}
 OUTPUT_REASON = "its output is the model's output (its neurons are the classes)"
 
 
@@ -162,7 +164,7 @@ def _step(trace: _Trace, node: fx.Node, layer: Layer | None, params: set[str]) -
         spread = math.prod(trace.shapes[first.name][2:])
         trace.labels[node.name] = tuple(Segment(s.root, s.count, s.repeat * spread)
                                         for s in inputs[first.name])
-    elif target is aten.mean.dim and alone and _spatial(trace.shapes[first.name], node.args[1]):
+    elif alone and _keeps_channels(trace.shapes, node):
         trace.labels[node.name] = inputs[first.name]
     elif target in JOIN_OPS:
         _join_step(trace, node, inputs)
@@ -301,7 +303,13 @@ def _channels(shape: tuple, rank: int) -> int:
     return shape[at] if 0 <= at < len(shape) else 1
 
 
-def _spatial(shape: tuple, dims: object) -> bool:
-    """Whether a mean over ``dims`` of a tensor of ``shape`` keeps the batch and channels."""
-    dims = [dims] if isinstance(dims, int) else list(dims or [])
-    return bool(dims) and all(d % len(shape) > 1 for d in dims)
+def _keeps_channels(shapes: Mapping[str, tuple[int, ...]], node: fx.Node) -> bool:
+    """Whether ``node`` keeps its first argument's channels where they are: a mean over
+    spatial axes, a slice that takes everything, a new axis after the channels."""
+    before, after = shapes[node.args[0].name], shapes.get(node.name, ())
+    if node.target is aten.mean.dim:
+        dims = [node.args[1]] if isinstance(node.args[1], int) else list(node.args[1] or [])
+        return bool(dims) and all(d % len(before) > 1 for d in dims)
+    if node.target is aten.slice.Tensor:
+        return after == before
+    return node.target is aten.unsqueeze.default and node.args[1] % len(after) > 1

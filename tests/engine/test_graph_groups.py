@@ -73,6 +73,20 @@ def torch_pruning_groups(bundle) -> dict[str, tuple[tuple[str, ...], frozenset]]
     return groups
 
 
+def half_of_each_group(bundle) -> Plan:
+    return Plan(granularity="neurons", criterion="l1", sparsity={
+        la.name: 0.5 for la in bundle.layers if la.neuron_prunable})
+
+
+def shrunk_and_masked(bundle, plan: Plan, x: torch.Tensor):
+    """(the shrunk model, its outputs on ``x``, the masked model's outputs) for ``plan``."""
+    masks = masks_for(bundle, plan, ScoreCache(bundle))
+    small = shrink(bundle, masks)
+    with torch.no_grad():
+        out = small(x)
+    return small, out, full_forward_logits(bundle, masks, x), masks
+
+
 def graph_groups(bundle) -> dict[str, tuple[tuple[str, ...], frozenset]]:
     return {g: (tuple(la.name for la in bundle.group(g)),
                 frozenset(bundle.group(g)[0].dependents)) for g in bundle.group_names}
@@ -176,20 +190,43 @@ def test_a_concatenation_offsets_the_channels_that_follow(uploads):
 def test_an_uploads_neuron_plan_shrinks_to_the_masked_models_outputs(uploads, kind):
     bundle = uploads[kind][1]
     x = torch.randn((64, 1, 8, 8), generator=torch.Generator().manual_seed(1))
-    for plan in (Plan(granularity="neurons", criterion="l1", sparsity={
-            la.name: 0.5 for la in bundle.layers if la.neuron_prunable}),
-            Plan(granularity="neurons", criterion="random", scope="global", amount=0.7)):
-        masks = masks_for(bundle, plan, ScoreCache(bundle))
-        small = shrink(bundle, masks)
-        with torch.no_grad():
-            out = small(x)
-        torch.testing.assert_close(out, full_forward_logits(bundle, masks, x),
-                                   rtol=1e-5, atol=1e-5)
+    for plan in (half_of_each_group(bundle),
+                 Plan(granularity="neurons", criterion="random", scope="global", amount=0.7)):
+        small, out, masked, masks = shrunk_and_masked(bundle, plan, x)
+        torch.testing.assert_close(out, masked, rtol=1e-5, atol=1e-5)
         kept = sum(p.numel() for p in small.parameters())
         assert kept == sum(int(masks.masks[n].sum()) if n in masks.masks else p.numel()
                            for n, p in bundle.params().items())
         assert small.get_buffer("bn.running_mean").numel() == int(
             masks.kept_dims["bn.weight"][0].sum())
+
+
+class Gated(nn.Module):
+    """A squeeze-and-excitation gate (Hu et al. 2018) scaling a convolution's channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 6, 3, padding=1)
+        self.conv = nn.Conv2d(6, 6, 3, padding=1)
+        self.gate = nn.Linear(6, 6)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.hardswish(self.stem(x)) * 0.5
+        g = torch.sigmoid(self.gate(h.mean((2, 3))))
+        h = self.conv(h) * g[:, :, None, None]
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(h, 1), 1))
+
+
+def test_a_gate_joins_the_layer_it_scales_as_torch_pruning_finds():
+    torch.manual_seed(0)
+    model = Gated().eval()
+    bundle = load_model_bytes(exported(model), "gated.pt2")
+    assert graph_groups(bundle) == torch_pruning_groups(replace(bundle, model=model))
+    assert [la.name for la in bundle.group("gate")] == ["gate", "conv"]  # gate runs first
+    x = torch.randn((32, 1, 8, 8), generator=torch.Generator().manual_seed(1))
+    _, out, masked, _ = shrunk_and_masked(bundle, half_of_each_group(bundle), x)
+    torch.testing.assert_close(out, masked, rtol=1e-5, atol=1e-5)
 
 
 class Splits(nn.Module):
@@ -241,12 +278,6 @@ def test_a_demo_uploaded_as_pt2_gets_the_demos_groups_and_shrinks(resnet, digits
     and its neuron plan's shrunk graph computes what the masked model does on the digits."""
     upload = load_model_bytes(exported(resnet.model), "digits-resnet.pt2")
     assert graph_groups(upload) == graph_groups(resnet)
-    plan = Plan(granularity="neurons", criterion="l1", sparsity={
-        la.name: 0.5 for la in upload.layers if la.neuron_prunable})
-    masks = masks_for(upload, plan, ScoreCache(upload))
-    small = shrink(upload, masks)
-    with torch.no_grad():
-        out = small(digits.x)
-    torch.testing.assert_close(out, full_forward_logits(upload, masks, digits.x),
-                               rtol=1e-4, atol=1e-4)
+    small, out, masked, _ = shrunk_and_masked(upload, half_of_each_group(upload), digits.x)
+    torch.testing.assert_close(out, masked, rtol=1e-4, atol=1e-4)
     assert sum(p.numel() for p in small.parameters()) < upload.param_count / 2
