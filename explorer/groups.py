@@ -111,15 +111,13 @@ class _Trace:
             if seg.root is not None:
                 self.blocked.setdefault(self.find(seg.root), reason)
 
-    def follow(self, label: Label, param: str | None, dim: int, scale: int = 1) -> None:
-        """``param``'s entries along ``dim`` follow ``label``'s channels (``scale`` entries
-        per channel entry, for a flatten seen from the consumer)."""
+    def follow(self, label: Label, param: str | None, dim: int) -> None:
+        """``param``'s entries along ``dim`` follow ``label``'s channels, segment by segment."""
         offset = 0
         for seg in label:
             if seg.root is not None and param is not None:
-                self.deps[self.find(seg.root)].append(
-                    Dependent(param, dim, seg.repeat * scale, offset))
-            offset += seg.width * scale
+                self.deps[self.find(seg.root)].append(Dependent(param, dim, seg.repeat, offset))
+            offset += seg.width
 
 
 def graph_groups(
