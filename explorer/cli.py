@@ -119,13 +119,13 @@ def cmd_models(args: argparse.Namespace) -> int:
                      "validation_accuracy": card.get("validation_accuracy"),
                      "params": card.get("params"), "input_shape": list(e.input_shape),
                      "architecture_only": e.architecture_only})
-    if args.json:
-        print(json.dumps(rows, indent=2))
     for name, description in PRETRAINED.items():  # loaded only when used: no accuracy here
         rows.append({"name": name, "description": description, "validation_accuracy": None,
                      "params": None, "input_shape": [SEQUENCE_LENGTH],
                      "architecture_only": False, "pretrained": True,
                      "installed": extra_installed()})
+    if args.json:
+        print(json.dumps(rows, indent=2))
     else:
         for r in rows:
             if r.get("pretrained"):
@@ -141,13 +141,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from explorer.data import stratified_subset
-    from explorer.evaluator import Evaluator
     from dataclasses import replace
 
+    from explorer.data import stratified_subset
+    from explorer.evaluator import Evaluator
+    from explorer.load.transformers import embedding_fidelity
 
     plan = _load_plan(args.plan)  # cheap checks first
-    from explorer.load.transformers import embedding_fidelity
     bundle, data = _load_bundle(args.model, args.data, labels=False)
     if args.samples is not None:
         if data is None:

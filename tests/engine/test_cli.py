@@ -25,9 +25,10 @@ def test_models_lists_the_zoo():
     assert out.returncode == 0, out.stderr
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert set(rows) == {"digits-mlp", "digits-cnn", "digits-resnet", "resnet18",
-                         "resnet18-cifar"}
+                         "resnet18-cifar", "minilm"}
+    assert rows["minilm"]["pretrained"] and "installed" in rows["minilm"]
     assert rows["digits-mlp"]["validation_accuracy"] >= 0.96
-    trained = [r for r in rows.values() if not r["architecture_only"]]
+    trained = [r for r in rows.values() if not r["architecture_only"] and not r.get("pretrained")]
     assert len(trained) == 3 and all(r["validation_accuracy"] >= 0.95 for r in trained)
 
 
