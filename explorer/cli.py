@@ -489,10 +489,10 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     # chosen on the calibration part, reported on the held-out part
     judge = SplitEvaluator(bundle, data, memory_budget=args.memory_budget, device=args.device,
                            bn_calibration=calibration)
-    with cluster as executor:
+    with cluster as executor:  # the scan, then the plan's and the baselines' verification
         scan = sensitivity(judge.calibration, args.granularity, criterion, grid,
                            screen=not args.exact, executor=executor)
-    result = suggest(scan, judge, target, measure=measure)
+        result = suggest(scan, judge, target, measure=measure, executor=executor)
     if args.out:
         try:
             Path(args.out).write_text(result.plan.to_json())

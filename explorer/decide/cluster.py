@@ -10,13 +10,19 @@ they merge the results in their own order, so a sweep is the same wherever it ra
 
 * :class:`InProcess` runs the shares here on the caller's evaluator (the reference).
 * :class:`RayCluster` (the optional ``ray`` extra: ``pip install -e '.[ray]'``) puts one
-  :class:`Recipe` in Ray's object store — the model (its module: weights and graph),
-  the validation data, the score cache's computed scores and the evaluator's settings
-  (memory budget, batch size, estimate size, BatchNorm calibration images, device) —
-  and starts one worker (a Ray actor, one CPU, one torch thread) per CPU of the cluster.
+  :class:`Recipe` (or :class:`SplitRecipe`) in Ray's object store — the model (its
+  module: weights and graph), the validation data, the score cache's computed scores and
+  the evaluator's settings (memory budget, batch size, estimate size, BatchNorm
+  calibration images, device) — and starts one worker (a Ray actor, one CPU, one torch
+  thread) per CPU of the cluster.
   Each worker builds its evaluator once and takes shares one at a time, so the network
   before a unit is reused across that unit's points as it is here. Floats are identical
   to an in-process sweep run with one torch thread: the same graph, batches and scores.
+
+The sweeps that choose on one part of the data and report the other (the trade-off
+baselines, a suggestion's verification) hand over a
+:class:`~explorer.decide.held_out.SplitEvaluator`: its :class:`SplitRecipe` holds both
+parts, and each worker builds both evaluators over one model and one score cache.
 
 Progress is heard as shares finish; ``cancelled()`` is checked while waiting and kills the
 workers, and the sweep returns what finished, flagged cancelled as in-process. A worker
@@ -40,8 +46,9 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from explorer.bundle import bundle_from_module
-from explorer.data import ValidationSet
+from explorer.bundle import ModelBundle, bundle_from_module
+from explorer.data import DecisionSplit, ValidationSet
+from explorer.decide.held_out import SplitEvaluator
 from explorer.errors import ExplorerError, short
 from explorer.evaluator import Evaluator
 from explorer.limits import RAY_CONNECT_SECONDS, RAY_LOCAL_CPUS, RAY_LOCAL_OBJECT_STORE_BYTES
@@ -49,7 +56,8 @@ from explorer.load.files import first_line
 from explorer.masks import ScoreCache
 from explorer.progress import Cancelled, stop_now
 
-Work = Callable[[Evaluator, Any], Any]
+Judge = Evaluator | SplitEvaluator  # what a share runs on: one evaluator, or both parts
+Work = Callable[[Judge, Any], Any]  # work(judge, item): one share
 Done = Callable[[int, Any], None]
 POLL_SECONDS = 0.2  # how often a waiting sweep asks ``cancelled()``
 WORKER_THREADS = 1
@@ -66,7 +74,7 @@ class Executor(Protocol):
     ``items`` (None where a cancelled sweep did not finish one) and whether ``cancelled()``
     stopped it. ``done(i, result)`` hears each finished share."""
 
-    def map(self, evaluator: Evaluator, work: Work, items: Sequence[Any],
+    def map(self, evaluator: Judge, work: Work, items: Sequence[Any],
             done: Done | None = None, cancelled: Cancelled | None = None
             ) -> tuple[list[Any], bool]: ...
 
@@ -74,7 +82,7 @@ class Executor(Protocol):
 class InProcess:
     """Every share here, in order, on the caller's evaluator."""
 
-    def map(self, evaluator: Evaluator, work: Work, items: Sequence[Any],
+    def map(self, evaluator: Judge, work: Work, items: Sequence[Any],
             done: Done | None = None, cancelled: Cancelled | None = None
             ) -> tuple[list[Any], bool]:
         results: list[Any] = [None] * len(items)
@@ -119,19 +127,51 @@ class Recipe:
                    evaluator.scores.computed(), evaluator.memory_budget, evaluator.batch_size,
                    evaluator.estimate_samples, evaluator.bn_calibration, str(evaluator.device))
 
-    def build(self) -> Evaluator:
-        bundle = bundle_from_module(self.model, self.name, self.input_shape, self.card,
-                                    self.source)
-        scores = ScoreCache(bundle, self.score_data)
-        scores.seed(self.scores)
+    def build(self, bundle: ModelBundle | None = None, scores: ScoreCache | None = None
+              ) -> Evaluator:
+        """The evaluator, on a model exported again here and a cache seeded with the
+        scores (or on ``bundle`` and ``scores`` already built: a split's other part)."""
+        if bundle is None:
+            bundle = bundle_from_module(self.model, self.name, self.input_shape, self.card,
+                                        self.source)
+        if scores is None:
+            scores = ScoreCache(bundle, self.score_data)
+            scores.seed(self.scores)
         return Evaluator(bundle, self.data, scores, self.memory_budget, self.batch_size,
                          self.estimate_samples, self.device, self.bn_calibration)
+
+
+@dataclass(frozen=True)
+class SplitRecipe:
+    """A :class:`~explorer.decide.held_out.SplitEvaluator`'s two parts: each part's recipe
+    (one model, one set of scores: pickled once, as one object) and the split."""
+
+    calibration: Recipe
+    held_out: Recipe
+    split: DecisionSplit | None
+
+    @classmethod
+    def of(cls, judge: SplitEvaluator) -> SplitRecipe:
+        return cls(Recipe.of(judge.calibration), Recipe.of(judge.held_out), judge.split)
+
+    def build(self) -> SplitEvaluator:
+        """Both parts over one model and one score cache, as the judge here has them."""
+        calibration = self.calibration.build()
+        held_out = self.held_out.build(calibration.bundle, calibration.scores)
+        return SplitEvaluator.of_parts(calibration, held_out, self.split)
+
+
+def recipe_of(judge: Judge) -> Recipe | SplitRecipe:
+    """What a worker rebuilds ``judge`` from."""
+    if isinstance(judge, SplitEvaluator):
+        return SplitRecipe.of(judge)
+    return Recipe.of(judge)
 
 
 class Worker:
     """One Ray actor's state: its evaluator, built once, and the sweep's work function."""
 
-    def start(self, recipe: Recipe, work: Work) -> tuple[int, ExplorerError | None]:
+    def start(self, recipe: Recipe | SplitRecipe, work: Work) -> tuple[int, ExplorerError | None]:
         """(this process's id, the error building the evaluator raised, or None)."""
         torch.set_num_threads(WORKER_THREADS)
         self.work = work
@@ -155,7 +195,7 @@ def ray_module():
         import ray
     except ImportError:
         raise ClusterError(f"Sweeps on a Ray cluster need the ray extra: {INSTALL_HINT} "
-                           "(or run without --ray).") from None
+                           "(or run the sweeps in this process).") from None
     return ray
 
 
@@ -165,7 +205,7 @@ def checked_address(address: str) -> str:
     match = _ADDRESS.fullmatch(address)
     if address == "local" or (match and 0 < int(match.group(3)) < 2**16):
         return address
-    raise ClusterError(f"--ray takes local, HOST:PORT or ray://HOST:PORT (e.g. "
+    raise ClusterError(f"A Ray address (--ray) is local, HOST:PORT or ray://HOST:PORT (e.g. "
                        f"ray://head:10001); got {short(address)}.")
 
 
@@ -181,7 +221,7 @@ def probe(address: str, seconds: float = RAY_CONNECT_SECONDS) -> None:
         raise ClusterError(f"No Ray cluster answers at {short(address)} "
                            f"({exc.strerror or type(exc).__name__}): "
                            "check the address (`ray status` on the head node prints it), "
-                           "or use --ray local for one on this machine.") from None
+                           "or use local for one on this machine.") from None
 
 
 class RayCluster:
@@ -192,13 +232,17 @@ class RayCluster:
     or ``ray://HOST:PORT`` connects to a running one. A process already connected to Ray
     (a notebook that called ``ray.init``) uses that connection as it is. ``workers``: how
     many actors a sweep starts (default: one per CPU of the cluster, at most one per
-    share). ``worker_pids`` are the processes of the running sweep's workers.
+    share). ``keep``: leave Ray connected on exit, for a process that holds one connection
+    for many sweeps (the app: :mod:`explorer.ui.cluster`; ``ray.shutdown`` ends the whole
+    process's connection, so one sweep ending must not end another's).
+    ``worker_pids`` are the processes of the running sweep's workers.
     """
 
-    def __init__(self, address: str, workers: int | None = None) -> None:
+    def __init__(self, address: str, workers: int | None = None, keep: bool = False) -> None:
         self.address = checked_address(address)
         self.ray = ray_module()
         self.workers = workers
+        self.keep = keep
         self.worker_pids: tuple[int, ...] = ()
         self._started = False
 
@@ -222,11 +266,11 @@ class RayCluster:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._started:
+        if self._started and not self.keep:
             self.ray.shutdown()
             self._started = False
 
-    def map(self, evaluator: Evaluator, work: Work, items: Sequence[Any],
+    def map(self, evaluator: Judge, work: Work, items: Sequence[Any],
             done: Done | None = None, cancelled: Cancelled | None = None
             ) -> tuple[list[Any], bool]:
         if not items:
@@ -238,11 +282,11 @@ class RayCluster:
             for actor in actors:
                 self.ray.kill(actor, no_restart=True)
 
-    def _start(self, evaluator: Evaluator, work: Work, shares: int) -> list:
+    def _start(self, evaluator: Judge, work: Work, shares: int) -> list:
         """The sweep's workers, each with its evaluator built (their pids kept)."""
         ray = self.ray
         try:
-            recipe = ray.put(Recipe.of(evaluator))
+            recipe = ray.put(recipe_of(evaluator))
         except (TypeError, AttributeError, ValueError) as exc:
             raise ClusterError(
                 f"'{evaluator.bundle.name}' cannot be sent to a Ray cluster "

@@ -84,6 +84,17 @@ class SplitEvaluator:
         judge._start(bundle, split, scores)
         return judge
 
+    @classmethod
+    def of_parts(cls, calibration: Evaluator, held_out: Evaluator,
+                 split: DecisionSplit | None) -> SplitEvaluator:
+        """A split evaluator over two evaluators built elsewhere (one model, one score
+        cache: a cluster worker's copy, :mod:`explorer.decide.cluster`)."""
+        judge = cls.__new__(cls)
+        judge.bundle, judge.split, judge.scores = calibration.bundle, split, calibration.scores
+        judge.calibration, judge.held_out = calibration, held_out
+        judge._judged = OrderedDict()
+        return judge
+
     def _start(self, bundle: ModelBundle, split: DecisionSplit | None,
                scores: ScoreCache | None, memory_budget: int | None = None,
                device: str | torch.device | None = None,

@@ -45,13 +45,21 @@ greedy allocation, the target fit for ``accuracy_drop``, the baselines' fit); ev
 then also measured on the *held-out* part, which no choice saw, and that is the accuracy to
 report (:mod:`explorer.decide.held_out`). Cost targets do not depend on data: they are met exactly
 on both parts.
+
+The verification — the suggested plan and the dense model measured on both parts, and each
+baseline fitted and measured — is four independent shares an executor can run elsewhere
+(:mod:`explorer.decide.cluster`), to the same rows; the greedy walk itself is one path and
+stays here.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, replace
+from functools import partial
+from typing import TYPE_CHECKING
 
 from explorer.data import DecisionSplit
 from explorer.decide.held_out import SplitEvaluator, SplitMetrics, split_report
@@ -70,6 +78,9 @@ from explorer.errors import DataError, ExplorerError, PlanError
 from explorer.evaluator import Evaluator
 from explorer.metrics import Metrics
 from explorer.plan import Plan, default_criterion
+
+if TYPE_CHECKING:
+    from explorer.decide.cluster import Executor
 
 SUGGESTED, UNIFORM, GLOBAL = "suggested", "uniform", "global magnitude"
 LATENCY_TRIES = 4  # a latency plan is measured at most this many times, going further each
@@ -189,7 +200,7 @@ class Estimate:
 
 def suggest(
     sens: Sensitivity, judge: SplitEvaluator, target: Target, baselines: bool = True,
-    measure: Measure | None = None,
+    measure: Measure | None = None, executor: Executor | None = None,
 ) -> Suggestion:
     """Per-layer fractions meeting ``target``, chosen from the curves of ``sens``.
 
@@ -202,6 +213,9 @@ def suggest(
         measure: a ``latency`` target's timing of a plan (its measured speed-up); required
             for it, with the target's table (:meth:`Target.with_table
             <explorer.decide.targets.Target.with_table>`) of the scan's granularity.
+        executor: runs the verification (the plan and the dense model on both parts, each
+            baseline's fit) as shares elsewhere (:mod:`explorer.decide.cluster`), to the
+            same result; default: here.
 
     Raises:
         PlanError: the scan is partial, of another model or other data, or from a pruned
@@ -225,11 +239,29 @@ def suggest(
     check = None
     if target.kind == "latency":
         plan, check = _verified(evaluator, target, estimates, path, plan_of, plan, measure)
-    rows = _baselines(judge, sens, target) if baselines else ()
+    shares = [plan, Plan(), *((UNIFORM, GLOBAL) if baselines else ())]
+    work = partial(_verify, granularity=sens.granularity, criterion=sens.criterion,
+                   target=target)
+    if executor is None:
+        found = [work(judge, share) for share in shares]
+    else:
+        with suppress(ExplorerError):  # the global baseline's scores travel to its share
+            judge.calibration.masks(_families(judge, sens.granularity, sens.criterion)[GLOBAL](0.5))
+        found, _ = executor.map(judge, work, shares)
+    metrics, dense, *rows = found
     if check is not None:
         check = replace(check, baselines={r.name: measure(r.plan) for r in rows if r.plan})
-    return Suggestion(target, sens.granularity, sens.criterion, plan, judge.evaluate(plan),
-                      judge.dense(), rows, judge.split, check)
+    return Suggestion(target, sens.granularity, sens.criterion, plan, metrics, dense,
+                      tuple(rows), judge.split, check)
+
+
+def _verify(judge: SplitEvaluator, share: Plan | str, granularity: str, criterion: str,
+            target: Target) -> SplitMetrics | Row:
+    """One share of the verification: a plan measured on both parts, or the baseline
+    named ``share`` as a row (module level: it travels by name)."""
+    if isinstance(share, Plan):
+        return judge.evaluate(share)
+    return _baseline_row(judge, share, granularity, criterion, target)
 
 
 def check_latency(sens: Sensitivity | str, target: Target, measure: Measure | None) -> None:
@@ -423,22 +455,25 @@ def _walk_accuracy(evaluator, target, dense, estimates, path, plan_of) -> list[f
     return fractions
 
 
-def _baselines(judge: SplitEvaluator, sens: Sensitivity, target: Target) -> tuple[Row, ...]:
+def _families(judge: SplitEvaluator, granularity: str, criterion: str
+              ) -> dict[str, Callable[[float], Plan]]:
     """The uniform plan (by the scan's criterion) and the global plan by magnitude (L1 for
-    neurons), each fitted to ``target`` on the calibration part and measured on both; a row
-    holds the error where it is out of reach."""
-    bundle, granularity = judge.bundle, sens.granularity
-    families = {
-        UNIFORM: lambda f: uniform_plan(bundle, granularity, sens.criterion, f),
+    neurons), as functions of their one fraction."""
+    bundle = judge.bundle
+    return {
+        UNIFORM: lambda f: uniform_plan(bundle, granularity, criterion, f),
         GLOBAL: lambda f: global_plan(granularity, default_criterion(granularity), f),
     }
-    rows = []
-    for name, family in families.items():
-        try:
-            fraction, plan, _ = fit(judge.calibration, family, target)
-        except ExplorerError as exc:
-            rows.append(Row(name, None, None, error=str(exc)))
-        else:
-            rows.append(Row(name, plan, judge.evaluate(plan), fraction))
-    return tuple(rows)
+
+
+def _baseline_row(judge: SplitEvaluator, name: str, granularity: str, criterion: str,
+                  target: Target) -> Row:
+    """Baseline ``name`` fitted to ``target`` on the calibration part and measured on both;
+    the row holds the error where it is out of reach."""
+    family = _families(judge, granularity, criterion)[name]
+    try:
+        fraction, plan, _ = fit(judge.calibration, family, target)
+    except ExplorerError as exc:
+        return Row(name, None, None, error=str(exc))
+    return Row(name, plan, judge.evaluate(plan), fraction)
 

@@ -25,13 +25,17 @@ baselines, which a decision is read from, are always measured on every image
 (:mod:`explorer.decide.suggest`).
 
 Fitting the baselines reports in the engine's one shape (:mod:`explorer.progress`): after each
-fit, ``progress(done, total, baseline)`` with the name of the baseline being fitted.
+fit, ``progress(done, total, baseline)`` with the name of the baseline being fitted. Each
+fit (one baseline, one ratio) is a share an executor can run elsewhere
+(:mod:`explorer.decide.cluster`), to the same curves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from contextlib import suppress
+from functools import partial
+from typing import TYPE_CHECKING, NamedTuple
 
 from explorer.bundle import ModelBundle
 from explorer.decide.held_out import SplitEvaluator, SplitMetrics
@@ -40,6 +44,9 @@ from explorer.errors import ExplorerError, PlanError
 from explorer.metrics import Metrics
 from explorer.plan import GRANULARITIES, Plan, default_criterion
 from explorer.progress import Progress, tick
+
+if TYPE_CHECKING:
+    from explorer.decide.cluster import Executor
 
 BLALOCK_RATIOS = (2, 4, 8, 16, 32)
 AXES = ("flops", "size")
@@ -88,6 +95,7 @@ def baseline_curves(
     ratios: Sequence[float] = BLALOCK_RATIOS,
     progress: Progress | None = None,
     screen: bool = False,
+    executor: Executor | None = None,
 ) -> BaselineCurves:
     """Each baseline fitted to each compression ratio (parameters / nonzero parameters).
 
@@ -96,28 +104,56 @@ def baseline_curves(
     Each fitted plan is the least pruning that reaches the ratio; it is measured on both
     parts of ``judge``'s data (``screen``: on their stratified subsets, see the module
     docstring). ``progress(done, total, baseline)`` is called after each fit.
+    ``executor``: runs each fit (one baseline, one ratio) as a share elsewhere
+    (:mod:`explorer.decide.cluster`: a Ray cluster) and merges them in this order, to the
+    same curves; default: every fit here, in order.
 
     Raises:
         PlanError: a bad granularity, or a ratio not greater than 1.
     """
     targets = [Target("size", r) for r in ratios]  # raises on a bad ratio before any work
     families = baseline_families(judge.bundle, granularity)
-    measure = judge.estimate if screen else judge.evaluate
-    points: dict[str, list[CurvePoint]] = {}
+    shares = [(name, target) for name in families for target in targets]
+    work = partial(baseline_point, granularity=granularity, screen=screen)
+    if executor is None:
+        found = []
+        for name, target in shares:
+            found.append(work(judge, (name, target)))
+            tick(progress, len(found), len(shares), name)
+    else:
+        for family in families.values():  # the scores computed here travel to every share
+            with suppress(ExplorerError):
+                judge.calibration.masks(family(0.5))
+        finished = 0
+
+        def done(i: int, _: CurvePoint | str) -> None:
+            nonlocal finished
+            finished += 1
+            tick(progress, finished, len(shares), shares[i][0])
+
+        found, _ = executor.map(judge, work, shares, done)
+    points: dict[str, list[CurvePoint]] = {name: [] for name in families}
     unreachable: dict[str, dict[float, str]] = {}
-    done, total = 0, len(families) * len(targets)
-    for name, family in families.items():
-        points[name] = []
-        for target in targets:
-            try:
-                plan = family(fit_fraction(judge.calibration, family, target))
-            except ExplorerError as exc:
-                unreachable.setdefault(name, {})[target.value] = str(exc)
-            else:
-                points[name].append(CurvePoint(target.value, plan, measure(plan)))
-            done += 1
-            tick(progress, done, total, name)
+    for (name, target), point in zip(shares, found, strict=True):
+        if isinstance(point, str):
+            unreachable.setdefault(name, {})[target.value] = point
+        else:
+            points[name].append(point)
     return BaselineCurves(points, unreachable)
+
+
+def baseline_point(judge: SplitEvaluator, share: tuple[str, Target], granularity: str,
+                   screen: bool) -> CurvePoint | str:
+    """One baseline (by name) fitted to one size target on the calibration part and
+    measured on both parts, or the message saying why it cannot reach it: one share of
+    :func:`baseline_curves` (module level: it travels by name)."""
+    name, target = share
+    family = baseline_families(judge.bundle, granularity)[name]
+    try:
+        plan = family(fit_fraction(judge.calibration, family, target))
+    except ExplorerError as exc:
+        return str(exc)
+    return CurvePoint(target.value, plan, (judge.estimate if screen else judge.evaluate)(plan))
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:

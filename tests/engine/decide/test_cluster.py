@@ -78,7 +78,44 @@ def test_ray_option_without_the_extra_says_how_to_install_it(monkeypatch, capsys
 @pytest.mark.parametrize("address", ["", "head", "http://head:10001", "ray://head", "a b:1",
                                      "head:99999", "head:0"])
 def test_a_malformed_address_is_refused_in_one_line(address, capsys):
-    with pytest.raises(ClusterError, match="--ray takes local"):
+    with pytest.raises(ClusterError, match=r"A Ray address \(--ray\) is local"):
         checked_address(address)
     assert main(["compare", "--model", "digits-mlp", "--ray", address]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_baselines_by_shares_equal_the_plain_curves(cnn, digits):
+    """Each (baseline, ratio) fit is a share on a SplitEvaluator; 10000x is out of reach
+    and is reported, not raised, alike."""
+    from explorer.decide.held_out import SplitEvaluator
+    from explorer.decide.tradeoff import baseline_curves
+
+    def curves(executor):
+        heard = []
+        found = baseline_curves(SplitEvaluator(cnn, digits), "neurons", (2, 10000),
+                                progress=lambda d, t, n: heard.append((d, t, n)),
+                                executor=executor)
+        return found, heard
+
+    plain, plain_heard = curves(None)
+    shared, shared_heard = curves(InProcess())
+    assert shared == plain and shared.unreachable == plain.unreachable
+    assert set(plain.unreachable) == set(plain) and all(plain.values())
+    assert shared_heard == plain_heard and len(plain_heard) == 6
+
+
+def test_suggestion_verified_by_shares_equals_the_plain_one(mlp, digits):
+    from explorer.decide.held_out import SplitEvaluator
+    from explorer.decide.suggest import suggest
+    from explorer.decide.targets import Target
+
+    def suggestion(executor):
+        judge = SplitEvaluator(mlp, digits)
+        scan = sensitivity(judge.calibration, "neurons", "l1", GRID)
+        return suggest(scan, judge, Target("flops", 2.0), executor=executor)
+
+    plain = suggestion(None)
+    shared = suggestion(InProcess())
+    assert shared.to_dict() == plain.to_dict() and [r.name for r in shared.rows] == [
+        "suggested", "uniform", "global magnitude"]
+    assert all(r.metrics is not None for r in plain.rows)

@@ -123,3 +123,43 @@ def test_a_model_known_only_as_a_graph_sweeps_alike(cluster, cnn, digits, tmp_pa
     there = sensitivity(Evaluator(upload, digits), "neurons", "l1", GRID[:2],
                         executor=cluster)
     assert there == here and here.units
+
+
+def test_baselines_on_ray_are_the_in_process_curves(cluster, cnn, digits):
+    """A SplitEvaluator travels as both parts over one model and score cache."""
+    from explorer.decide.held_out import SplitEvaluator
+    from explorer.decide.tradeoff import baseline_curves
+
+    here = baseline_curves(SplitEvaluator(cnn, digits), "neurons", (2, 4, 10000))
+    there = baseline_curves(SplitEvaluator(cnn, digits), "neurons", (2, 4, 10000),
+                            executor=cluster)
+    assert there == here and there.unreachable == here.unreachable
+    assert all(len(points) == 2 for points in here.values()) and len(here.unreachable) == 3
+    assert len(cluster.worker_pids) == 2
+
+
+def test_suggestion_verified_on_ray_is_the_in_process_one(cluster, mlp, digits):
+    """The data-driven criterion's scores are computed here and sent, as for a scan."""
+    from explorer.decide.held_out import SplitEvaluator
+    from explorer.decide.suggest import suggest
+    from explorer.decide.targets import Target
+
+    def suggestion(executor):
+        judge = SplitEvaluator(mlp, digits)
+        scan = sensitivity(judge.calibration, "neurons", "activation", GRID,
+                           executor=executor)
+        return suggest(scan, judge, Target.parse("drop=0.02"), executor=executor)
+
+    here = suggestion(None)
+    assert suggestion(cluster).to_dict() == here.to_dict()
+    assert all(row.metrics is not None for row in here.rows)
+
+
+def test_cli_suggest_ray_local_prints_the_in_process_json(cluster, capsys):
+    args = ["suggest", "--model", "digits-mlp", "--target", "flops=2", "--grid", "0,0.5,0.9",
+            "--json"]
+    assert main(args) == 0
+    here = json.loads(capsys.readouterr().out)
+    assert main([*args, "--ray", "local"]) == 0
+    assert json.loads(capsys.readouterr().out) == here
+    assert [row["name"] for row in here["rows"]] == ["suggested", "uniform", "global magnitude"]
