@@ -10,7 +10,7 @@ from explorer.decide import compare_criteria as compare
 from explorer.errors import ExplorerError
 from explorer.graph import Layer
 from explorer.plan import GRANULARITIES, criterion_names
-from explorer.ui import state, texts
+from explorer.ui import cluster, state, texts
 from explorer.ui.charts import compare as compare_charts
 from explorer.ui.format import percent
 from explorer.ui.layout import page_setup
@@ -44,12 +44,13 @@ def _compute(granularity: str, mode: str, layer: str | None) -> tuple[compare.Cu
 
     start = time.perf_counter()
     screen = session.evaluator.refines  # a large set: screen off the table's fractions
-    if mode == LAYER:
-        curves = compare.layer_curves(session.evaluator, granularity, layer, progress=progress,
-                                      screen=screen)
-    else:
-        curves = compare.global_curves(session.evaluator, granularity, progress=progress,
-                                       screen=screen)
+    with cluster.sweeps(cluster.chosen()) as executor:  # here, or the chosen Ray cluster
+        if mode == LAYER:
+            curves = compare.layer_curves(session.evaluator, granularity, layer,
+                                          progress=progress, screen=screen, executor=executor)
+        else:
+            curves = compare.global_curves(session.evaluator, granularity, progress=progress,
+                                           screen=screen, executor=executor)
     bar.empty()
     return curves, time.perf_counter() - start
 

@@ -25,7 +25,7 @@ from explorer.decide.sensitivity import (
 )
 from explorer.evaluator import Evaluator
 from explorer.plan import GRANULARITIES, Plan, criterion_names
-from explorer.ui import jobs, scan_cache, state, texts
+from explorer.ui import cluster, jobs, scan_cache, state, texts
 from explorer.ui.charts import sensitivity as sensitivity_charts
 from explorer.ui.format import percent
 from explorer.ui.layout import page_setup
@@ -64,8 +64,9 @@ shown_by_model = st.session_state.setdefault(SHOWN, {})
 
 
 def _work(key: tuple, evaluator: Evaluator, base: Plan, grid: tuple[float, ...],
-          screen: bool) -> jobs.Work:
-    """The job: the scan, reporting "unit k of n" and the curves so far; cached when whole."""
+          screen: bool, address: str | None) -> jobs.Work:
+    """The job: the scan, reporting "unit k of n" and the curves so far; cached when whole.
+    ``address``: the Ray cluster it runs on (None: here; :mod:`explorer.ui.cluster`)."""
     granularity, criterion = base.granularity, base.criterion
     units = evaluator.bundle.units(granularity)
     total = len(units) * len(grid)
@@ -82,8 +83,10 @@ def _work(key: tuple, evaluator: Evaluator, base: Plan, grid: tuple[float, ...],
         torch.set_num_threads(1)
         report(0, total, f"unit 1 of {len(units)}: starting")
         start = time.perf_counter()
-        result = sensitivity(evaluator, granularity, criterion, grid, base,
-                             progress=progress, cancelled=report.cancelled, screen=screen)
+        with cluster.sweeps(address) as executor:
+            result = sensitivity(evaluator, granularity, criterion, grid, base,
+                                 progress=progress, cancelled=report.cancelled, screen=screen,
+                                 executor=executor)
         seconds = time.perf_counter() - start
         scans.put(key, result, seconds)
         return key, result, seconds
@@ -94,7 +97,8 @@ def _work(key: tuple, evaluator: Evaluator, base: Plan, grid: tuple[float, ...],
 def _start(key: tuple, base: Plan, grid: tuple[float, ...], screen: bool) -> None:
     evaluator = Evaluator(bundle, judge.split.calibration, judge.scores,  # the job's own
                           **state.evaluator_settings())
-    jobs.start(JOB, "Sensitivity scan", _work(key, evaluator, base, grid, screen))
+    jobs.start(JOB, "Sensitivity scan", _work(key, evaluator, base, grid, screen,
+                                              cluster.chosen()))
 
 
 def _finish(job: jobs.Job) -> None:

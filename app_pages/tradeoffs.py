@@ -21,7 +21,7 @@ from explorer.export.latency import speedups
 from explorer.limits import MAX_LATENCY_THREADS
 from explorer.metrics import Metrics
 from explorer.plan import GRANULARITIES, Plan
-from explorer.ui import jobs, pins, state, texts
+from explorer.ui import cluster, jobs, pins, state, texts
 from explorer.ui.charts import tradeoffs as tradeoff_charts
 from explorer.ui.format import compressed_bytes, count, describe, nbytes, percent, with_interval
 from explorer.ui.layout import page_setup
@@ -39,10 +39,11 @@ def shared_baselines(model_key: str, judging: str, granularity: str,
     """The baseline curves of one model, shared by every session (they depend on nothing
     a user chooses but the granularity and the BatchNorm setting), measured on both parts
     of its data: at real size screened on each part's stratified subset (a reference line,
-    not a choice)."""
+    not a choice); on the Ray cluster the setting names, if any (the same curves)."""
     judge = SplitEvaluator(_session.bundle, _session.data,
                            bn_calibration=state.bn_calibration(_session.model_id)[0])
-    return baseline_curves(judge, granularity, screen=judge.refines)
+    with cluster.sweeps(cluster.chosen()) as executor:
+        return baseline_curves(judge, granularity, screen=judge.refines, executor=executor)
 
 
 session = page_setup("Trade-offs", texts.TRADEOFFS)
@@ -77,7 +78,11 @@ granularity = st.radio("Baselines at granularity", GRANULARITIES, horizontal=Tru
                        index=GRANULARITIES.index(plan.granularity), key="to_granularity",
                        help="uniform, global magnitude and random plans fitted to compression "
                             "ratios 2, 4, 8, 16 and 32 (Blalock et al. 2020)")
-baselines = shared_baselines(*session.results_key, granularity, session)
+try:
+    baselines = shared_baselines(*session.results_key, granularity, session)
+except ExplorerError as exc:  # a Ray cluster that failed mid-sweep
+    st.error(f"The baselines cannot be fitted: {exc}")
+    st.stop()
 for name, missed in baselines.unreachable.items():
     st.caption(f"{name} cannot reach compression "
                + ", ".join(f"{r:g}x" for r in missed) + f": {next(iter(missed.values()))}")

@@ -26,11 +26,10 @@ from streamlit.errors import StreamlitAPIException
 
 from explorer.decide.cluster import ClusterError, RayCluster
 from explorer.errors import short
+from explorer.ui import state
 
 ALLOW_ENV = "PE_ALLOW_RAY"  # "1" in the server's environment allows the setting
 ALLOW_SECRET = "allow_ray"  # or true in .streamlit/secrets.toml
-ADDRESS_KEY = "ray_address"  # session key: the chosen address (unset or None: this process)
-ERROR_KEY = "ray_address_error"  # session key: why the last address typed was refused
 HELP = ("Where the Sensitivity scan, the Compare criteria curves and the Trade-offs "
         "baselines run: empty for this process, `local` for a Ray cluster started on this "
         "machine, or `HOST:PORT` / `ray://HOST:PORT` for a running one. The model, its "
@@ -92,13 +91,21 @@ class Connection:
                 self.users -= 1
 
 
+    def close(self) -> None:
+        """Disconnect (a local cluster stops); the next sweep on an address connects again."""
+        with self._lock:
+            if self.cluster is not None:
+                self.cluster.ray.shutdown()
+                self.cluster = None
+
+
 CONNECTION = Connection()  # per process, as Ray's own connection is
 
 
 def chosen() -> str | None:
     """This session's address, read in the script thread (None: this process; always
     None where the setting is not allowed)."""
-    return st.session_state.get(ADDRESS_KEY) if allowed() else None
+    return st.session_state.get(state.RAY_KEY) if allowed() else None
 
 
 @contextmanager
@@ -114,16 +121,17 @@ def sweeps(address: str | None) -> Iterator[RayCluster | None]:
 
 def choose(address: str) -> None:
     """The setting's new value (stripped; empty: this process): connected now, so a bad or
-    dead address is refused here with one message (:data:`ERROR_KEY`), not mid-sweep."""
-    st.session_state.pop(ERROR_KEY, None)
+    dead address is refused here with one message (``state.RAY_ERROR_KEY``), not
+    mid-sweep."""
+    st.session_state.pop(state.RAY_ERROR_KEY, None)
     address = address.strip()
     if not address or not allowed():
-        st.session_state[ADDRESS_KEY] = None
+        st.session_state[state.RAY_KEY] = None
         return
     try:
         CONNECTION.connect(address)
     except ClusterError as exc:
-        st.session_state[ADDRESS_KEY] = None
-        st.session_state[ERROR_KEY] = str(exc)
+        st.session_state[state.RAY_KEY] = None
+        st.session_state[state.RAY_ERROR_KEY] = str(exc)
         return
-    st.session_state[ADDRESS_KEY] = address
+    st.session_state[state.RAY_KEY] = address

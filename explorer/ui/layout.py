@@ -10,7 +10,7 @@ from explorer.errors import ExplorerError
 from explorer.evaluator import default_memory_budget
 from explorer.limits import MiB
 from explorer.plan import Plan
-from explorer.ui import state, texts
+from explorer.ui import cluster, state, texts
 from explorer.ui.state import Session
 
 
@@ -76,6 +76,7 @@ def _sidebar(session: Session) -> None:
         _device_setting()
         _memory_setting()
         _bn_setting(session)
+        _ray_setting()
 
 
 def _device_setting() -> None:
@@ -136,6 +137,29 @@ def _bn_setting(session: Session) -> None:
 def _on_bn() -> None:
     st.session_state[state.BN_KEY] = st.session_state[BN_PICKER_KEY]
     state.drop_evaluators()  # rebuilt with or without recalibration
+
+
+RAY_PICKER_KEY = "ray_address_picker"  # the sidebar's "Run sweeps on" field
+
+
+def _ray_setting() -> None:
+    """Where sweeps run: this process, or a Ray cluster at an address; shown only where
+    whoever started the server allowed it (:func:`explorer.ui.cluster.allowed`)."""
+    if not cluster.allowed():
+        return
+    address, error = (st.session_state.get(k) for k in (state.RAY_KEY, state.RAY_ERROR_KEY))
+    if not error:  # a refused address stays in the field, to be corrected
+        st.session_state[RAY_PICKER_KEY] = address or ""
+    st.text_input("Run sweeps on", key=RAY_PICKER_KEY, on_change=_on_ray,
+                  placeholder="this process (or local, HOST:PORT)", help=cluster.HELP)
+    if error:
+        st.error(error)
+    elif address:
+        st.caption(f"Sweeps run on the Ray cluster at {address}.")
+
+
+def _on_ray() -> None:
+    cluster.choose(st.session_state[RAY_PICKER_KEY])
 
 
 def plan_summary(plan: Plan) -> str:

@@ -65,6 +65,8 @@ DEVICE_PICKER_KEY = "device_picker"  # the sidebar's device choice (shown only w
 BUDGET_KEY = "memory_budget"  # bytes an evaluator keeps for resuming (unset: the default)
 BUDGET_PICKER_KEY = "memory_budget_picker"  # the sidebar's memory choice
 BN_KEY = "bn_recalibration"  # False: judge plans with raw BatchNorm statistics (unset: True)
+RAY_KEY = "ray_address"  # where sweeps run: a Ray address (unset or None: this process)
+RAY_ERROR_KEY = "ray_address_error"  # why the last Ray address typed was refused
 
 
 @st.cache_resource(show_spinner="Loading the demo model...")

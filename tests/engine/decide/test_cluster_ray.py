@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
-from pathlib import Path
 
 import pytest
+from processes import gone
 
 ray = pytest.importorskip("ray")
 torch = pytest.importorskip("torch")
@@ -37,21 +36,6 @@ def cluster():
     with RayCluster("local") as started:
         yield started
     torch.set_num_threads(threads)
-
-
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (a zombie has ended)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def gone(pids: tuple[int, ...], seconds: float = 20.0) -> bool:
-    end = time.monotonic() + seconds
-    while any(alive(p) for p in pids) and time.monotonic() < end:
-        time.sleep(0.2)
-    return not any(alive(p) for p in pids)
 
 
 def test_sensitivity_on_ray_is_the_in_process_scan(cluster, cnn, digits):
