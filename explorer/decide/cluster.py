@@ -275,15 +275,20 @@ class RayCluster:
             ) -> tuple[list[Any], bool]:
         if not items:
             return [], False
-        actors = self._start(evaluator, work, len(items))
+        actors = self._start(evaluator, work, len(items), cancelled)
+        if not actors:  # cancelled while the workers were starting
+            return [None] * len(items), True
         try:
             return self._run(actors, items, done, cancelled)
         finally:
             for actor in actors:
                 self.ray.kill(actor, no_restart=True)
 
-    def _start(self, evaluator: Judge, work: Work, shares: int) -> list:
-        """The sweep's workers, each with its evaluator built (their pids kept)."""
+    def _start(self, evaluator: Judge, work: Work, shares: int,
+               cancelled: Cancelled | None) -> list:
+        """The sweep's workers, each with its evaluator built (their pids kept); none when
+        ``cancelled()`` while they start (they wait for free CPUs while another sweep holds
+        them, and Cancel must still be heard)."""
         ray = self.ray
         try:
             recipe = ray.put(recipe_of(evaluator))
@@ -294,8 +299,14 @@ class RayCluster:
         count = self.workers or max(int(ray.cluster_resources().get("CPU", 1)), 1)
         actor_class = ray.remote(num_cpus=1, max_restarts=0)(Worker)
         actors = [actor_class.remote() for _ in range(min(count, shares))]
+        refs = [a.start.remote(recipe, work) for a in actors]
         try:
-            started = self._get([a.start.remote(recipe, work) for a in actors])
+            while len(ray.wait(refs, num_returns=len(refs), timeout=POLL_SECONDS)[0]) < len(refs):
+                if stop_now(cancelled):
+                    for actor in actors:
+                        ray.kill(actor, no_restart=True)
+                    return []
+            started = self._get(refs)
         except ClusterError:
             for actor in actors:
                 ray.kill(actor, no_restart=True)

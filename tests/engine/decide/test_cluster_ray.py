@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
+import time
 
 import pytest
 from processes import gone
@@ -147,3 +149,30 @@ def test_cli_suggest_ray_local_prints_the_in_process_json(cluster, capsys):
     assert main([*args, "--ray", "local"]) == 0
     assert json.loads(capsys.readouterr().out) == here
     assert [row["name"] for row in here["rows"]] == ["suggested", "uniform", "global magnitude"]
+
+
+def test_cancel_is_heard_while_waiting_for_free_workers(cluster, resnet, digits):
+    """A second sweep waits for the CPUs a first one holds (two app sessions, one cluster);
+    its Cancel still ends it at once, and the first sweep is untouched."""
+    running, stop_first, out = threading.Event(), threading.Event(), {}
+
+    def hold(done, total, so_far) -> None:  # the first sweep's workers stay up meanwhile
+        running.set()
+        stop_first.wait(60)
+
+    def first() -> None:
+        out["first"] = sensitivity(Evaluator(resnet, digits), "weights", "magnitude", GRID,
+                                   executor=cluster, progress=hold,
+                                   cancelled=stop_first.is_set)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert running.wait(120)  # the first sweep's workers hold both CPUs
+    start = time.monotonic()
+    second = sensitivity(Evaluator(resnet, digits), "weights", "magnitude", GRID,
+                         executor=cluster, cancelled=lambda: time.monotonic() - start > 1)
+    waited = time.monotonic() - start
+    assert second.cancelled and second.units == () and waited < 10
+    stop_first.set()
+    thread.join(120)
+    assert out["first"].cancelled and out["first"].units  # stopped by its own cancel only
