@@ -3,15 +3,18 @@
 It exists only where the server was started with PE_ALLOW_RAY=1 (it sends the model and data
 away); a bad or dead address is one error box with the page intact; on a local two-worker Ray
 cluster (one for the module, held as the app holds it) the Sensitivity page's scan equals the
-engine's in-process scan on one torch thread, and the page's Cancel stops the workers.
+engine's in-process scan on one torch thread, the page's Cancel stops the workers, and the
+Compare criteria curves and the Trade-offs baselines equal the pages' in-process ones.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import time
+from pathlib import Path
 
 import pytest
+import streamlit as st
 import torch
 from processes import gone
 from streamlit.testing.v1 import AppTest
@@ -19,8 +22,11 @@ from streamlit.testing.v1 import AppTest
 from explorer.data import split_for_decisions
 from explorer.decide.sensitivity import sensitivity
 from explorer.evaluator import Evaluator
+from explorer.plan import Plan
 from explorer.ui import cluster, jobs, state
 from explorer.ui.layout import RAY_PICKER_KEY
+
+PAGES = Path(__file__).resolve().parents[2] / "app_pages"
 
 COARSE = tuple(round(i / 10, 2) for i in range(10))  # the page's "10%" step
 HAS_RAY = importlib.util.find_spec("ray") is not None
@@ -128,3 +134,47 @@ def freed(held, seconds: float = 20.0) -> bool:
     while held.ray.available_resources().get("CPU", 0) < total and time.monotonic() < end:
         time.sleep(0.2)
     return held.ray.available_resources().get("CPU", 0) == total
+
+
+def opened(page: str, model: str, address: str | None) -> AppTest:
+    """``page`` first run with sweeps on ``address`` (None: this process), fresh caches."""
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(PAGES / f"{page}.py"), default_timeout=120)
+    at.session_state["model"], at.session_state["plan"] = model, Plan()
+    at.session_state["undo"], at.session_state[state.RAY_KEY] = [], address
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_compare_and_baselines_on_a_local_cluster_equal_this_process(local_ray, monkeypatch,
+                                                                      charts):
+    monkeypatch.setenv(cluster.ALLOW_ENV, "1")
+
+    def curves(address):
+        at = opened("compare", "digits-mlp", address)
+        at.radio(key="cmp_mode").set_value("whole model, global").run()
+        at.button(key="cmp_compute").click().run()
+        assert not at.exception and not at.error, at.exception or at.error
+        [(found, _)] = at.session_state["compare_curves"].values()
+        return found
+
+    def baselines(address):
+        figure = charts.of(opened("tradeoffs", "digits-cnn", address))["workspace"]
+        return {name: charts.traces(figure, name)[0]
+                for name in ("uniform", "global magnitude", "random")}
+
+    here = curves(None)
+    before = local_ray.worker_pids
+    there = curves("local")
+    assert local_ray.worker_pids != before  # it ran on the cluster's workers
+    assert there == here and there.errors == here.errors and len(here) >= 3
+    here = baselines(None)
+    before = local_ray.worker_pids
+    there = baselines("local")
+    assert local_ray.worker_pids != before
+    for name, trace in here.items():
+        assert len(trace["y"]) == 5  # compression 2x ... 32x
+        for axis in ("x", "y", "text"):
+            assert list(there[name][axis]) == list(trace[axis])
