@@ -70,9 +70,12 @@ class ClusterError(ExplorerError):
 
 
 class Executor(Protocol):
-    """Runs ``work(evaluator, item)`` for each item; returns the results aligned with
-    ``items`` (None where a cancelled sweep did not finish one) and whether ``cancelled()``
-    stopped it. ``done(i, result)`` hears each finished share."""
+    """Runs ``work(evaluator, item)`` for each item (``evaluator``: an
+    :class:`~explorer.evaluator.Evaluator`, or a
+    :class:`~explorer.decide.held_out.SplitEvaluator` for the sweeps that choose on one part
+    and report the other); returns the results aligned with ``items`` (None where a
+    cancelled sweep did not finish one) and whether ``cancelled()`` stopped it.
+    ``done(i, result)`` hears each finished share."""
 
     def map(self, evaluator: Judge, work: Work, items: Sequence[Any],
             done: Done | None = None, cancelled: Cancelled | None = None

@@ -1,4 +1,5 @@
-"""What every page shares: the sidebar (model, plan file, device) and the page header."""
+"""What every page shares: the sidebar (model, plan file, device, memory, BatchNorm, where
+sweeps run) and the page header."""
 
 from __future__ import annotations
 
