@@ -9,7 +9,7 @@ import streamlit as st
 from explorer.decide import compare_criteria as compare
 from explorer.errors import ExplorerError
 from explorer.graph import Layer
-from explorer.plan import GRANULARITIES, criterion_names
+from explorer.plan import criterion_names
 from explorer.ui import cluster, state, texts
 from explorer.ui.charts import compare as compare_charts
 from explorer.ui.format import percent
@@ -83,8 +83,8 @@ def _table(curves: compare.Curves) -> None:
 left, right = st.columns([1, 3], gap="large")
 with left:
     granularity = st.radio(
-        "Granularity", GRANULARITIES, key="cmp_granularity", horizontal=True,
-        index=GRANULARITIES.index(session.plan.granularity), persist_state="session",
+        "Granularity", bundle.granularities, key="cmp_granularity", horizontal=True,
+        index=bundle.granularities.index(session.plan.granularity), persist_state="session",
         help="weights: unstructured sparsity; neurons: whole neurons / channels")
     mode = st.radio("Sweep", (LAYER, GLOBAL), key="cmp_mode", persist_state="session",
                     help="one layer pruned while the others stay dense, or one global "

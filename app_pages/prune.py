@@ -11,7 +11,7 @@ import streamlit as st
 
 from explorer.errors import ExplorerError
 from explorer.metrics import Metrics
-from explorer.plan import GRANULARITIES, Plan, criterion_names, pattern_fits
+from explorer.plan import Plan, criterion_names, pattern_fits
 from explorer.ui import state, texts
 from explorer.ui.charts import prune as charts
 from explorer.ui.format import percent
@@ -102,7 +102,7 @@ def _controls(plan: Plan) -> None:
     _show(GRANULARITY_KEY, plan.granularity)
     _show(CRITERION_KEY, plan.criterion)
     _show(SCOPE_KEY, plan.scope)
-    st.radio("Granularity", GRANULARITIES, key=GRANULARITY_KEY, on_change=_on_kind,
+    st.radio("Granularity", bundle.granularities, key=GRANULARITY_KEY, on_change=_on_kind,
              horizontal=True, help="weights: unstructured sparsity; neurons: smaller layers")
     st.selectbox("Criterion", criterion_names(plan.granularity), key=CRITERION_KEY,
                  on_change=_on_kind, help="how importance is scored; lowest go first")

@@ -24,7 +24,7 @@ from explorer.decide.sensitivity import (
     sensitivity,
 )
 from explorer.evaluator import Evaluator
-from explorer.plan import GRANULARITIES, Plan, criterion_names
+from explorer.plan import Plan, criterion_names
 from explorer.ui import cluster, jobs, scan_cache, state, texts
 from explorer.ui.charts import sensitivity as sensitivity_charts
 from explorer.ui.format import percent
@@ -190,8 +190,8 @@ plan = session.plan
 left, right = st.columns([1, 3], gap="large")
 with left:
     granularity = st.radio(
-        "Granularity", GRANULARITIES, key="sens_granularity", horizontal=True,
-        index=GRANULARITIES.index(plan.granularity), persist_state="session",
+        "Granularity", bundle.granularities, key="sens_granularity", horizontal=True,
+        index=bundle.granularities.index(plan.granularity), persist_state="session",
         help="weights: a unit is a layer; neurons: a unit is a group of coupled layers")
     criteria = criterion_names(granularity)
     criterion = st.selectbox(

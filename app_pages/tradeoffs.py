@@ -20,7 +20,7 @@ from explorer.evaluator import Evaluator
 from explorer.export.latency import speedups
 from explorer.limits import MAX_LATENCY_THREADS
 from explorer.metrics import Metrics
-from explorer.plan import GRANULARITIES, Plan
+from explorer.plan import Plan
 from explorer.ui import cluster, jobs, pins, state, texts
 from explorer.ui.charts import tradeoffs as tradeoff_charts
 from explorer.ui.format import compressed_bytes, count, describe, nbytes, percent, with_interval
@@ -74,8 +74,9 @@ points = [tradeoff_charts.PlanPoint(label(p), j, pinned=pins.name_of(model_id, p
                                                                             strict=True)]
 fronts = {axis: decision_front(judged, cost) for axis, (_, cost) in tradeoff_charts.AXES.items()}
 
-granularity = st.radio("Baselines at granularity", GRANULARITIES, horizontal=True,
-                       index=GRANULARITIES.index(plan.granularity), key="to_granularity",
+kinds = session.bundle.granularities
+granularity = st.radio("Baselines at granularity", kinds, horizontal=True,
+                       index=kinds.index(plan.granularity), key="to_granularity",
                        help="uniform, global magnitude and random plans fitted to compression "
                             "ratios 2, 4, 8, 16 and 32 (Blalock et al. 2020)")
 try:

@@ -6,6 +6,7 @@ browser session). Nothing in the engine writes into ``bundle.model`` or its prog
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -14,7 +15,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from explorer.errors import ModelError
 from explorer.graph import Layer, Program, analyse, node_shapes
-from explorer.groups import graph_groups
+from explorer.groups import HeadGroup, find_heads, graph_groups
+
+HEADLESS = "it is not a query, key, value or output projection of an attention"
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,8 @@ class ModelBundle:
 
     ``input_shape`` is one sample's shape (without the batch dimension); ``layers`` are the
     prunable layers in execution order; ``flops`` is the dense FLOPs per sample of the
-    whole model as ``FlopCounterMode`` counts them (2 per multiply-add).
+    whole model as ``FlopCounterMode`` counts them (2 per multiply-add). ``heads`` are its
+    self-attentions' heads (:class:`~explorer.groups.HeadGroup`; empty without attention).
     """
 
     name: str
@@ -35,6 +39,7 @@ class ModelBundle:
     flops: int
     card: dict = field(default_factory=dict)
     source: str = "zoo"
+    heads: tuple[HeadGroup, ...] = ()
 
     def group(self, name: str) -> tuple[Layer, ...]:
         """The layers of neuron group ``name`` (a group is named after its first layer)."""
@@ -45,16 +50,48 @@ class ModelBundle:
         """Neuron groups in execution order of their first layer."""
         return list(dict.fromkeys(la.group for la in self.layers if la.group is not None))
 
+    @property
+    def granularities(self) -> tuple[str, ...]:
+        """What a plan may remove from this model: weights and neurons, and heads where it
+        has attention heads."""
+        return ("weights", "neurons", "heads") if self.heads else ("weights", "neurons")
+
+    def head_group(self, name: str) -> HeadGroup:
+        """The attention whose heads unit is named ``name`` (its query layer's name)."""
+        for group in self.heads:
+            if group.name == name:
+                return group
+        raise KeyError(name)
+
+    def head_group_of(self, layer: str) -> HeadGroup | None:
+        """The attention ``layer`` is a query, key, value or output projection of, if any."""
+        return next((g for g in self.heads if layer in g.layers), None)
+
     def units(self, granularity: str) -> dict[str, tuple[str, ...]]:
         """What a plan of ``granularity`` scores and cuts as one, each with its layers in
-        execution order: every layer (weights), or every coupled group of layers that can
-        lose neurons, named after its first layer (neurons; a lone layer is a group of one)."""
+        execution order: every layer (weights), every coupled group of layers that can lose
+        neurons, named after its first layer (neurons; a lone layer is a group of one), or
+        every attention's query, key, value and output layers, named after its query
+        (heads)."""
         if granularity == "weights":
             return {name: (name,) for name in self.layer_names}
+        if granularity == "heads":
+            return {g.name: g.layers for g in self.heads}
         return {g: tuple(la.name for la in self.group(g)) for g in self.group_names}
+
+    def unit_size(self, granularity: str, unit: str) -> int:
+        """How many entries (weights), neurons or heads unit ``unit`` has."""
+        if granularity == "weights":
+            return math.prod(self.layer(unit).weight_shape)
+        if granularity == "heads":
+            return self.head_group(unit).heads
+        return self.layer(unit).neurons
 
     def linked(self, layer: str, granularity: str) -> tuple[str, ...]:
         """The layers that lose what ``layer`` loses: its unit (itself where it has none)."""
+        if granularity == "heads":
+            group = self.head_group_of(layer)
+            return (layer,) if group is None else group.layers
         group = self.layer(layer).group
         if granularity == "weights" or group is None:
             return (layer,)
@@ -62,6 +99,8 @@ class ModelBundle:
 
     def prunable_layers(self, granularity: str) -> list[str]:
         """The layers a plan of ``granularity`` may prune, in execution order."""
+        if granularity == "heads":
+            return [la.name for la in self.layers if self.head_group_of(la.name)]
         return [la.name for la in self.layers
                 if granularity == "weights" or la.neuron_prunable]
 
@@ -69,6 +108,9 @@ class ModelBundle:
         """Why each layer that a plan of ``granularity`` cannot prune is left out."""
         if granularity == "weights":
             return {}
+        if granularity == "heads":
+            return {la.name: f"heads cannot be removed: {HEADLESS}" for la in self.layers
+                    if self.head_group_of(la.name) is None}
         return {la.name: f"neurons cannot be removed: {la.neuron_reason}"
                 for la in self.layers if not la.neuron_prunable}
 
@@ -78,8 +120,16 @@ class ModelBundle:
         layer) and, where they are not removable, why. Other kinds (attention heads) add
         their own entry of the same shape."""
         layer = self.layer(name)
-        return {"neurons": {"count": layer.neurons, "removable": layer.neuron_prunable,
-                            "group": layer.group, "why_not": layer.neuron_reason}}
+        units = {"neurons": {"count": layer.neurons, "removable": layer.neuron_prunable,
+                             "group": layer.group, "why_not": layer.neuron_reason}}
+        group = self.head_group_of(name)
+        if group is not None:
+            units["heads"] = {"count": group.heads, "removable": True, "group": group.name,
+                              "why_not": None}
+        elif self.heads:
+            units["heads"] = {"count": 0, "removable": False, "group": None,
+                              "why_not": HEADLESS}
+        return units
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
@@ -133,7 +183,7 @@ def bundle_from_module(
     return ModelBundle(
         name=name, model=model, program=program, input_shape=tuple(input_shape),
         num_classes=int(logits.shape[1]), layers=layers, flops=int(counter.get_total_flops()),
-        card=dict(card or {}), source=source,
+        card=dict(card or {}), source=source, heads=find_heads(model, layers, example[:1]),
     )
 
 

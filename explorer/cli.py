@@ -20,7 +20,7 @@ from explorer.limits import (
     MAX_LATENCY_THREADS,
     MAX_LOTTERY_ROUNDS,
 )
-from explorer.plan import Plan, default_criterion
+from explorer.plan import GRANULARITIES, Plan, default_criterion
 
 
 def _load_bundle(model: str, data_path: str | None, labels: bool = True):
@@ -733,7 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
     _exact_option(p)
     _ray_option(p)
     p.add_argument("--plan", help="plan JSON file for the other layers; default: dense")
-    p.add_argument("--granularity", choices=["weights", "neurons"],
+    p.add_argument("--granularity", choices=GRANULARITIES,
                    help="default: the plan's, else weights")
     p.add_argument("--criterion", help="default: the plan's, else magnitude (weights) or l1")
     p.add_argument("--grid", help="fractions removed, e.g. 0,0.5,0.9; default 0, 0.05, ..., 0.95")
@@ -745,7 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     _bn_options(p)
     _exact_option(p)
     _ray_option(p)
-    p.add_argument("--granularity", choices=["weights", "neurons"], default="weights",
+    p.add_argument("--granularity", choices=GRANULARITIES, default="weights",
                    help="default: weights")
     p.add_argument("--layer", help="sweep this layer (for neurons, its coupled group) with "
                    "the others dense; default: one global fraction across every layer")
@@ -793,9 +793,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flops=4 (4x fewer FLOPs), size=8 (compression ratio), latency=2 "
                    "(2x faster, measured at --batch and --threads) or drop=0.01 (largest "
                    "accuracy drop accepted)")
-    p.add_argument("--granularity", choices=["weights", "neurons"], default="weights",
+    p.add_argument("--granularity", choices=GRANULARITIES, default="weights",
                    help="default: weights")
-    p.add_argument("--criterion", help="default: magnitude (weights) or l1 (neurons)")
+    p.add_argument("--criterion", help="default: magnitude (weights) or l1 (neurons, heads)")
     p.add_argument("--grid", help="sensitivity fractions, e.g. 0,0.5,0.9; default 0, 0.05, "
                    "..., 0.95")
     p.add_argument("--out", help="write the suggested plan (JSON) to this file")

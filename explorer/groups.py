@@ -26,6 +26,22 @@ into a block of H*W features). What the pass understands:
 Anything else that a layer's channels reach (a split, an unknown op, the model's output, a
 tensor of unknown origin added to them) makes that layer's group unprunable with a reason:
 never a wrong group.
+
+Attention heads (:class:`HeadGroup`) are coupled slices too, found on the model's own
+modules instead. A multi-head self-attention (Vaswani et al. 2017) splits its query, key and value
+projections into H heads of d = all_head_size / H features: head h owns rows
+``[h d, (h + 1) d)`` of the query, key and value weights and biases, and columns
+``[h d, (h + 1) d)`` of the output projection. Zeroing those slices removes the head
+exactly: its queries and keys are 0, so its attention is uniform over the tokens, but its
+values are 0 too, so it passes nothing on, and the output projection no longer reads it.
+The physically smaller model (fewer rows and columns, as ``transformers``' head pruning
+cuts them with ``prune_linear_layer``; :mod:`explorer.export.shrink`) computes the same.
+
+Heads are found on a model's Python definition, in the layout of BERT and its relatives in
+``transformers`` (RoBERTa, MiniLM, ELECTRA, ...): a module with ``query``, ``key`` and
+``value`` linear children and ``num_attention_heads`` / ``attention_head_size`` attributes,
+whose parent has ``output.dense``, the output projection. A model known only as an exported
+graph (an upload) gets no heads: its head split is a reshape that nothing here follows.
 """
 
 from __future__ import annotations
@@ -36,7 +52,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from torch import fx
+from torch import fx, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from explorer.graph import CHANNELWISE_OPS, FLATTEN_OPS, Dependent, Layer, conv_groups
 
@@ -311,3 +328,89 @@ def _keeps_channels(shapes: Mapping[str, tuple[int, ...]], node: fx.Node) -> boo
     if node.target is aten.slice.Tensor:
         return after == before
     return node.target is aten.unsqueeze.default and node.args[1] % len(after) > 1
+
+
+HEAD_PARTS = ("query", "key", "value")
+
+
+@dataclass(frozen=True)
+class HeadGroup:
+    """One self-attention's heads: what a ``heads`` plan scores and cuts as one unit.
+
+    ``name`` is its query layer's name (a unit is named after its first layer, as a neuron
+    group is); ``module`` the self-attention module; ``layers`` the query, key, value and
+    output-projection layers. ``flops_per_head`` are the FLOPs per sample of one head's own
+    products (scores ``Q K^T`` and the weighted values), which no layer counts.
+    """
+
+    name: str
+    module: str
+    layers: tuple[str, str, str, str]
+    heads: int
+    head_dim: int
+    flops_per_head: int
+    dependents: tuple[Dependent, ...]
+
+    @property
+    def output(self) -> str:
+        """The output projection's layer name (its input columns are the heads' outputs)."""
+        return self.layers[3]
+
+    def rows(self, head: int) -> slice:
+        """Head ``head``'s rows of the query, key and value (its columns of the output)."""
+        return slice(head * self.head_dim, (head + 1) * self.head_dim)
+
+
+def find_heads(model: nn.Module, layers: tuple[Layer, ...],
+               example: torch.Tensor) -> tuple[HeadGroup, ...]:
+    """The attention heads of ``model`` (see the module docstring), in execution order.
+
+    ``layers`` are the model's prunable layers; ``example`` one input (batch 1), run once
+    under ``FlopCounterMode`` to count each attention's own products (only when there are
+    attentions). A model without the layout gets ``()``.
+    """
+    by_name = {la.name: la for la in layers}
+    found = []
+    for name, module in model.named_modules():
+        parts = [f"{name}.{part}" for part in HEAD_PARTS]
+        parent = name.rpartition(".")[0]
+        output = f"{parent}.output.dense" if parent else "output.dense"
+        if not (all(p in by_name for p in parts) and output in by_name
+                and isinstance(getattr(module, "num_attention_heads", None), int)
+                and isinstance(getattr(module, "attention_head_size", None), int)):
+            continue
+        heads, dim = module.num_attention_heads, module.attention_head_size
+        if any(by_name[p].neurons != heads * dim for p in parts) \
+                or by_name[output].weight_shape[1] != heads * dim:
+            continue
+        found.append((name, (*parts, output), heads, dim))
+    if not found:
+        return ()
+    flops = _attention_flops(model, example, [f[0] for f in found])
+    order = {la.name: i for i, la in enumerate(layers)}
+    groups = []
+    for name, members, heads, dim in found:
+        query, key, value, output = (by_name[m] for m in members)
+        own = flops[name] - sum(flops[m] for m in members[:3])
+        deps = tuple(dep for la in (query, key, value) for dep in (
+            Dependent(la.weight, dim=0, repeat=dim),
+            *([Dependent(la.bias, dim=0, repeat=dim)] if la.bias else [])))
+        groups.append(HeadGroup(
+            name=query.name, module=name, layers=members, heads=heads, head_dim=dim,
+            flops_per_head=own // heads,
+            dependents=(*deps, Dependent(output.weight, dim=1, repeat=dim))))
+    return tuple(sorted(groups, key=lambda g: order[g.name]))
+
+
+def _attention_flops(model: nn.Module, example: torch.Tensor,
+                     modules: list[str]) -> dict[str, int]:
+    """FLOPs per sample of each named module and its query, key and value (one run)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(example)
+    root = type(model).__name__
+    counts = counter.get_flop_counts()
+    out = {}
+    for name in modules:
+        for full in (name, *(f"{name}.{p}" for p in HEAD_PARTS)):
+            out[full] = int(sum(counts.get(f"{root}.{full}", {}).values()))
+    return out

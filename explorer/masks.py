@@ -10,7 +10,8 @@ of M consecutive weights along a layer's input dimension (a convolution's input 
 each kernel position), the N with the highest scores; between equal scores the lower index
 is kept. So exactly N of every M survive, whatever the scores.
 
-Structured (``neurons``) masks remove whole output neurons / channels and, with them, the
+Structured (``neurons``, ``heads``) masks remove whole output neurons / channels (or an
+attention's heads: :class:`~explorer.groups.HeadGroup`) and, with them, the
 parameter slices that depend on them (BatchNorm entries, the next layer's input columns),
 so that the masked model computes exactly what the physically smaller model would.
 
@@ -29,7 +30,6 @@ are dropped, not merged. The new values are :attr:`Masks.updates`, applied befor
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -79,6 +79,8 @@ class ScoreCache:
         method, ctx = criterion(granularity, name), ScoreContext(self.bundle, self.data)
         if granularity == "weights":
             scores = method.score(self.bundle.layer(unit), ctx)
+        elif granularity == "heads":
+            scores = method.score(self.bundle.head_group(unit), ctx)
         else:  # a group; a layer outside any group is scored on its own
             members = self.bundle.group(unit) or (self.bundle.layer(unit),)
             scores = torch.stack([method.score(la, ctx).detach().float()
@@ -135,8 +137,9 @@ class ScoreCache:
         owning each score, lowest score first. A global fraction is then a count of the
         first ``k`` owners, not a new sort of every score.
 
-        For neurons, each group's scores are divided by their mean first (Torch-Pruning's
-        'mean' normaliser), since raw norms of layers with different fan-in do not compare.
+        For neurons and heads, each unit's scores are divided by their mean first
+        (Torch-Pruning's 'mean' normaliser), since raw norms of layers with different fan-in
+        do not compare.
         """
         key = (granularity, name, units)
         with self._lock:
@@ -144,7 +147,7 @@ class ScoreCache:
                 parts = []
                 for unit in units:
                     scores, _ = self._get(granularity, name, unit)
-                    if granularity == "neurons":
+                    if granularity != "weights":
                         scores = scores / scores.mean().clamp_min(torch.finfo(scores.dtype).tiny)
                     parts.append(scores)
                 owner = torch.repeat_interleave(
@@ -226,7 +229,9 @@ class Masks:
     ``kept_dims`` (neuron plans) gives, per parameter, the kept entries along each pruned
     dimension: the shape the parameter has in the physically smaller model.
     ``updates`` (merge plans) holds new values that replace parameters before masking;
-    every updated parameter has an entry in ``keys``.
+    every updated parameter has an entry in ``keys``. ``removed_heads`` (heads plans) gives,
+    per attention (its unit name), the indices of the heads removed; ``removed`` then
+    counts heads, per layer of the attention.
     """
 
     granularity: str
@@ -236,6 +241,7 @@ class Masks:
     kept_dims: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
     removed_neurons: dict[str, torch.Tensor] = field(default_factory=dict)
     updates: dict[str, torch.Tensor] = field(default_factory=dict)
+    removed_heads: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def value(self, name: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Parameter ``name`` as this plan leaves it: updated (if merged), then masked."""
@@ -254,10 +260,9 @@ def _count(fraction: float, n: int) -> int:
 
 
 def _units(bundle: ModelBundle, plan: Plan) -> dict[str, int]:
-    """What one plan scores and cuts, with its size: layers (weights) or groups (neurons)."""
-    if plan.granularity == "weights":
-        return {la.name: math.prod(la.weight_shape) for la in bundle.layers}
-    return {g: bundle.layer(g).neurons for g in bundle.units(plan.granularity)}
+    """What one plan scores and cuts, with its size: layers (weights), groups (neurons) or
+    attentions (heads)."""
+    return {u: bundle.unit_size(plan.granularity, u) for u in bundle.units(plan.granularity)}
 
 
 def _global_counts(
@@ -269,8 +274,8 @@ def _global_counts(
         names = list(units)
     else:  # a unit takes part if one of its layers is listed
         listed = set(plan.layers)
-        names = [u for u in units if u in listed or (plan.granularity == "neurons" and any(
-            la.name in listed for la in bundle.group(u)))]
+        members = bundle.units(plan.granularity)
+        names = [u for u in units if any(name in listed for name in members[u])]
     if not names:
         return {}
     owners = cache.global_owners(plan.granularity, plan.criterion, tuple(names))
@@ -292,22 +297,25 @@ def unit_counts(bundle: ModelBundle, plan: Plan, cache: ScoreCache) -> dict[str,
         counts = {name: _count(frac, units[name]) for name, frac in plan.sparsity.items()}
     else:
         counts = {g: _count(group_fraction(bundle, plan, g), n) for g, n in units.items()}
-    if plan.granularity == "neurons":  # keep one neuron at least, or the network is cut in two
+    if plan.granularity != "weights":  # keep one neuron (head) at least: the network stays whole
         counts = {g: min(c, units[g] - 1) for g, c in counts.items()}
     return {n: c for n, c in counts.items() if c > 0}
 
 
 def group_fraction(bundle: ModelBundle, plan: Plan, group: str) -> float:
-    """The fraction a per-layer plan removes from a neuron group (its layers share one)."""
-    return max((plan.fraction(la.name) for la in bundle.group(group)), default=0.0)
+    """The fraction a per-layer plan removes from a neuron group or an attention's heads
+    (their layers share one)."""
+    return max((plan.fraction(name) for name in bundle.units(plan.granularity)[group]),
+               default=0.0)
 
 
 def removal_counts(bundle: ModelBundle, plan: Plan, cache: ScoreCache) -> dict[str, int]:
-    """How many weights (or neurons) each layer loses under ``plan``."""
+    """How many weights (or neurons, or heads) each layer loses under ``plan``."""
     counts = unit_counts(bundle, plan, cache)
     if plan.granularity == "weights":
         return counts
-    return {la.name: counts[la.group] for la in bundle.layers if la.group in counts}
+    return {name: counts[unit] for unit, members in bundle.units(plan.granularity).items()
+            if unit in counts for name in members}
 
 
 def masks_for(bundle: ModelBundle, plan: Plan, cache: ScoreCache) -> Masks:
@@ -315,6 +323,8 @@ def masks_for(bundle: ModelBundle, plan: Plan, cache: ScoreCache) -> Masks:
     counts = unit_counts(bundle, plan, cache)
     if plan.granularity == "weights":
         return _weight_masks(bundle, plan, cache, counts)
+    if plan.granularity == "heads":
+        return _head_masks(bundle, plan, cache, counts)
     return _neuron_masks(bundle, plan, cache, counts)
 
 
@@ -365,6 +375,36 @@ def _neuron_masks(
             removed[layer.name] = k
             removed_neurons[layer.name] = (~keep).nonzero().flatten()
 
+    return Masks("neurons", _dim_masks(params, kept_dims), keys, removed, kept_dims,
+                 removed_neurons, updates)
+
+
+def _head_masks(
+    bundle: ModelBundle, plan: Plan, cache: ScoreCache, counts: dict[str, int]
+) -> Masks:
+    """A heads plan's masks: each removed head's rows of the query, key and value and its
+    columns of the output projection (:class:`~explorer.groups.HeadGroup`)."""
+    params = bundle.params()
+    kept_dims: dict[str, dict[int, torch.Tensor]] = {}
+    keys: dict[str, tuple] = {}
+    removed: dict[str, int] = {}
+    removed_heads: dict[str, torch.Tensor] = {}
+    for unit, k in counts.items():
+        group = bundle.head_group(unit)
+        keep = cache.keep("heads", plan.criterion, unit, k)
+        for dep in group.dependents:
+            size = params[dep.param].shape[dep.dim]
+            kept_dims.setdefault(dep.param, {})[dep.dim] = dep.spread(keep, size)
+            keys[dep.param] = ("heads", unit, plan.criterion, k)
+        removed.update(dict.fromkeys(group.layers, k))
+        removed_heads[unit] = (~keep).nonzero().flatten()
+    return Masks("heads", _dim_masks(params, kept_dims), keys, removed, kept_dims,
+                 removed_heads=removed_heads)
+
+
+def _dim_masks(params: dict[str, torch.Tensor],
+               kept_dims: dict[str, dict[int, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Each parameter's keep-mask from its kept entries along each pruned dimension."""
     masks = {}
     for param, dims in kept_dims.items():
         shape = params[param].shape
@@ -374,4 +414,4 @@ def _neuron_masks(
             view[dim] = shape[dim]
             mask = mask & keep.view(view)
         masks[param] = mask
-    return Masks("neurons", masks, keys, removed, kept_dims, removed_neurons, updates)
+    return masks

@@ -4,7 +4,8 @@ Conventions (shown in the app and the CLI):
 
 * FLOPs are per input sample, 2 per multiply-add, as ``torch.utils.flop_counter`` counts
   them (MACs = FLOPs / 2). An unstructured-pruned layer costs dense FLOPs x weight density;
-  a neuron-pruned layer costs what the physically smaller layer costs.
+  a neuron-pruned layer costs what the physically smaller layer costs; a removed attention
+  head also takes away its own products (scores and weighted values).
 * Sizes are bytes of fp32 parameters. ``bitmask``: nonzero values + one bit per entry of each
   prunable weight; ``csr``: values + int32 column indices + int32 row pointers (weights seen
   as (out, in * kh * kw)); ``structured``: the dense size of the physically smaller model.
@@ -123,10 +124,12 @@ class CostModel:
 
     def costs(self, masks: Masks) -> Costs:
         bundle, params = self.bundle, self.params
-        structured = masks.granularity == "neurons"
+        structured = masks.granularity in ("neurons", "heads")
         nonzero = {name: self.nonzero(name, masks) for name in params}
         total = sum(p.numel() for p in params.values())
         layers, flops_effective = [], bundle.flops - sum(la.flops for la in bundle.layers)
+        for unit, removed in masks.removed_heads.items():  # their scores and weighted values
+            flops_effective -= removed.numel() * bundle.head_group(unit).flops_per_head
         bitmask = csr = shrunk = 0
         for name, p in params.items():
             kept = _kept_numel(p.shape, masks.kept_dims.get(name, {}))

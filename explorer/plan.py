@@ -2,7 +2,7 @@
 
 JSON (version 1)::
 
-    {"version": 1, "granularity": "weights" | "neurons", "criterion": "magnitude",
+    {"version": 1, "granularity": "weights" | "neurons" | "heads", "criterion": "magnitude",
      "scope": "layer", "sparsity": {"features.0": 0.5, "classifier.1": 0.9}}
 
     {"version": 1, "granularity": "weights", "criterion": "magnitude",
@@ -12,6 +12,10 @@ Sparsity is the fraction removed, in [0, 1). Layer names are module names from
 ``model.named_modules()``; layers not named keep everything. With ``scope: "global"`` one
 fraction ``amount`` is removed across ``layers`` (default: every prunable layer) by one
 threshold on the criterion's scores.
+
+A ``heads`` plan removes whole attention heads (:class:`~explorer.groups.HeadGroup`): an attention's
+query, key, value and output-projection layers share one fraction, the share of its heads
+removed, as the layers of a coupled neuron group do.
 
 ``"merge": true`` (neuron plans by ``redundancy`` only; omitted when false) folds each
 removed neuron into its most similar kept neuron instead of dropping it (see
@@ -84,9 +88,11 @@ __all__ = [
 CRITERIA: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "weights": ("magnitude", "wanda", "taylor", "random"),
     "neurons": ("l1", "l2", "activation", "apoz", "redundancy", "taylor", "random"),
+    "heads": ("l1", "taylor", "random"),
 })
 # What a plan, the CLI and the pages use when no criterion is named.
-DEFAULT_CRITERION: Mapping[str, str] = MappingProxyType({"weights": "magnitude", "neurons": "l1"})
+DEFAULT_CRITERION: Mapping[str, str] = MappingProxyType(
+    {"weights": "magnitude", "neurons": "l1", "heads": "l1"})
 
 
 def criterion_names(granularity: str) -> tuple[str, ...]:
@@ -151,7 +157,7 @@ def _names(names: object, what: str) -> tuple[str, ...]:
 class Plan:
     """What to remove: a fraction per prunable layer (or one global fraction), by one criterion."""
 
-    granularity: Literal["weights", "neurons"] = "weights"
+    granularity: Literal["weights", "neurons", "heads"] = "weights"
     criterion: str = "magnitude"
     scope: Literal["layer", "global"] = "layer"
     sparsity: Mapping[str, float] = field(default_factory=dict)
@@ -322,6 +328,10 @@ class Plan:
             )
         if self.pattern is not None:
             self._check_pattern(bundle)
+        if self.granularity == "heads" and not bundle.heads:
+            raise PlanError(f"{short(bundle.name)} has no attention heads (heads are found in "
+                            "transformers loaded with their Python definition, such as "
+                            "minilm); prune its weights or neurons instead.")
         if self.granularity == "neurons" and self.scope == "layer":
             for name, frac in self.sparsity.items():
                 layer = bundle.layer(name)
@@ -340,6 +350,22 @@ class Plan:
                         "must lose the same neurons; the plan gives them different fractions: "
                         f"{short(given)}."
                     )
+        if self.granularity == "heads" and self.scope == "layer":
+            self._check_heads(bundle)
+
+    def _check_heads(self, bundle: ModelBundle) -> None:
+        """Every layer named belongs to an attention, whose four layers share a fraction."""
+        for name, frac in self.sparsity.items():
+            if frac > 0 and bundle.head_group_of(name) is None:
+                raise PlanError(f"Layer '{name}' has no attention heads: it is not a query, "
+                                "key, value or output projection of an attention.")
+        for group in bundle.heads:
+            given = {n: self.sparsity[n] for n in group.layers if n in self.sparsity}
+            if len(set(given.values())) > 1:
+                raise PlanError(
+                    f"Layers {', '.join(group.layers)} are one attention's query, key, value "
+                    "and output and lose the same heads; the plan gives them different "
+                    f"fractions: {short(given)}.")
 
     def _check_pattern(self, bundle: ModelBundle) -> None:
         """Every layer the pattern applies to splits into groups of M along its input."""

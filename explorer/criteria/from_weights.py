@@ -104,7 +104,10 @@ class Random:
 
     def score(self, layer: Layer, ctx: ScoreContext) -> torch.Tensor:
         gen = torch.Generator().manual_seed(zlib.crc32(layer.name.encode()))
-        shape = layer.weight_shape if self.granularity == "weights" else (layer.neurons,)
+        if self.granularity == "heads":  # ``layer`` is a HeadGroup
+            shape = (layer.heads,)
+        else:
+            shape = layer.weight_shape if self.granularity == "weights" else (layer.neurons,)
         return torch.rand(shape, generator=gen)
 
 

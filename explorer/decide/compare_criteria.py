@@ -83,7 +83,8 @@ def default_fractions(granularity: str) -> list[float]:
 
 
 def swept_layers(evaluator: Evaluator, granularity: str, layer: str) -> list[str]:
-    """The layers one sweep moves together: the layer, or for neurons its coupled group."""
+    """The layers one sweep moves together: the layer, or for neurons its coupled group (for
+    heads, its attention's four layers)."""
     bundle = evaluator.bundle
     if layer not in bundle.layer_names:
         raise PlanError(
@@ -93,6 +94,9 @@ def swept_layers(evaluator: Evaluator, granularity: str, layer: str) -> list[str
     found = bundle.layer(layer)
     if granularity == "neurons" and (not found.neuron_prunable or found.group is None):
         raise PlanError(f"Neurons of layer '{layer}' cannot be removed: {found.neuron_reason}.")
+    if granularity == "heads" and bundle.head_group_of(layer) is None:
+        raise PlanError(f"Layer '{layer}' has no attention heads: it is not a query, key, "
+                        "value or output projection of an attention.")
     return list(bundle.linked(layer, granularity))
 
 

@@ -272,7 +272,7 @@ def check_latency(sens: Sensitivity | str, target: Target, measure: Measure | No
     if table is None or measure is None:
         raise PlanError("a latency target needs a measured latency table and a way to time "
                         "the suggested plan (the CLI and the Suggest section provide both).")
-    if (table.form == "shrunk") != (granularity == "neurons"):
+    if (table.form == "shrunk") != (granularity != "weights"):
         raise PlanError(f"the latency table times the {table.form} form, which is not what a "
                         f"{granularity} plan runs as: measure it for {granularity}.")
     if not table.gains:

@@ -141,7 +141,7 @@ def _table(bundle, granularity, grid, batch, threads, dense, rows, skipped, canc
     units = tuple(UnitLatency(unit, layers, grid, tuple(dense_ms * (1 - r) for r in ratios),
                               tuple(dense_ms * r for r in ratios))
                   for unit, layers, ratios in rows)
-    form = "shrunk" if granularity == "neurons" else "sparse"
+    form = "sparse" if granularity == "weights" else "shrunk"
     return LatencySensitivity(bundle.name, granularity, grid, batch, threads, form, dense_ms,
                               units, ROUNDS, skipped, cancelled)
 
@@ -164,7 +164,7 @@ def pruned_alone(bundle: ModelBundle, evaluator: Evaluator, granularity: str,
     plan = Plan(granularity=granularity, criterion=default_criterion(granularity),
                 sparsity=dict.fromkeys(layers, fraction))
     masks = evaluator.masks(plan)
-    if granularity == "neurons":
+    if granularity != "weights":
         from explorer.export.shrink import shrink
 
         return shrink(bundle, masks).eval()

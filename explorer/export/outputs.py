@@ -194,12 +194,18 @@ def mask_tensors(bundle: ModelBundle, masks: Masks) -> dict[str, torch.Tensor]:
 
 
 def pruning_ratios(bundle: ModelBundle, masks: Masks) -> dict[str, float]:
-    """Fraction removed per layer by module name: neurons (neuron plans) or weights."""
+    """Fraction removed per layer by module name: neurons (neuron plans), heads (heads
+    plans) or weights."""
     out = {}
     for la in bundle.layers:
         k = masks.removed.get(la.name, 0)
         if k:
-            total = la.neurons if masks.granularity == "neurons" else math.prod(la.weight_shape)
+            if masks.granularity == "heads":
+                total = bundle.head_group_of(la.name).heads
+            elif masks.granularity == "neurons":
+                total = la.neurons
+            else:
+                total = math.prod(la.weight_shape)
             out[la.name] = k / total
     return out
 
@@ -341,11 +347,11 @@ def export_files(
         masks = evaluator.masks(plan)
         buffers = evaluator.bn_statistics(plan)  # the statistics its metrics were judged with
     except ExplorerError as exc:
-        skipped = {"shrunk.pt2": plan.granularity != "neurons", "masks.safetensors": not exact}
+        skipped = {"shrunk.pt2": plan.granularity == "weights", "masks.safetensors": not exact}
         return ExportFiles(files, {n: str(exc) for n in MODEL_FILES if not skipped.get(n)})
     files["pruned.safetensors"] = save(pruned_state_dict(bundle, masks, buffers))
     errors = {}
-    if masks.granularity == "neurons":
+    if masks.granularity != "weights":
         try:
             buffer = io.BytesIO()
             torch.export.save(shrunk_program(bundle, masks, buffers), buffer)

@@ -1,4 +1,4 @@
-"""Physical shrinking: the smaller dense model a neuron plan describes.
+"""Physical shrinking: the smaller dense model a neuron (or heads) plan describes.
 
 The masked model (whole rows and columns zeroed) and the shrunk model compute the same
 outputs; the shrunk one really has fewer parameters and FLOPs, so it is faster on any
@@ -8,6 +8,7 @@ exported graph (an upload) is shrunk on a copy of its graph: every parameter sli
 cut (the groups' :class:`~explorer.graph.Dependent` slices) is removed, with the running
 statistics of the BatchNorms that follow them; a depthwise convolution's ``groups`` becomes
 its new channel count, and a flatten written as a fixed-size view becomes ``flatten(x, 1)``.
+A heads plan's model loses the removed heads' slices of each attention (:func:`shrink_heads`).
 The shared model is never touched.
 """
 
@@ -35,9 +36,11 @@ def shrink(bundle: ModelBundle, masks: Masks,
     ``buffers`` (e.g. recalibrated BatchNorm statistics) replace the model's first."""
     import torch_pruning as tp
 
+    if masks.granularity == "heads":
+        return shrink_heads(bundle, masks)
     if masks.granularity != "neurons":
-        raise ModelError("Only a neuron plan makes the model smaller; a weight plan keeps "
-                         "every tensor's shape (export the pruned weights instead).")
+        raise ModelError("Only a neuron or heads plan makes the model smaller; a weight plan "
+                         "keeps every tensor's shape (export the pruned weights instead).")
     modules = dict(bundle.model.named_modules())
     if not all(isinstance(modules.get(la.name), (nn.Linear, nn.Conv2d)) for la in bundle.layers):
         return shrink_graph(bundle, masks, buffers)
@@ -96,6 +99,25 @@ def shrink_graph(bundle: ModelBundle, masks: Masks,
         _cut(module, name, dims)
     module.recompile()
     return module
+
+
+def shrink_heads(bundle: ModelBundle, masks: Masks) -> nn.Module:
+    """A copy of ``bundle.model`` without the attention heads ``masks`` removes: each
+    attention's query, key and value lose the heads' rows and its output projection their
+    columns, as ``transformers``' head pruning cuts them, and the attention's head count
+    follows (:class:`~explorer.groups.HeadGroup`)."""
+    model = copy.deepcopy(bundle.model).eval()
+    for name, dims in masks.kept_dims.items():
+        _cut(model, name, {dim: keep.nonzero().flatten() for dim, keep in dims.items()})
+    for unit, removed in masks.removed_heads.items():
+        group = bundle.head_group(unit)
+        attention = model.get_submodule(group.module)
+        attention.num_attention_heads = group.heads - removed.numel()
+        attention.all_head_size = attention.num_attention_heads * group.head_dim
+        for layer in group.layers:
+            linear = model.get_submodule(layer)
+            linear.out_features, linear.in_features = linear.weight.shape
+    return model
 
 
 def _cut(module: nn.Module, name: str, dims: Mapping[int, torch.Tensor]) -> None:

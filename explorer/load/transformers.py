@@ -53,7 +53,8 @@ PAD_ID = 0
 CENTROID_EVERY = 3  # every 3rd sentence of a topic (the first included) defines its centroid
 LOGIT_SCALE = 20.0  # the scale of MultipleNegativesRankingLoss, which tuned the model
 EMBEDDING_BATCH = 64
-HEAD_REASON = "a row of a query, key or value is part of an attention head (not a unit yet)"
+HEAD_REASON = ("a row of a query, key or value is part of an attention head: remove heads "
+               "instead (granularity heads)")
 HIDDEN_REASON = "its outputs are the hidden size, shared by every block's residual stream"
 
 

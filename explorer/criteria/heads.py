@@ -1,0 +1,80 @@
+"""Criteria for attention heads: one score per head of an attention.
+
+``score(group, ctx)`` takes a :class:`~explorer.groups.HeadGroup` (not a layer) and returns
+(heads,). ``l1`` needs the weights alone; ``taylor`` the labelled validation set; ``random``
+(:class:`explorer.criteria.from_weights.Random` with granularity ``heads``) nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from explorer.criteria.from_data import BATCH_SIZE, needs_labels, private_copy
+from explorer.graph import logits_of
+
+if TYPE_CHECKING:
+    from explorer.criteria.base import ScoreContext
+    from explorer.groups import HeadGroup
+
+
+@dataclass(frozen=True)
+class HeadNorm:
+    """The L1 norm of everything one head owns: its rows of the query, key and value weights
+    and its columns of the output projection (biases left out). Every head of an attention
+    owns as many weights, so this ranks heads as their mean |w| does."""
+
+    name: str = "l1"
+    granularity: str = "heads"
+
+    def score(self, group: HeadGroup, ctx: ScoreContext) -> torch.Tensor:
+        params, dim = ctx.bundle.params(), group.head_dim
+        total = torch.zeros(group.heads, dtype=torch.float64)
+        for la in group.layers[:3]:
+            rows = params[ctx.bundle.layer(la).weight].detach().abs().double()
+            total += rows.view(group.heads, dim, -1).sum((1, 2))
+        out = params[ctx.bundle.layer(group.output).weight].detach().abs().double()
+        total += out.view(out.shape[0], group.heads, dim).sum((0, 2))
+        return total.float()
+
+
+@dataclass(frozen=True)
+class HeadTaylor:
+    """Head importance from a gate's gradient (Michel, Levy & Neubig 2019, "Are Sixteen
+    Heads Really Better than One?", arXiv:1905.10650).
+
+    A gate xi_h multiplying head h's output (1 in the model) has the gradient
+    ``dL/dxi_h = sum over tokens and the head's features of c * dL/dc``, c being the
+    output projection's input (the heads' outputs side by side). The score is
+    ``E_x |dL(x)/dxi_h|``: per sentence, the absolute value, then the mean over the
+    validation set, with ``L`` the cross-entropy against the true labels. Taken with
+    captum's ``LayerGradientXActivation`` on the output projection's input, on a private
+    copy of the model.
+    """
+
+    name: str = "taylor"
+    granularity: str = "heads"
+
+    def score(self, group: HeadGroup, ctx: ScoreContext) -> torch.Tensor:
+        from captum.attr import LayerGradientXActivation
+
+        data = needs_labels(ctx, self.name)
+        model = private_copy(ctx.bundle)
+        module = model.get_submodule(group.output)
+
+        def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(logits_of(model(x)), y, reduction="none")
+
+        method = LayerGradientXActivation(loss, module)
+        total = torch.zeros(group.heads, dtype=torch.float64)
+        with torch.enable_grad():
+            for start in range(0, len(data), BATCH_SIZE):
+                x, y = data.x[start:start + BATCH_SIZE], data.y[start:start + BATCH_SIZE]
+                product = method.attribute(x, additional_forward_args=(y,),
+                                           attribute_to_layer_input=True).detach()
+                per_head = product.flatten(1, -2).unflatten(-1, (group.heads, group.head_dim))
+                total += per_head.sum((1, 3)).abs().sum(0).double()
+        return (total / len(data)).float()
