@@ -217,6 +217,9 @@ def cmd_layers(args: argparse.Namespace) -> int:
             neurons = "neurons removable with " + " + ".join(r["neuron_group"]) + " (coupled)"
         else:
             neurons = "neurons removable"
+        heads = r["units"].get("heads", {})
+        if heads.get("removable"):
+            neurons += f"; {heads['count']} heads removable (attention {heads['group']})"
         group = f"group {r['group']}" if r["group"] else "no group"
         print(f"{r['name']:<24} {r['kind']:<7} {r['flops']:>14,} FLOPs  {group:<26} {neurons}")
     return 0

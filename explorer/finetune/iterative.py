@@ -138,13 +138,20 @@ def _grown(bundle: ModelBundle, new: Masks, old: Masks) -> Masks:
         layer: torch.unique(torch.cat([new.removed_neurons.get(layer, EMPTY),
                                        old.removed_neurons.get(layer, EMPTY)]))
         for layer in {*new.removed_neurons, *old.removed_neurons}}
+    removed_heads = {
+        unit: torch.unique(torch.cat([new.removed_heads.get(unit, EMPTY),
+                                      old.removed_heads.get(unit, EMPTY)]))
+        for unit in {*new.removed_heads, *old.removed_heads}}
     if new.granularity == "neurons":
         removed = {layer: int(ix.numel()) for layer, ix in removed_neurons.items()}
+    elif new.granularity == "heads":
+        removed = {layer: int(ix.numel()) for unit, ix in removed_heads.items()
+                   for layer in bundle.head_group(unit).layers}
     else:
         removed = {la.name: int((~masks[la.weight]).sum()) for la in bundle.layers
                    if la.weight in masks}
     return replace(new, masks=masks, keys=keys, removed=removed, kept_dims=kept_dims,
-                   removed_neurons=removed_neurons)
+                   removed_neurons=removed_neurons, removed_heads=removed_heads)
 
 
 def _removed(bundle: ModelBundle, masks: Masks) -> float:

@@ -154,6 +154,48 @@ def test_ffn_neurons_are_the_units_and_equal_a_physically_smaller_layer(minilm):
     assert m.flops["effective"] < m.flops["dense"] and m.fidelity["agreement"] <= 1.0
 
 
+def test_heads_are_units_and_a_heads_plan_equals_the_smaller_model(minilm):
+    """Every attention has 12 heads of 32; half of each removed by taylor (the real weights,
+    real labels) computes what the shrunk model computes, at its FlopCounterMode FLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from explorer.export.shrink import shrink
+
+    bundle, data = minilm
+    assert [(g.module, g.heads, g.head_dim) for g in bundle.heads] == [
+        (f"bert.encoder.layer.{i}.attention.self", 12, 32) for i in range(6)]
+    assert bundle.layer_units("bert.encoder.layer.2.attention.self.value")["heads"][
+        "count"] == 12
+    few = data.subset(torch.arange(0, 200, 10), "every 10th")
+    ev = Evaluator(bundle, few, **ONE_PASS)
+    plan = Plan(granularity="heads", criterion="taylor",
+                sparsity=dict.fromkeys(bundle.prunable_layers("heads"), 0.5))
+    masks = ev.masks(plan)
+    assert all(r.numel() == 6 for r in masks.removed_heads.values())
+    small = shrink(bundle, masks)
+    with torch.no_grad():
+        expected = small(few.x)
+    assert torch.allclose(ev.logits(masks), expected, atol=1e-4)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        small(few.x[:1])
+    assert ev.evaluate(plan).flops["effective"] == counter.get_total_flops()
+
+
+def test_cli_layers_and_sensitivity_know_heads(capsys):
+    assert main(["layers", "--model", "minilm", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)["layers"]}
+    query = rows["bert.encoder.layer.0.attention.self.query"]["units"]
+    assert query["heads"] == {"count": 12, "removable": True,
+                              "group": "bert.encoder.layer.0.attention.self.query",
+                              "why_not": None}
+    assert "remove heads instead" in query["neurons"]["why_not"]
+    assert main(["sensitivity", "--model", "minilm", "--granularity", "heads", "--grid",
+                 "0,0.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["granularity"], out["criterion"]) == ("heads", "l1")
+    assert len(out["units"]) == 6
+
+
 def _rows(layer: nn.Linear, keep: torch.Tensor) -> nn.Linear:
     small = nn.Linear(layer.in_features, int(keep.sum()))
     small.weight.data, small.bias.data = layer.weight[keep].clone(), layer.bias[keep].clone()
