@@ -5,6 +5,7 @@ import streamlit as st
 
 from explorer.decide.breakage import FLIP_KINDS, Breakage, breakage
 from explorer.errors import ExplorerError
+from explorer.look.sentences import samples_noun, sentences
 from explorer.plan import Plan
 from explorer.ui import state, texts
 from explorer.ui.charts import broke as broke_charts
@@ -27,6 +28,8 @@ if session.data is None:
     st.info(f"{session.bundle.name} has no validation data, so there are no predictions to "
             "compare. Upload a trained model with its data on the Model page.")
     st.stop()
+
+SAMPLES = samples_noun(session.bundle.card)
 
 
 def _breakage(plan: Plan) -> Breakage:
@@ -59,12 +62,22 @@ def _flipped(result: Breakage) -> None:
     if label != ALL_CLASSES:
         flips = [f for f in flips if f.label == label]
     if not flips:
-        st.info(f"No {kind} images" + ("." if label == ALL_CLASSES else f" of class {label}."))
+        st.info(f"No {kind} {SAMPLES}" + ("." if label == ALL_CLASSES else f" of class {label}."))
         return
     shown = flips[:MAX_IMAGES]
-    st.caption(f"Showing {len(shown)} of {len(flips)} {kind} images (validation index in "
+    st.caption(f"Showing {len(shown)} of {len(flips)} {kind} {SAMPLES} (validation index in "
                "brackets).")
-    images = broke_charts.as_images(session.data.x[[f.index for f in shown]])
+    x = session.data.x[[f.index for f in shown]]
+    texts = sentences(session.bundle.card, x)
+    if texts is not None:  # a text model: the sentences, and the topics by name
+        names = session.bundle.card.get("topics") or range(session.data.num_classes)
+        st.dataframe(pd.DataFrame([{"index": f.index, "true": names[f.label],
+                                    "dense": names[f.dense], "pruned": names[f.plan],
+                                    "sentence": text} for f, text in zip(shown, texts,
+                                                                         strict=True)]),
+                     hide_index=True, key="broke_flips")
+        return
+    images = broke_charts.as_images(x)
     if images is None:
         st.dataframe(pd.DataFrame([{"index": f.index, "true": f.label, "dense": f.dense,
                                     "pruned": f.plan} for f in shown]),
@@ -112,5 +125,5 @@ with right:
         st.caption("No confusion change to draw.")
 
 if result.flips:
-    st.subheader("Flipped images")
+    st.subheader(f"Flipped {SAMPLES}")
     _flipped(result)

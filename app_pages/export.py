@@ -125,7 +125,7 @@ def _round_trip_work(files: dict[str, bytes]):
             if report.cancelled():
                 break
             report(done, len(files), f"loading {name} back and evaluating it")
-            out.update(reload_metrics({name: files[name]}, data))
+            out.update(reload_metrics({name: files[name]}, data, like=bundle))
         return out
 
     return work

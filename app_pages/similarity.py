@@ -16,6 +16,7 @@ import streamlit as st
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import ExplorerError
+from explorer.look.sentences import reads_text, samples_noun
 from explorer.look.similarity import (
     Similarity,
     activation_similarity,
@@ -172,11 +173,12 @@ figures[0].plotly_chart(charts.incoming_weights(weights, (i, j), view), key="sim
 if binned is not None:
     figures[1].plotly_chart(charts.activation_histograms((binned.of(i), binned.of(j)), (i, j)),
                             key="sim_activations")
-    figures[1].caption(drilldown_view.positions_note(summarised)
+    figures[1].caption(drilldown_view.positions_note(summarised, samples_noun(bundle.card))
                        + " Each neuron is binned on its own range.")
 
-st.markdown(f"**What excites neuron {i} and neuron {j}**: the validation images each responds "
-            "to most, and why, for the first of them")
+st.markdown(f"**What excites neuron {i} and neuron {j}**: the validation "
+            f"{samples_noun(bundle.card)} each responds to most"
+            + ("" if reads_text(bundle.card) else ", and why, for the first of them"))
 for column, neuron in zip(st.columns(2, gap="large"), (i, j), strict=True):
     with column:
         drilldown_view.neuron_examples(session.key, bundle, data, name, neuron, summarised)

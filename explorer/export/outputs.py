@@ -27,24 +27,27 @@ costs only the files that need the failing piece), :func:`zip_files` packs them,
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
 import math
 import shutil
 import uuid
+import warnings
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import save
+from safetensors.torch import load, save
 
 from explorer.bundle import ModelBundle, export_program
-from explorer.errors import ExplorerError, name_some
+from explorer.errors import ExplorerError, ModelError, name_some
 from explorer.export.save import check_writable
+from explorer.graph import Program
 from explorer.masks import Masks
 from explorer.plan import Plan
 
@@ -386,7 +389,8 @@ def zip_files(files: Mapping[str, bytes]) -> bytes:
 
 
 def reload_metrics(
-    files: Mapping[str, bytes], data: ValidationSet | None = None
+    files: Mapping[str, bytes], data: ValidationSet | None = None,
+    like: ModelBundle | None = None,
 ) -> dict[str, Metrics]:
     """Metrics of each model file in ``files`` loaded back and evaluated densely.
 
@@ -395,13 +399,43 @@ def reload_metrics(
     evaluated with an empty plan on ``data`` (a :class:`~explorer.data.ValidationSet`, or None: no
     accuracy). They should equal the plan's metrics: accuracy, loss and nonzero parameters
     for the pruned weights; accuracy, FLOPs and parameters for the shrunk model.
+
+    ``like`` is the model the files were made from. When it is not a demo architecture (a
+    pretrained model, an upload), no architecture can be detected from its weights alone,
+    so ``pruned.safetensors`` goes into a copy of it with ``load_state_dict`` (every key),
+    as the user of that model loads it (:func:`weights_into`).
     """
     from explorer.evaluator import Evaluator
+    from explorer.export.save import zoo_architecture
     from explorer.load.model_file import load_model_bytes
 
+    own = like is not None and zoo_architecture(like.model) is None
     out = {}
     for name in ("pruned.safetensors", "shrunk.pt2"):
         if name in files:
-            loaded = load_model_bytes(files[name], name)
+            loaded = (weights_into(like, files[name]) if own and name.endswith(".safetensors")
+                      else load_model_bytes(files[name], name))
             out[name] = Evaluator(loaded, data).evaluate(Plan())
     return out
+
+
+def weights_into(like: ModelBundle, raw: bytes) -> ModelBundle:
+    """``like`` with the weights of safetensors bytes ``raw``, loaded strictly into copies of
+    its model and of its graph (the shared model is not touched).
+
+    Raises:
+        ModelError: the file's keys or shapes are not the model's.
+    """
+    with warnings.catch_warnings():  # an exported graph's copy warns about torch internals
+        warnings.simplefilter("ignore", FutureWarning)
+        model = copy.deepcopy(like.model)
+        module = (model if like.model is like.program.module
+                  else copy.deepcopy(like.program.module))
+    try:
+        model.load_state_dict(load(raw))
+        if module is not model:
+            module.load_state_dict(model.state_dict())
+    except RuntimeError as exc:
+        raise ModelError(f"The weights do not fit {like.name}: {str(exc).splitlines()[0]}") \
+            from None
+    return replace(like, model=model.eval(), program=Program(module))

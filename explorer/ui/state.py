@@ -34,10 +34,11 @@ from explorer.load.data_file import (
     peek_data_bytes,
     require_digits_input,
 )
-from explorer.load.demos import load_demo
+from explorer.load.demos import load_demo, load_pretrained
 from explorer.load.memory import UPLOADS, check_memory
 from explorer.load.model_file import load_model_bytes
-from explorer.load.zoo import ZOO
+from explorer.load.transformers import EXTRA_COMMAND, extra_installed
+from explorer.load.zoo import PRETRAINED, ZOO
 from explorer.masks import ScoreCache
 from explorer.metrics import Metrics
 from explorer.plan import Plan
@@ -55,6 +56,7 @@ HISTORY_KEY = "history"  # {model id: {plan key: (Plan, Metrics)}} evaluated in 
 EVALUATORS_KEY = "evaluators"  # {model id: this session's Evaluator}
 UPLOADS_KEY = "uploads"  # {model id: entry}: uploads and models made in this session
 NOTICE_KEY = "notice"  # one message the next page draw shows at its top
+LINK_ERROR_KEY = "link_error"  # why the link's model cannot be loaded here (shown as an error)
 PICKER_KEY = "model_picker"  # the sidebar's model picker
 PLAN_FILE_KEY = "plan_file"  # the sidebar's plan uploader
 PENDING_KEY = "pending_upload"  # a link's upload not loaded yet: {"name": ..., "plan": ...}
@@ -72,6 +74,13 @@ RAY_ERROR_KEY = "ray_address_error"  # why the last Ray address typed was refuse
 @st.cache_resource(show_spinner="Loading the demo model...")
 def shared_demo(name: str) -> ModelBundle:
     return load_demo(name)
+
+
+@st.cache_resource(show_spinner="Loading the pretrained model and its sentences (10-25 s)...")
+def shared_pretrained(name: str) -> tuple[ModelBundle, ValidationSet, str]:
+    """A pretrained model, the labelled set it comes with and that set's digest."""
+    bundle, data = load_pretrained(name)
+    return bundle, data, data_digest(data)
 
 
 @st.cache_resource(show_spinner=False)
@@ -190,9 +199,14 @@ def _init_from_url() -> None:
         return
     params = st.query_params.to_dict()
     model = params.get("model", DEFAULT_MODEL)
-    st.session_state[MODEL_KEY] = model if model in ZOO else DEFAULT_MODEL
+    st.session_state[MODEL_KEY] = model if model in named_models() else DEFAULT_MODEL
     st.session_state[UNDO_KEY] = []
-    if model not in ZOO and upload_name(model) is None:
+    if model in PRETRAINED and model not in named_models():
+        st.session_state[LINK_ERROR_KEY] = (
+            f"The link's model {model!r} needs the optional transformers extra, which this "
+            f"server does not have: run {EXTRA_COMMAND} and restart the app. Showing "
+            f"{DEFAULT_MODEL}.")
+    elif model not in ZOO and upload_name(model) is None:
         st.session_state[NOTICE_KEY] = (f"The link's model {model[:80]!r} is not a demo model; "
                                       f"showing {DEFAULT_MODEL}.")
     try:
@@ -221,9 +235,15 @@ def pending_upload_note() -> str | None:
             f"{DEFAULT_MODEL}; changing the plan or the model here drops the link's plan.")
 
 
+def named_models() -> list[str]:
+    """The models a name loads here: the demo zoo, and the pretrained models whose extra is
+    installed (without it they are not offered; a link to one says which command adds it)."""
+    return [*ZOO, *(name for name in PRETRAINED if extra_installed())]
+
+
 def model_choices() -> list[str]:
     uploads = list(st.session_state.get(UPLOADS_KEY, {}))
-    return [*ZOO, *uploads]
+    return [*named_models(), *uploads]
 
 
 def _registered_key(entry: dict) -> str:
@@ -239,6 +259,9 @@ def _bundle_and_data(model_id: str) -> tuple[ModelBundle, ValidationSet | None, 
     if model_id.startswith(UPLOAD_PREFIX):
         upload = st.session_state[UPLOADS_KEY][model_id]
         return upload["bundle"], upload["data"], _registered_key(upload)
+    if model_id in PRETRAINED:  # the package's weights and the shipped corpus are fixed
+        bundle, data, data_key = shared_pretrained(model_id)
+        return bundle, data, f"pretrained:{model_id}:{data_key}"
     if ZOO[model_id].architecture_only:  # shipped weights are fixed: the name is the content
         return shared_demo(model_id), None, f"demo:{model_id}:no-data"
     return shared_demo(model_id), shared_digits(), f"demo:{model_id}:{shared_digits_digest()}"

@@ -22,11 +22,16 @@ from explorer.look.layer_summary import (
     layer_summary,
     neuron_histograms,
 )
+from explorer.look.sentences import reads_text, samples_noun, sentences
 from explorer.ui.charts import drilldown as charts
 from explorer.ui.charts.similarity import weight_view
 from explorer.ui.state import NO_DATA_NOTE
 
 EXPLAINED_KEY = "dd_explained"  # the (key, layer, neuron) triples explained so far
+NO_TEXT_ATTRIBUTION = (
+    "No captum attribution for sentences: conductance integrates along a straight path from "
+    "an all-zero input to the sample, and the token ids between 0 and a sentence's ids are "
+    "other tokens, not a fainter sentence.")
 NO_DATA = f"Top images and attributions need validation data. {NO_DATA_NOTE}"
 
 
@@ -46,9 +51,10 @@ def histograms(key: str, layer: str, _bundle: ModelBundle,
     return neuron_histograms(_bundle, _data, summary(key, layer, _bundle, _data))
 
 
-def positions_note(layer: LayerSummary) -> str:
-    """What a chart of the layer's activations counts: images, and positions per image."""
-    return (f"On {layer.samples} validation images"
+def positions_note(layer: LayerSummary, noun: str = "images") -> str:
+    """What a chart of the layer's activations counts: samples (``noun``: images or
+    sentences), and positions per sample."""
+    return (f"On {layer.samples} validation {noun}"
             + (f", {layer.positions} positions each." if layer.positions > 1 else "."))
 
 
@@ -74,6 +80,9 @@ def neuron_examples(key: str, bundle: ModelBundle, data: ValidationSet | None, l
     if summarised is None:
         return
     top = rank_images(summarised.means, neuron, TOP_K)
+    if reads_text(bundle.card):
+        _top_sentences(bundle, data, layer, neuron, top, summarised.positions)
+        return
     pictures = np.stack([charts.picture(data.x[i].numpy()) for i in top.indices])
     st.plotly_chart(charts.top_images(pictures, top.indices, top.values, neuron),
                     key=f"dd_top::{layer}::{neuron}", config={"displaylogo": False})
@@ -81,6 +90,23 @@ def neuron_examples(key: str, bundle: ModelBundle, data: ValidationSet | None, l
         st.caption(f"Neuron {neuron} is 0 on every validation image: these images are simply "
                    "the first ones.")
     _attribution_view(key, bundle, data, layer, neuron, top)
+
+
+def _top_sentences(bundle: ModelBundle, data: ValidationSet, layer: str, neuron: int,
+                   top: TopImages, positions: int) -> None:
+    """A text model's top samples: the sentences, with the neuron's mean over their tokens,
+    and no attribution (:data:`NO_TEXT_ATTRIBUTION`)."""
+    texts = sentences(bundle.card, data.x[top.indices])
+    st.markdown(f"**Neuron {neuron}: the {len(texts)} validation sentences it responds to "
+                f"most** (its output averaged over each sentence's {positions} positions, "
+                "padding included)")
+    st.dataframe([{"#": int(i), "activation": float(v), "sentence": text}
+                  for i, v, text in zip(top.indices, top.values, texts, strict=True)],
+                  hide_index=True, key=f"dd_top::{layer}::{neuron}")
+    if not top.values.any():
+        st.caption(f"Neuron {neuron} is 0 on every validation sentence: these sentences are "
+                   "simply the first ones.")
+    st.caption(NO_TEXT_ATTRIBUTION)
 
 
 def _attribution_view(key: str, bundle: ModelBundle, data: ValidationSet, layer: str,
@@ -133,5 +159,5 @@ def neuron_drilldown(key: str, bundle: ModelBundle, data: ValidationSet | None, 
     if binned is not None:
         right.plotly_chart(charts.activation_histogram(binned.of(neuron), neuron),
                            key="dd_activations")
-        right.caption(positions_note(summarised))
+        right.caption(positions_note(summarised, samples_noun(bundle.card)))
     neuron_examples(key, bundle, data, layer, neuron, summarised)
