@@ -1,9 +1,9 @@
-"""all-MiniLM-L6-v2 pruned by heads, FFN neurons and 2:4 weights: the issue-12 table.
+"""all-MiniLM-L6-v2 pruned by heads, FFN neurons, 2:4 weights and blocks: the issue-12 table.
 
 For each unit kind and criterion, the same fraction is removed from every layer of that kind
 (every attention's heads; every block's feed-forward neurons; every linear layer of the
-encoder in 2:4), and the plan is judged on the corpus's 200 validation sentences: topic
-accuracy by the nearest centroid (95% Wilson interval), the mean cosine similarity of the
+encoder in 2:4), or 1, 2 or 3 of the 6 blocks are dropped, and the plan is judged on the
+corpus's 200 validation sentences: topic accuracy by the nearest centroid (95% Wilson interval), the mean cosine similarity of the
 sentence embeddings to the dense ones, the FLOPs per sentence as the cost model counts them
 (the shrunk model's, for heads and neurons) and the speed-up they imply. Needs the
 ``transformers`` extra. Run by hand: ``python bench/minilm_units.py [--json out.json]``.
@@ -39,6 +39,12 @@ def plans(bundle) -> list[tuple[str, str, float, Plan]]:
     for criterion in ("magnitude", "wanda"):
         rows.append(("2:4 weights", criterion, 0.5, Plan(
             criterion=criterion, scope="global", pattern="2:4")))
+    for criterion in ("influence", "random"):
+        for dropped in (1, 2, 3):
+            share = dropped / len(bundle.blocks)
+            rows.append(("blocks", criterion, share, Plan(
+                granularity="blocks", criterion=criterion, scope="global",
+                amount=share + 1e-6)))  # round(amount x 6) is exactly `dropped`
     return rows
 
 

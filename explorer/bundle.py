@@ -15,9 +15,21 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from explorer.errors import ModelError
 from explorer.graph import Layer, Program, analyse, node_shapes
-from explorer.groups import HeadGroup, find_heads, graph_groups
+from explorer.groups import (
+    Block,
+    HeadGroup,
+    attention_modules,
+    block_modules,
+    find_blocks,
+    find_heads,
+    gated_blocks,
+    graph_groups,
+    module_flops,
+)
 
 HEADLESS = "it is not a query, key, value or output projection of an attention"
+BLOCKLESS = "it is not inside a block that can be dropped (a transformer layer, or a " \
+    "residual block whose shortcut is the identity)"
 
 
 @dataclass(frozen=True)
@@ -27,7 +39,8 @@ class ModelBundle:
     ``input_shape`` is one sample's shape (without the batch dimension); ``layers`` are the
     prunable layers in execution order; ``flops`` is the dense FLOPs per sample of the
     whole model as ``FlopCounterMode`` counts them (2 per multiply-add). ``heads`` are its
-    self-attentions' heads (:class:`~explorer.groups.HeadGroup`; empty without attention).
+    self-attentions' heads (:class:`~explorer.groups.HeadGroup`; empty without attention);
+    ``blocks`` the transformer blocks a ``blocks`` plan may drop (:class:`~explorer.groups.Block`).
     """
 
     name: str
@@ -40,6 +53,7 @@ class ModelBundle:
     card: dict = field(default_factory=dict)
     source: str = "zoo"
     heads: tuple[HeadGroup, ...] = ()
+    blocks: tuple[Block, ...] = ()
 
     def group(self, name: str) -> tuple[Layer, ...]:
         """The layers of neuron group ``name`` (a group is named after its first layer)."""
@@ -52,9 +66,20 @@ class ModelBundle:
 
     @property
     def granularities(self) -> tuple[str, ...]:
-        """What a plan may remove from this model: weights and neurons, and heads where it
-        has attention heads."""
+        """What a per-layer plan may remove from this model: weights and neurons, and heads
+        where it has attention heads (a ``blocks`` plan, global only, needs :attr:`blocks`)."""
         return ("weights", "neurons", "heads") if self.heads else ("weights", "neurons")
+
+    def block(self, name: str) -> Block:
+        """The transformer block whose module is ``name``."""
+        for block in self.blocks:
+            if block.name == name:
+                return block
+        raise KeyError(name)
+
+    def block_of(self, layer: str) -> Block | None:
+        """The transformer block ``layer`` is inside, if any."""
+        return next((b for b in self.blocks if layer in b.layers), None)
 
     def head_group(self, name: str) -> HeadGroup:
         """The attention whose heads unit is named ``name`` (its query layer's name)."""
@@ -77,6 +102,8 @@ class ModelBundle:
             return {name: (name,) for name in self.layer_names}
         if granularity == "heads":
             return {g.name: g.layers for g in self.heads}
+        if granularity == "blocks":
+            return {b.name: b.layers for b in self.blocks}
         return {g: tuple(la.name for la in self.group(g)) for g in self.group_names}
 
     def unit_size(self, granularity: str, unit: str) -> int:
@@ -85,13 +112,15 @@ class ModelBundle:
             return math.prod(self.layer(unit).weight_shape)
         if granularity == "heads":
             return self.head_group(unit).heads
+        if granularity == "blocks":
+            return 1
         return self.layer(unit).neurons
 
     def linked(self, layer: str, granularity: str) -> tuple[str, ...]:
         """The layers that lose what ``layer`` loses: its unit (itself where it has none)."""
-        if granularity == "heads":
-            group = self.head_group_of(layer)
-            return (layer,) if group is None else group.layers
+        if granularity in ("heads", "blocks"):
+            unit = self.head_group_of(layer) if granularity == "heads" else self.block_of(layer)
+            return (layer,) if unit is None else unit.layers
         group = self.layer(layer).group
         if granularity == "weights" or group is None:
             return (layer,)
@@ -101,6 +130,8 @@ class ModelBundle:
         """The layers a plan of ``granularity`` may prune, in execution order."""
         if granularity == "heads":
             return [la.name for la in self.layers if self.head_group_of(la.name)]
+        if granularity == "blocks":
+            return [la.name for la in self.layers if self.block_of(la.name)]
         return [la.name for la in self.layers
                 if granularity == "weights" or la.neuron_prunable]
 
@@ -111,6 +142,9 @@ class ModelBundle:
         if granularity == "heads":
             return {la.name: f"heads cannot be removed: {HEADLESS}" for la in self.layers
                     if self.head_group_of(la.name) is None}
+        if granularity == "blocks":
+            return {la.name: f"blocks cannot be dropped: {BLOCKLESS}" for la in self.layers
+                    if self.block_of(la.name) is None}
         return {la.name: f"neurons cannot be removed: {la.neuron_reason}"
                 for la in self.layers if not la.neuron_prunable}
 
@@ -129,6 +163,11 @@ class ModelBundle:
         elif self.heads:
             units["heads"] = {"count": 0, "removable": False, "group": None,
                               "why_not": HEADLESS}
+        block = self.block_of(name)
+        if self.blocks:
+            units["blocks"] = {"count": int(block is not None), "removable": block is not None,
+                               "group": block and block.name,
+                               "why_not": None if block else BLOCKLESS}
         return units
 
     def layer(self, name: str) -> Layer:
@@ -168,8 +207,10 @@ def bundle_from_module(
                 "the model cannot be evaluated. Check the training run that produced it."
             )
     example = torch.zeros((2, *input_shape))
+    blocks = block_modules(model, example[:1])
     if program_module is None:
-        program_module = export_module(model, example)
+        with gated_blocks(model, blocks):
+            program_module = export_module(model, example)
     program = Program(program_module)
     with FlopCounterMode(display=False) as counter:  # one run: the output check and FLOPs
         logits, _ = program.run(example[:1])
@@ -180,10 +221,12 @@ def bundle_from_module(
         )
     shapes = node_shapes(program, example[:1])
     layers = tuple(_with_groups(program, analyse(program, shapes), shapes))
+    flops = module_flops(model, example[:1]) if blocks or attention_modules(model) else {}
     return ModelBundle(
         name=name, model=model, program=program, input_shape=tuple(input_shape),
         num_classes=int(logits.shape[1]), layers=layers, flops=int(counter.get_total_flops()),
-        card=dict(card or {}), source=source, heads=find_heads(model, layers, example[:1]),
+        card=dict(card or {}), source=source, heads=find_heads(model, layers, flops),
+        blocks=find_blocks(blocks, layers, flops),
     )
 
 

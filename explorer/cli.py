@@ -220,6 +220,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
         heads = r["units"].get("heads", {})
         if heads.get("removable"):
             neurons += f"; {heads['count']} heads removable (attention {heads['group']})"
+        if r["units"].get("blocks", {}).get("removable"):
+            neurons += f"; in block {r['units']['blocks']['group']}"
         group = f"group {r['group']}" if r["group"] else "no group"
         print(f"{r['name']:<24} {r['kind']:<7} {r['flops']:>14,} FLOPs  {group:<26} {neurons}")
     return 0

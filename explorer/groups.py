@@ -27,8 +27,13 @@ Anything else that a layer's channels reach (a split, an unknown op, the model's
 tensor of unknown origin added to them) makes that layer's group unprunable with a reason:
 never a wrong group.
 
-Attention heads (:class:`HeadGroup`) are coupled slices too, found on the model's own
-modules instead. A multi-head self-attention (Vaswani et al. 2017) splits its query, key and value
+Attention heads (:class:`HeadGroup`) are coupled slices too, and blocks (:class:`Block`:
+a transformer layer, or a residual block whose shortcut is the identity) are units dropped
+whole; both are found on the model's own modules instead. A block is dropped in the graph
+by a gate traced into it (:class:`gated_blocks`), which the analysis above sees as joining
+the block's input and output channels, as its residual addition already does.
+
+A multi-head self-attention (Vaswani et al. 2017) splits its query, key and value
 projections into H heads of d = all_head_size / H features: head h owns rows
 ``[h d, (h + 1) d)`` of the query, key and value weights and biases, and columns
 ``[h d, (h + 1) d)`` of the output projection. Zeroing those slices removes the head
@@ -183,6 +188,8 @@ def _step(trace: _Trace, node: fx.Node, layer: Layer | None, params: set[str]) -
         trace.labels[node.name] = inputs[first.name]
     elif target in JOIN_OPS:
         _join_step(trace, node, inputs)
+    elif target is aten.where.self and _is_gate(node.args[0]):
+        _join_step(trace, node, inputs, node.args[1:3])
     elif target is aten.cat.default:
         _cat_step(trace, node, inputs)
     else:
@@ -195,6 +202,13 @@ def _step(trace: _Trace, node: fx.Node, layer: Layer | None, params: set[str]) -
                    "does not follow")
         for label in inputs.values():
             trace.block(label, why)
+
+
+def _is_gate(node: object) -> bool:
+    """Whether ``node`` reads a block's gate (:class:`gated_blocks`): the whole tensor one
+    of two, never split by channel."""
+    return (isinstance(node, fx.Node) and node.op == "get_attr"
+            and str(node.target).rpartition(".")[2] == BLOCK_GATE)
 
 
 def _layer_step(trace: _Trace, node: fx.Node, layer: Layer, inputs: dict[str, Label]) -> None:
@@ -236,11 +250,13 @@ def _layer_step(trace: _Trace, node: fx.Node, layer: Layer, inputs: dict[str, La
     trace.labels[node.name] = (Segment(layer.name, layer.neurons),)
 
 
-def _join_step(trace: _Trace, node: fx.Node, inputs: dict[str, Label]) -> None:
-    """add / sub / mul / div: two labelled operands join their layers' channels; a factor
-    without channels (a scalar, a per-sample value) keeps them."""
+def _join_step(trace: _Trace, node: fx.Node, inputs: dict[str, Label],
+               args: tuple | None = None) -> None:
+    """add / sub / mul / div (or a block's gate choosing between ``args``): two labelled
+    operands join their layers' channels; a factor without channels (a scalar, a
+    per-sample value) keeps them."""
     out = trace.shapes[node.name]
-    operands = [a for a in node.args[:2] if isinstance(a, fx.Node)]
+    operands = [a for a in (node.args[:2] if args is None else args) if isinstance(a, fx.Node)]
     wide = [a for a in operands if _channels(trace.shapes.get(a.name, ()), len(out)) > 1]
     labels = [inputs.get(a.name) for a in wide]
     full = all(labels) and all(len(trace.shapes[a.name]) == len(out) for a in wide)
@@ -362,55 +378,142 @@ class HeadGroup:
 
 
 def find_heads(model: nn.Module, layers: tuple[Layer, ...],
-               example: torch.Tensor) -> tuple[HeadGroup, ...]:
+               flops: Mapping[str, int]) -> tuple[HeadGroup, ...]:
     """The attention heads of ``model`` (see the module docstring), in execution order.
 
-    ``layers`` are the model's prunable layers; ``example`` one input (batch 1), run once
-    under ``FlopCounterMode`` to count each attention's own products (only when there are
-    attentions). A model without the layout gets ``()``.
+    ``layers`` are the model's prunable layers; ``flops`` each module's FLOPs per sample
+    (:func:`module_flops`), from which each attention's own products are counted. A model
+    without the layout gets ``()``.
     """
     by_name = {la.name: la for la in layers}
-    found = []
-    for name, module in model.named_modules():
-        parts = [f"{name}.{part}" for part in HEAD_PARTS]
-        parent = name.rpartition(".")[0]
-        output = f"{parent}.output.dense" if parent else "output.dense"
-        if not (all(p in by_name for p in parts) and output in by_name
-                and isinstance(getattr(module, "num_attention_heads", None), int)
-                and isinstance(getattr(module, "attention_head_size", None), int)):
-            continue
-        heads, dim = module.num_attention_heads, module.attention_head_size
-        if any(by_name[p].neurons != heads * dim for p in parts) \
-                or by_name[output].weight_shape[1] != heads * dim:
-            continue
-        found.append((name, (*parts, output), heads, dim))
-    if not found:
-        return ()
-    flops = _attention_flops(model, example, [f[0] for f in found])
     order = {la.name: i for i, la in enumerate(layers)}
     groups = []
-    for name, members, heads, dim in found:
-        query, key, value, output = (by_name[m] for m in members)
-        own = flops[name] - sum(flops[m] for m in members[:3])
+    for name, module in attention_modules(model):
+        parts = tuple(f"{name}.{part}" for part in HEAD_PARTS)
+        parent = name.rpartition(".")[0]
+        output = f"{parent}.output.dense" if parent else "output.dense"
+        heads, dim = module.num_attention_heads, module.attention_head_size
+        if not (all(p in by_name for p in parts) and output in by_name) \
+                or any(by_name[p].neurons != heads * dim for p in parts) \
+                or by_name[output].weight_shape[1] != heads * dim:
+            continue
+        query, key, value, out = (by_name[m] for m in (*parts, output))
+        own = flops.get(name, 0) - sum(flops.get(m, 0) for m in parts)
         deps = tuple(dep for la in (query, key, value) for dep in (
             Dependent(la.weight, dim=0, repeat=dim),
             *([Dependent(la.bias, dim=0, repeat=dim)] if la.bias else [])))
         groups.append(HeadGroup(
-            name=query.name, module=name, layers=members, heads=heads, head_dim=dim,
+            name=query.name, module=name, layers=(*parts, output), heads=heads, head_dim=dim,
             flops_per_head=own // heads,
-            dependents=(*deps, Dependent(output.weight, dim=1, repeat=dim))))
+            dependents=(*deps, Dependent(out.weight, dim=1, repeat=dim))))
     return tuple(sorted(groups, key=lambda g: order[g.name]))
 
 
-def _attention_flops(model: nn.Module, example: torch.Tensor,
-                     modules: list[str]) -> dict[str, int]:
-    """FLOPs per sample of each named module and its query, key and value (one run)."""
+def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of each self-attention in the layout of the module docstring."""
+    return [(name, module) for name, module in model.named_modules()
+            if all(isinstance(getattr(module, part, None), nn.Linear) for part in HEAD_PARTS)
+            and isinstance(getattr(module, "num_attention_heads", None), int)
+            and isinstance(getattr(module, "attention_head_size", None), int)]
+
+
+def module_flops(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """FLOPs per sample of every module of ``model`` by name (one run of ``example``, a
+    batch of one, under ``FlopCounterMode``)."""
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(example)
-    root = type(model).__name__
-    counts = counter.get_flop_counts()
-    out = {}
-    for name in modules:
-        for full in (name, *(f"{name}.{p}" for p in HEAD_PARTS)):
-            out[full] = int(sum(counts.get(f"{root}.{full}", {}).values()))
-    return out
+    root = type(model).__name__ + "."
+    return {name.removeprefix(root): int(sum(ops.values()))
+            for name, ops in counter.get_flop_counts().items() if name.startswith(root)}
+
+
+BLOCK_GATE = "block_kept"  # the boolean buffer each transformer block gets (True: it runs)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block that a ``blocks`` plan may drop whole: a transformer layer, or a residual
+    block whose shortcut is the identity (:func:`block_modules`).
+
+    ``name`` is its module; ``layers`` the prunable layers inside it; ``gate`` the boolean
+    buffer that decides, in the exported graph, whether the block's output is its own
+    (True) or its input passed on unchanged (False); ``flops`` its FLOPs per sample.
+    """
+
+    name: str
+    layers: tuple[str, ...]
+    gate: str
+    flops: int
+
+
+def block_modules(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """The blocks of ``model`` that a ``blocks`` plan may drop, in module order: each entry
+    of a ``ModuleList`` that holds a self-attention of the module docstring's layout (BERT's
+    ``encoder.layer.i``), and each residual block in torchvision's layout (a ``downsample``
+    attribute) whose shortcut is the identity (``downsample`` None), so that dropping it
+    passes its input on. A candidate whose output is not shaped as its input (checked on
+    ``example``) is not one."""
+    attentions = [name for name, _ in attention_modules(model)]
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList):
+            for i, _ in enumerate(module):
+                block = f"{name}.{i}" if name else str(i)
+                if any(a.startswith(block + ".") for a in attentions):
+                    found.append(block)
+        elif name and hasattr(module, "downsample") and module.downsample is None:
+            found.append(name)
+    if not found:
+        return []
+    shapes: dict[str, bool] = {}
+
+    def same(block: str):
+        def hook(_, args, output):
+            shapes[block] = (isinstance(output, torch.Tensor) and bool(args)
+                             and isinstance(args[0], torch.Tensor)
+                             and output.shape == args[0].shape)
+        return hook
+
+    hooks = [model.get_submodule(b).register_forward_hook(same(b)) for b in found]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [b for b in found if shapes.get(b)]
+
+
+class gated_blocks:
+    """Within ``with``: each block's output is ``where(gate, output, input)``, so that the
+    graph ``torch.export`` traces then can drop a block by overriding its gate with False
+    (the input passes on exactly; with True the output is exactly the block's). The gate,
+    :data:`BLOCK_GATE`, is a boolean buffer (True) of the block; on exit the hooks and the
+    buffers leave the model, which is as it was (the traced graph keeps its own gates)."""
+
+    def __init__(self, model: nn.Module, blocks: list[str]) -> None:
+        self.modules = [model.get_submodule(b) for b in blocks]
+        self.hooks: list = []
+
+    def __enter__(self) -> None:
+        for module in self.modules:
+            module.register_buffer(BLOCK_GATE, torch.tensor(True))
+            self.hooks.append(module.register_forward_hook(_gate))
+
+    def __exit__(self, *exc: object) -> None:
+        for hook in self.hooks:
+            hook.remove()
+        for module in self.modules:
+            module._buffers.pop(BLOCK_GATE, None)
+
+
+def _gate(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    return torch.where(getattr(module, BLOCK_GATE), output, args[0])
+
+
+def find_blocks(blocks: list[str], layers: tuple[Layer, ...],
+                flops: Mapping[str, int]) -> tuple[Block, ...]:
+    """The :class:`Block` s named ``blocks`` with their layers and FLOPs."""
+    return tuple(Block(name=b, layers=tuple(la.name for la in layers
+                                            if la.name.startswith(b + ".")),
+                       gate=f"{b}.{BLOCK_GATE}", flops=flops.get(b, 0)) for b in blocks)

@@ -81,6 +81,8 @@ class ScoreCache:
             scores = method.score(self.bundle.layer(unit), ctx)
         elif granularity == "heads":
             scores = method.score(self.bundle.head_group(unit), ctx)
+        elif granularity == "blocks":
+            scores = method.score(self.bundle.block(unit), ctx)
         else:  # a group; a layer outside any group is scored on its own
             members = self.bundle.group(unit) or (self.bundle.layer(unit),)
             scores = torch.stack([method.score(la, ctx).detach().float()
@@ -147,7 +149,7 @@ class ScoreCache:
                 parts = []
                 for unit in units:
                     scores, _ = self._get(granularity, name, unit)
-                    if granularity != "weights":
+                    if granularity in ("neurons", "heads"):
                         scores = scores / scores.mean().clamp_min(torch.finfo(scores.dtype).tiny)
                     parts.append(scores)
                 owner = torch.repeat_interleave(
@@ -231,7 +233,9 @@ class Masks:
     ``updates`` (merge plans) holds new values that replace parameters before masking;
     every updated parameter has an entry in ``keys``. ``removed_heads`` (heads plans) gives,
     per attention (its unit name), the indices of the heads removed; ``removed`` then
-    counts heads, per layer of the attention.
+    counts heads, per layer of the attention. ``dropped_blocks`` (blocks plans) names the
+    transformer blocks dropped: their gates are updated to False, and ``removed`` gives 1
+    per layer inside them.
     """
 
     granularity: str
@@ -242,10 +246,11 @@ class Masks:
     removed_neurons: dict[str, torch.Tensor] = field(default_factory=dict)
     updates: dict[str, torch.Tensor] = field(default_factory=dict)
     removed_heads: dict[str, torch.Tensor] = field(default_factory=dict)
+    dropped_blocks: tuple[str, ...] = ()
 
     def value(self, name: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Parameter ``name`` as this plan leaves it: updated (if merged), then masked."""
-        value = self.updates.get(name, params[name])
+        value = self.updates[name] if name in self.updates else params[name]
         return value * self.masks[name] if name in self.masks else value
 
     def apply(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -275,7 +280,7 @@ def _global_counts(
     else:  # a unit takes part if one of its layers is listed
         listed = set(plan.layers)
         members = bundle.units(plan.granularity)
-        names = [u for u in units if any(name in listed for name in members[u])]
+        names = [u for u in units if any(name in listed for name in (u, *members[u]))]
     if not names:
         return {}
     owners = cache.global_owners(plan.granularity, plan.criterion, tuple(names))
@@ -297,7 +302,7 @@ def unit_counts(bundle: ModelBundle, plan: Plan, cache: ScoreCache) -> dict[str,
         counts = {name: _count(frac, units[name]) for name, frac in plan.sparsity.items()}
     else:
         counts = {g: _count(group_fraction(bundle, plan, g), n) for g, n in units.items()}
-    if plan.granularity != "weights":  # keep one neuron (head) at least: the network stays whole
+    if plan.granularity in ("neurons", "heads"):  # one neuron (head) stays: the network is whole
         counts = {g: min(c, units[g] - 1) for g, c in counts.items()}
     return {n: c for n, c in counts.items() if c > 0}
 
@@ -325,6 +330,8 @@ def masks_for(bundle: ModelBundle, plan: Plan, cache: ScoreCache) -> Masks:
         return _weight_masks(bundle, plan, cache, counts)
     if plan.granularity == "heads":
         return _head_masks(bundle, plan, cache, counts)
+    if plan.granularity == "blocks":
+        return _block_masks(bundle, plan, counts)
     return _neuron_masks(bundle, plan, cache, counts)
 
 
@@ -400,6 +407,15 @@ def _head_masks(
         removed_heads[unit] = (~keep).nonzero().flatten()
     return Masks("heads", _dim_masks(params, kept_dims), keys, removed, kept_dims,
                  removed_heads=removed_heads)
+
+
+def _block_masks(bundle: ModelBundle, plan: Plan, counts: dict[str, int]) -> Masks:
+    """A blocks plan: each dropped block's gate set to False (its input passes on)."""
+    dropped = tuple(b.name for b in bundle.blocks if counts.get(b.name))
+    updates = {bundle.block(b).gate: torch.tensor(False) for b in dropped}
+    keys = {gate: ("blocks", plan.criterion, "dropped") for gate in updates}
+    removed = {layer: 1 for b in dropped for layer in bundle.block(b).layers}
+    return Masks("blocks", {}, keys, removed, updates=updates, dropped_blocks=dropped)
 
 
 def _dim_masks(params: dict[str, torch.Tensor],

@@ -5,7 +5,8 @@ Conventions (shown in the app and the CLI):
 * FLOPs are per input sample, 2 per multiply-add, as ``torch.utils.flop_counter`` counts
   them (MACs = FLOPs / 2). An unstructured-pruned layer costs dense FLOPs x weight density;
   a neuron-pruned layer costs what the physically smaller layer costs; a removed attention
-  head also takes away its own products (scores and weighted values).
+  head also takes away its own products (scores and weighted values), a dropped transformer
+  block everything it computes.
 * Sizes are bytes of fp32 parameters. ``bitmask``: nonzero values + one bit per entry of each
   prunable weight; ``csr``: values + int32 column indices + int32 row pointers (weights seen
   as (out, in * kh * kw)); ``structured``: the dense size of the physically smaller model.
@@ -124,15 +125,19 @@ class CostModel:
 
     def costs(self, masks: Masks) -> Costs:
         bundle, params = self.bundle, self.params
-        structured = masks.granularity in ("neurons", "heads")
-        nonzero = {name: self.nonzero(name, masks) for name in params}
+        structured = masks.granularity in ("neurons", "heads", "blocks")
+        gone = {p for b in masks.dropped_blocks for p in params if p.startswith(b + ".")}
+        nonzero = {name: 0 if name in gone else self.nonzero(name, masks) for name in params}
         total = sum(p.numel() for p in params.values())
         layers, flops_effective = [], bundle.flops - sum(la.flops for la in bundle.layers)
         for unit, removed in masks.removed_heads.items():  # their scores and weighted values
             flops_effective -= removed.numel() * bundle.head_group(unit).flops_per_head
+        for name in masks.dropped_blocks:  # what the block computes outside its layers
+            block = bundle.block(name)
+            flops_effective -= block.flops - sum(bundle.layer(la).flops for la in block.layers)
         bitmask = csr = shrunk = 0
         for name, p in params.items():
-            kept = _kept_numel(p.shape, masks.kept_dims.get(name, {}))
+            kept = 0 if name in gone else _kept_numel(p.shape, masks.kept_dims.get(name, {}))
             shrunk += kept
             if name in {la.weight for la in bundle.layers}:
                 nnz, rows = nonzero[name], p.shape[0]
@@ -143,7 +148,9 @@ class CostModel:
                 csr += p.numel() * BYTES_PER_VALUE
         for la in bundle.layers:
             w = params[la.weight]
-            if structured:
+            if la.weight in gone:
+                share, kept_out = 0.0, 0
+            elif structured:
                 dims = masks.kept_dims.get(la.weight, {})
                 share = _kept_numel(w.shape, dims) / w.numel()
                 kept_out = int(dims[0].sum()) if 0 in dims else la.neurons

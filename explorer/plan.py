@@ -17,6 +17,11 @@ A ``heads`` plan removes whole attention heads (:class:`~explorer.groups.HeadGro
 query, key, value and output-projection layers share one fraction, the share of its heads
 removed, as the layers of a coupled neuron group do.
 
+A ``blocks`` plan drops whole transformer blocks (:class:`~explorer.groups.Block`): it is
+global, ``amount`` being the share of the blocks (those named in ``layers``, by their module
+or a layer inside them; default every block) dropped, lowest-scored first (a model whose every
+block is dropped still runs: what is outside the blocks remains).
+
 ``"merge": true`` (neuron plans by ``redundancy`` only; omitted when false) folds each
 removed neuron into its most similar kept neuron instead of dropping it (see
 :mod:`explorer.masks`).
@@ -89,10 +94,11 @@ CRITERIA: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "weights": ("magnitude", "wanda", "taylor", "random"),
     "neurons": ("l1", "l2", "activation", "apoz", "redundancy", "taylor", "random"),
     "heads": ("l1", "taylor", "random"),
+    "blocks": ("influence", "random"),
 })
 # What a plan, the CLI and the pages use when no criterion is named.
 DEFAULT_CRITERION: Mapping[str, str] = MappingProxyType(
-    {"weights": "magnitude", "neurons": "l1", "heads": "l1"})
+    {"weights": "magnitude", "neurons": "l1", "heads": "l1", "blocks": "influence"})
 
 
 def criterion_names(granularity: str) -> tuple[str, ...]:
@@ -108,6 +114,11 @@ def default_criterion(granularity: str) -> str:
     criterion_names(granularity)
     return DEFAULT_CRITERION[granularity]
 
+
+# Why a scan of fractions per layer cannot take blocks (sensitivity, a layer's curves).
+WHOLE_BLOCKS = ("a block is dropped whole, not by a fraction per layer: judge blocks plans "
+                "with evaluate (global, amount = the share of blocks dropped) or compare "
+                "criteria on one global threshold")
 
 PATTERN_RULE = "an N:M pattern such as '2:4' (N kept of every M, 0 < N < M <= 16)"
 MAX_PATTERN_M = 16
@@ -157,7 +168,7 @@ def _names(names: object, what: str) -> tuple[str, ...]:
 class Plan:
     """What to remove: a fraction per prunable layer (or one global fraction), by one criterion."""
 
-    granularity: Literal["weights", "neurons", "heads"] = "weights"
+    granularity: Literal["weights", "neurons", "heads", "blocks"] = "weights"
     criterion: str = "magnitude"
     scope: Literal["layer", "global"] = "layer"
     sparsity: Mapping[str, float] = field(default_factory=dict)
@@ -204,6 +215,9 @@ class Plan:
                             f"choose one of: {', '.join(names)}.")
         if self.scope not in SCOPES:
             raise PlanError(f"scope must be one of {', '.join(SCOPES)}; got {short(self.scope)}.")
+        if self.granularity == "blocks" and self.scope != "global":
+            raise PlanError("A blocks plan is global: a block is dropped whole, so give the "
+                            "share of blocks dropped as amount (and the candidates as layers).")
         if not isinstance(self.merge, bool):
             raise PlanError(f"merge must be true or false; got {short(self.merge)}.")
         if self.merge and (self.granularity, self.criterion) != ("neurons", "redundancy"):
@@ -317,6 +331,8 @@ class Plan:
     def check(self, bundle: ModelBundle) -> None:
         """Raise :class:`PlanError` if the plan names layers the model does not have."""
         known = bundle.layer_names
+        if self.granularity == "blocks":
+            known = [*known, *(b.name for b in bundle.blocks)]
         named = list(self.sparsity) if self.scope == "layer" else list(self.layers or [])
         unknown = [n for n in named if n not in known]
         if unknown:
@@ -328,6 +344,10 @@ class Plan:
             )
         if self.pattern is not None:
             self._check_pattern(bundle)
+        if self.granularity == "blocks" and not bundle.blocks:
+            raise PlanError(f"{short(bundle.name)} has no transformer blocks to drop (blocks "
+                            "are found in transformers loaded with their Python definition, "
+                            "such as minilm).")
         if self.granularity == "heads" and not bundle.heads:
             raise PlanError(f"{short(bundle.name)} has no attention heads (heads are found in "
                             "transformers loaded with their Python definition, such as "

@@ -44,7 +44,7 @@ from explorer.limits import (
 )
 
 PLAN_VERSION = 1
-GRANULARITIES = ("weights", "neurons", "heads")
+GRANULARITIES = ("weights", "neurons", "heads", "blocks")
 SCOPES = ("layer", "global")
 MAX_INT_DIGITS = 20
 FRACTION_RULE = "a number in [0, 1) (the fraction removed; 1 would remove everything)"
@@ -60,7 +60,7 @@ class PlanFile(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     version: Annotated[int, Field(ge=PLAN_VERSION, le=PLAN_VERSION)]
-    granularity: Literal["weights", "neurons", "heads"] = "weights"
+    granularity: Literal["weights", "neurons", "heads", "blocks"] = "weights"
     # Absent: None, the granularity's default (explorer.plan); a default is not validated,
     # so an explicit null is still refused as not text.
     criterion: str = None  # type: ignore[assignment]

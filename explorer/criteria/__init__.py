@@ -5,7 +5,8 @@ Every criterion is registered here under the name the plan JSON, the CLI and the
 is and sees: :mod:`explorer.criteria.base`; those computed from the weights alone:
 :mod:`explorer.criteria.from_weights`; those that need validation data:
 :mod:`explorer.criteria.from_data`; Wanda (|w| times its input's norm):
-:mod:`explorer.criteria.wanda`; attention heads: :mod:`explorer.criteria.heads`.
+:mod:`explorer.criteria.wanda`; attention heads and
+transformer blocks: :mod:`explorer.criteria.transformer`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from explorer.criteria.base import Criterion
 from explorer.criteria.from_data import APoZ, MeanActivation, Taylor, WeightTaylor
 from explorer.criteria.from_weights import Magnitude, NeuronNorm, Random, Redundancy
-from explorer.criteria.heads import HeadNorm, HeadTaylor
+from explorer.criteria.transformer import BlockInfluence, HeadNorm, HeadTaylor
 from explorer.criteria.wanda import Wanda
 from explorer.errors import PlanError, short
 from explorer.plan import criterion_names
@@ -35,6 +36,8 @@ REGISTRY: dict[tuple[str, str], Criterion] = {
         HeadNorm(),
         HeadTaylor(),
         Random("heads"),
+        BlockInfluence(),
+        Random("blocks"),
     )
 }
 

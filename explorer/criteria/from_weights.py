@@ -104,8 +104,8 @@ class Random:
 
     def score(self, layer: Layer, ctx: ScoreContext) -> torch.Tensor:
         gen = torch.Generator().manual_seed(zlib.crc32(layer.name.encode()))
-        if self.granularity == "heads":  # ``layer`` is a HeadGroup
-            shape = (layer.heads,)
+        if self.granularity in ("heads", "blocks"):  # ``layer`` is a HeadGroup or a Block
+            shape = (layer.heads,) if self.granularity == "heads" else (1,)
         else:
             shape = layer.weight_shape if self.granularity == "weights" else (layer.neurons,)
         return torch.rand(shape, generator=gen)

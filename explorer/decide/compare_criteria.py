@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING
 
 from explorer.errors import DataError, ExplorerError, PlanError
 from explorer.evaluator import Evaluator
-from explorer.plan import GRANULARITIES, Plan, criterion_names, default_criterion
+from explorer.plan import (
+    GRANULARITIES,
+    WHOLE_BLOCKS,
+    Plan,
+    criterion_names,
+    default_criterion,
+)
 from explorer.progress import Progress, tick
 
 if TYPE_CHECKING:
@@ -92,6 +98,8 @@ def swept_layers(evaluator: Evaluator, granularity: str, layer: str) -> list[str
             f"its prunable layers are: {', '.join(bundle.layer_names)}."
         )
     found = bundle.layer(layer)
+    if granularity == "blocks":
+        raise PlanError(f"No per-layer curves of blocks: {WHOLE_BLOCKS}.")
     if granularity == "neurons" and (not found.neuron_prunable or found.group is None):
         raise PlanError(f"Neurons of layer '{layer}' cannot be removed: {found.neuron_reason}.")
     if granularity == "heads" and bundle.head_group_of(layer) is None:

@@ -37,7 +37,7 @@ from explorer.decide.compare_criteria import checked_grid
 from explorer.errors import PlanError
 from explorer.evaluator import Evaluator
 from explorer.metrics import Metrics
-from explorer.plan import Plan
+from explorer.plan import WHOLE_BLOCKS, Plan
 from explorer.progress import Cancelled, Progress, stop_now
 
 if TYPE_CHECKING:
@@ -189,6 +189,8 @@ def sensitivity(
     Raises:
         PlanError: a bad granularity, criterion, grid or base plan.
     """
+    if granularity == "blocks":
+        raise PlanError(f"No sensitivity scan of blocks: {WHOLE_BLOCKS}.")
     grid = tuple(checked_grid(granularity, grid))
     base = scan_base(base, granularity, criterion)
     base.check(evaluator.bundle)

@@ -8,7 +8,8 @@ exported graph (an upload) is shrunk on a copy of its graph: every parameter sli
 cut (the groups' :class:`~explorer.graph.Dependent` slices) is removed, with the running
 statistics of the BatchNorms that follow them; a depthwise convolution's ``groups`` becomes
 its new channel count, and a flatten written as a fixed-size view becomes ``flatten(x, 1)``.
-A heads plan's model loses the removed heads' slices of each attention (:func:`shrink_heads`).
+A heads plan's model loses the removed heads' slices of each attention (:func:`shrink_heads`),
+a blocks plan's the dropped transformer blocks (:func:`shrink_blocks`).
 The shared model is never touched.
 """
 
@@ -38,9 +39,12 @@ def shrink(bundle: ModelBundle, masks: Masks,
 
     if masks.granularity == "heads":
         return shrink_heads(bundle, masks)
+    if masks.granularity == "blocks":
+        return shrink_blocks(bundle, masks)
     if masks.granularity != "neurons":
-        raise ModelError("Only a neuron or heads plan makes the model smaller; a weight plan "
-                         "keeps every tensor's shape (export the pruned weights instead).")
+        raise ModelError("Only a neuron, heads or blocks plan makes the model smaller; a "
+                         "weight plan keeps every tensor's shape (export the pruned weights "
+                         "instead).")
     modules = dict(bundle.model.named_modules())
     if not all(isinstance(modules.get(la.name), (nn.Linear, nn.Conv2d)) for la in bundle.layers):
         return shrink_graph(bundle, masks, buffers)
@@ -118,6 +122,24 @@ def shrink_heads(bundle: ModelBundle, masks: Masks) -> nn.Module:
             linear = model.get_submodule(layer)
             linear.out_features, linear.in_features = linear.weight.shape
     return model
+
+
+def shrink_blocks(bundle: ModelBundle, masks: Masks) -> nn.Module:
+    """A copy of ``bundle.model`` without the blocks ``masks`` drops: each becomes a
+    :class:`PassThrough`, so what follows reads the block's input, as in the masked graph."""
+    model = copy.deepcopy(bundle.model).eval()
+    for name in masks.dropped_blocks:
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, PassThrough())
+    return model
+
+
+class PassThrough(nn.Module):
+    """A dropped block: returns its first input (other arguments, such as an attention
+    mask, are ignored); no parameters, no FLOPs."""
+
+    def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        return x
 
 
 def _cut(module: nn.Module, name: str, dims: Mapping[int, torch.Tensor]) -> None:

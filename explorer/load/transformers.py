@@ -28,6 +28,7 @@ the model casts them back to integers itself. Sequences are padded to
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Sequence
@@ -211,14 +212,27 @@ def embedding_fidelity(bundle: ModelBundle, masks: Masks, data: ValidationSet) -
     a :class:`TopicEmbedder` (it has no embeddings to compare)."""
     if not isinstance(bundle.model, TopicEmbedder):
         return None
-    pruned = masks.apply(bundle.params())
+    params = bundle.params()
+    pruned = {n: v for n, v in masks.apply(params).items() if n in params}
+    model = _without_blocks(bundle.model, masks.dropped_blocks)
     total = 0.0
     with torch.no_grad():
         for start in range(0, len(data), EMBEDDING_BATCH):
             x = data.x[start:start + EMBEDDING_BATCH]
             dense = bundle.model(x, embedding=True)
-            out = torch.func.functional_call(bundle.model, pruned, (x,), {"embedding": True})
+            out = torch.func.functional_call(model, pruned, (x,), {"embedding": True})
             same = (dense == out).all(1)
             cosine = torch.where(same, 1.0, F.cosine_similarity(dense, out, dim=1))
             total += float(cosine.double().sum())
     return total / len(data)
+
+
+def _without_blocks(model: nn.Module, dropped: tuple[str, ...]) -> nn.Module:
+    """``model`` itself, or a copy (the shared one is never hooked) whose ``dropped``
+    blocks pass their input on, as a blocks plan's gates make them do in the graph."""
+    if not dropped:
+        return model
+    model = copy.deepcopy(model)
+    for name in dropped:
+        model.get_submodule(name).register_forward_hook(lambda _, args, out: args[0])
+    return model

@@ -196,6 +196,30 @@ def test_cli_layers_and_sensitivity_know_heads(capsys):
     assert len(out["units"]) == 6
 
 
+def test_cli_evaluates_a_blocks_plan_as_the_model_without_them(minilm, tmp_path, capsys):
+    """Two of the six encoder layers dropped by block influence (ShortGPT): the FLOPs the
+    CLI reports are FlopCounterMode's on the model with those layers deleted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    bundle, data = minilm
+    plan = tmp_path / "blocks.json"
+    plan.write_text(json.dumps({"version": 1, "granularity": "blocks",
+                                "criterion": "influence", "scope": "global", "amount": 0.34}))
+    assert main(["evaluate", "--model", "minilm", "--plan", str(plan), "--samples", "20",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    dropped = {int(la["name"].split(".")[3]) for la in out["layers"]
+               if la["flops_effective"] == 0}
+    assert len(dropped) == 2
+    reference = copy.deepcopy(bundle.model)
+    reference.bert.encoder.layer = nn.ModuleList(
+        [m for i, m in enumerate(reference.bert.encoder.layer) if i not in dropped])
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        reference(data.x[:1])
+    assert out["flops"]["effective"] == counter.get_total_flops()
+    assert 0 < out["fidelity"]["embedding_cosine"] < 1
+
+
 def _rows(layer: nn.Linear, keep: torch.Tensor) -> nn.Linear:
     small = nn.Linear(layer.in_features, int(keep.sum()))
     small.weight.data, small.bias.data = layer.weight[keep].clone(), layer.bias[keep].clone()

@@ -1,8 +1,10 @@
-"""Criteria for attention heads: one score per head of an attention.
+"""Criteria for a transformer's own units: attention heads and whole blocks.
 
-``score(group, ctx)`` takes a :class:`~explorer.groups.HeadGroup` (not a layer) and returns
-(heads,). ``l1`` needs the weights alone; ``taylor`` the labelled validation set; ``random``
-(:class:`explorer.criteria.from_weights.Random` with granularity ``heads``) nothing.
+For heads, ``score(group, ctx)`` takes a :class:`~explorer.groups.HeadGroup` (not a layer)
+and returns (heads,): ``l1`` needs the weights alone, ``taylor`` the labelled validation
+set. For blocks, ``score(block, ctx)`` takes a :class:`~explorer.groups.Block` and returns
+(1,): ``influence`` needs the validation inputs (no labels). ``random``
+(:class:`explorer.criteria.from_weights.Random`) needs nothing.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from explorer.criteria.from_data import BATCH_SIZE, needs_labels, private_copy
+from explorer.criteria.from_data import BATCH_SIZE, needs_data, needs_labels, private_copy
 from explorer.graph import logits_of
 
 if TYPE_CHECKING:
     from explorer.criteria.base import ScoreContext
-    from explorer.groups import HeadGroup
+    from explorer.groups import Block, HeadGroup
 
 
 @dataclass(frozen=True)
@@ -78,3 +80,45 @@ class HeadTaylor:
                 per_head = product.flatten(1, -2).unflatten(-1, (group.heads, group.head_dim))
                 total += per_head.sum((1, 3)).abs().sum(0).double()
         return (total / len(data)).float()
+
+
+@dataclass(frozen=True)
+class BlockInfluence:
+    """Block influence (Men et al. 2024, "ShortGPT: Layers in Large Language Models are
+    More Redundant Than You Expect", arXiv:2403.03853): ``BI = 1 - E[cos(x_in, x_out)]``,
+    the mean over the validation set's tokens of the cosine similarity between a token's
+    hidden state entering the block and leaving it. A block that barely turns its input
+    has a low BI and is dropped first. Padding tokens are left out where the model says
+    which they are (a ``pad_id`` attribute, as :class:`~explorer.load.transformers.
+    TopicEmbedder` has, on token-id inputs); otherwise every token counts.
+    """
+
+    name: str = "influence"
+    granularity: str = "blocks"
+
+    def score(self, block: Block, ctx: ScoreContext) -> torch.Tensor:
+        data = needs_data(ctx, self.name)
+        model = private_copy(ctx.bundle)
+        pad_id = getattr(model, "pad_id", None)
+        seen: list[torch.Tensor] = []
+
+        def record(_, args, output):
+            cosine = F.cosine_similarity(args[0].double(), output.double(), dim=-1)
+            seen.append(cosine)
+
+        hook = model.get_submodule(block.name).register_forward_hook(record)
+        total, count = 0.0, 0
+        try:
+            with torch.no_grad():
+                for start in range(0, len(data), BATCH_SIZE):
+                    x = data.x[start:start + BATCH_SIZE]
+                    seen.clear()
+                    model(x)
+                    cosine = seen[0]
+                    if pad_id is not None and cosine.shape == x.shape:
+                        cosine = cosine[x.long() != pad_id]
+                    total += float(cosine.sum())
+                    count += cosine.numel()
+        finally:
+            hook.remove()
+        return torch.tensor([1 - total / max(count, 1)], dtype=torch.float32)
