@@ -20,7 +20,7 @@ from explorer.limits import (
     MAX_LATENCY_THREADS,
     MAX_LOTTERY_ROUNDS,
 )
-from explorer.plan import GRANULARITIES, Plan, default_criterion
+from explorer.plan import GRANULARITIES, Plan, default_criterion, dense_plan
 
 
 def _load_bundle(model: str, data_path: str | None, labels: bool = True):
@@ -312,11 +312,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
             curves = compare.layer_curves(evaluator, args.granularity, args.layer, grid,
                                           screen=screen, executor=executor)
         else:
-            members = list(bundle.layer_names)
+            members = bundle.prunable_layers(args.granularity)
             curves = compare.global_curves(evaluator, args.granularity, grid, screen=screen,
                                            executor=executor)
-    dense = evaluator.evaluate(Plan(granularity=args.granularity,
-                                    criterion=default_criterion(args.granularity)))
+    dense = evaluator.evaluate(dense_plan(args.granularity))
     if args.json:
         print(json.dumps({
             "model": bundle.name, "granularity": args.granularity,

@@ -109,6 +109,12 @@ def criterion_names(granularity: str) -> tuple[str, ...]:
     return CRITERIA[granularity]
 
 
+def dense_plan(granularity: str) -> Plan:
+    """The plan of ``granularity`` (by its default criterion) that removes nothing."""
+    return Plan(granularity=granularity, criterion=default_criterion(granularity),
+                scope="global" if granularity == "blocks" else "layer")
+
+
 def default_criterion(granularity: str) -> str:
     """The criterion used for ``granularity`` when none is named."""
     criterion_names(granularity)

@@ -90,7 +90,8 @@ class BlockInfluence:
     hidden state entering the block and leaving it. A block that barely turns its input
     has a low BI and is dropped first. Padding tokens are left out where the model says
     which they are (a ``pad_id`` attribute, as :class:`~explorer.load.transformers.
-    TopicEmbedder` has, on token-id inputs); otherwise every token counts.
+    TopicEmbedder` has, on token-id inputs); otherwise every token counts. In a residual
+    CNN block a "token" is one position of the feature map, its state the channels there.
     """
 
     name: str = "influence"
@@ -102,9 +103,9 @@ class BlockInfluence:
         pad_id = getattr(model, "pad_id", None)
         seen: list[torch.Tensor] = []
 
-        def record(_, args, output):
-            cosine = F.cosine_similarity(args[0].double(), output.double(), dim=-1)
-            seen.append(cosine)
+        def record(_, args, output):  # a token's state: its features (channels of an image)
+            dim = 1 if output.dim() == 4 else -1
+            seen.append(F.cosine_similarity(args[0].double(), output.double(), dim=dim))
 
         hook = model.get_submodule(block.name).register_forward_hook(record)
         total, count = 0.0, 0

@@ -8,12 +8,14 @@ FLOPs, and ShortGPT's block influence computed by hand from ``output_hidden_stat
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 from smaller_model import assert_matches_smaller_model
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from explorer.bundle import ModelBundle, bundle_from_module
 from explorer.data import ValidationSet, digits_validation
@@ -123,3 +125,22 @@ def test_an_identity_residual_block_drops_to_its_input_and_groups_stay():
     reference = copy.deepcopy(bundle.model)
     reference.layer1 = nn.Identity()
     assert_matches_smaller_model(evaluator, plan, masks, reference, data.x)
+
+
+def test_cli_compares_blocks_on_one_global_threshold_and_refuses_a_scan(capsys):
+    from explorer import cli
+
+    assert cli.main(["compare", "--model", "digits-resnet", "--granularity", "blocks",
+                     "--grid", "0,0.9", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    reference = copy.deepcopy(load_demo("digits-resnet").model)
+    reference.layer1 = nn.Identity()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        reference(torch.zeros(1, 1, 8, 8))
+    assert out["layers"] == ["layer1.conv1", "layer1.conv2"]  # the block's
+    for name in ("influence", "random"):
+        dropped = out["criteria"][name][1]
+        assert dropped["fraction"] == 0.9
+        assert dropped["flops_effective"] == counter.get_total_flops()
+    assert cli.main(["sensitivity", "--model", "digits-resnet", "--granularity", "blocks"]) == 2
+    assert "No sensitivity scan of blocks" in capsys.readouterr().err
