@@ -3,10 +3,11 @@
 For each unit kind and criterion, the same fraction is removed from every layer of that kind
 (every attention's heads; every block's feed-forward neurons; every linear layer of the
 encoder in 2:4), or 1, 2 or 3 of the 6 blocks are dropped, and the plan is judged on the
-corpus's 200 validation sentences: topic accuracy by the nearest centroid (95% Wilson interval), the mean cosine similarity of the
-sentence embeddings to the dense ones, the FLOPs per sentence as the cost model counts them
-(the shrunk model's, for heads and neurons) and the speed-up they imply. Needs the
-``transformers`` extra. Run by hand: ``python bench/minilm_units.py [--json out.json]``.
+corpus's 200 validation sentences: topic accuracy by the nearest centroid (95% Wilson
+interval), the mean cosine similarity of the sentence embeddings to the dense ones, the
+FLOPs per sentence as the cost model counts them (the smaller model's, for heads, neurons
+and blocks) and the speed-up they imply. Needs the ``transformers`` extra. Run by hand:
+``python bench/minilm_units.py [--json out.json]``.
 """
 
 from __future__ import annotations
