@@ -433,8 +433,10 @@ def weights_into(like: ModelBundle, raw: bytes) -> ModelBundle:
                   else copy.deepcopy(like.program.module))
     try:
         model.load_state_dict(load(raw))
-        if module is not model:
-            module.load_state_dict(model.state_dict())
+        if module is not model:  # the graph may hold buffers of its own (block gates)
+            unexpected = module.load_state_dict(model.state_dict(), strict=False).unexpected_keys
+            if unexpected:
+                raise RuntimeError(f"the graph has no {', '.join(unexpected[:3])}")
     except RuntimeError as exc:
         raise ModelError(f"The weights do not fit {like.name}: {str(exc).splitlines()[0]}") \
             from None
