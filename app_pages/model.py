@@ -6,6 +6,7 @@ from explorer.errors import ExplorerError
 from explorer.ui import state, texts
 from explorer.ui.format import count, nbytes, percent
 from explorer.ui.layout import page_setup
+from explorer.ui.views import heads as heads_view
 
 session = page_setup("Pruning Explorer", texts.MODEL)
 bundle = session.bundle
@@ -92,3 +93,6 @@ st.dataframe(
 other = bundle.flops - sum(la.flops for la in bundle.layers)
 if other:
     st.caption(f"Other FLOPs (not in prunable layers): {count(other)} per sample.")
+
+if bundle.heads:
+    heads_view.importance_section(session)

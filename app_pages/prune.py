@@ -128,6 +128,9 @@ def _controls(plan: Plan) -> None:
     st.session_state.setdefault(ALL_KEY, 0)  # a control, not part of the plan
     st.slider("Set every layer to (%)", 0, 99, key=ALL_KEY, on_change=_on_all,
               help="moves all layer sliders at once")
+    if plan.granularity == "heads":
+        _head_sliders(plan)
+        return
     for layer in bundle.layers:
         key = state.SLIDER_PREFIX + layer.name
         blocked = plan.granularity == "neurons" and not layer.neuron_prunable
@@ -145,6 +148,22 @@ def _controls(plan: Plan) -> None:
                   args=(layer.name,), disabled=blocked, help=note)
     if plan.granularity == "neurons":
         _groups()
+
+
+def _head_sliders(plan: Plan) -> None:
+    """One slider per attention: its query, key, value and output projection lose the same
+    heads (the plan names all four with the slider's fraction)."""
+    for group in bundle.heads:
+        key = state.SLIDER_PREFIX + group.name
+        _show(key, _percent(plan.fraction(group.name)))
+        st.slider(f"{group.module} ({group.heads} heads, heads removed %) [linked]", 0, 99,
+                  key=key, on_change=_on_layer, args=(group.name,),
+                  help=f"one unit: {', '.join(group.layers)} lose the same heads (each head's "
+                       f"{group.head_dim} rows of the query, key and value and its "
+                       f"{group.head_dim} columns of the output projection)")
+    others = len(bundle.layers) - len(bundle.prunable_layers("heads"))
+    st.caption(f"Only attentions lose heads: the other {others} layers stay whole in a heads "
+               "plan (granularity neurons prunes the feed-forward layers' neurons).")
 
 
 def _groups() -> None:

@@ -29,14 +29,22 @@ from explorer.ui.charts import similarity as charts
 from explorer.ui.format import percent
 from explorer.ui.layout import page_setup
 from explorer.ui.views import drilldown as drilldown_view
+from explorer.ui.views import heads as heads_view
 
 PAIR_KEY = "sim_pair"
 HEATMAP_KEY = "sim_heatmap"
 TABLE_KEY = "sim_pairs_table"
 KINDS = {"weights": "weights (cosine)", "activations": "activations (correlation)"}
 
+UNITS_KEY = "sim_units"  # for a model with attention heads: compare neurons or heads
+UNITS = {"neurons": "neurons of a layer", "heads": "heads of an attention"}
+
 session = page_setup("Similarity", texts.SIMILARITY)
 bundle, data = session.bundle, session.data
+if bundle.heads and st.radio("Compare", list(UNITS), key=UNITS_KEY, format_func=UNITS.get,
+                             horizontal=True) == "heads":
+    heads_view.similarity_section(session)
+    st.stop()
 
 
 @st.cache_data(show_spinner="Comparing every pair of neurons...", max_entries=64)

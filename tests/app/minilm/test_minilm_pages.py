@@ -1,8 +1,7 @@
 """all-MiniLM-L6-v2 (``minilm``) in the app: offered with the transformers extra, every page
 runs on it, and where a page draws input images for an image model it shows the sentences.
 
-The model loads once for the whole module (10-25 s): the module keeps Streamlit's caches
-between its tests instead of clearing them per test as the other page tests do. References:
+The model loads once for the whole module (this folder's conftest). References:
 the tokenizer's own ``decode`` of the validation rows, a forward hook on the feed-forward
 layer's GELU (``BertIntermediate``'s output) and the engine's :func:`breakage`.
 """
@@ -11,11 +10,10 @@ from __future__ import annotations
 
 import copy
 import sys
-from pathlib import Path
 
 import pytest
-import streamlit as st
 import torch
+from minilm_app import HALF, PAGES, checked, needs_extra, open_page
 from safetensors.torch import load as safetensors_load
 from streamlit.testing.v1 import AppTest
 
@@ -25,35 +23,9 @@ from explorer.load.transformers import EXTRA_COMMAND, MINILM, extra_installed
 from explorer.plan import Plan
 from explorer.ui.format import percent
 
-PAGES = Path(__file__).resolve().parents[2] / "app_pages"
 ALL_PAGES = ("model", "weights", "activations", "similarity", "prune", "sensitivity", "compare",
              "tradeoffs", "broke", "finetune", "latency", "export", "learn")
-HALF = Plan(scope="global", amount=0.5)  # half the weights by magnitude: some topics flip
 FFN = "bert.encoder.layer.0.intermediate.dense"
-needs_extra = pytest.mark.skipif(not extra_installed(), reason="needs the transformers extra")
-
-
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    """Overrides the per-test clearing of tests/app/conftest.py: minilm loads once here."""
-    yield
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _module_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    from explorer.ui.state import shared_pretrained
-
-    bundle, data, _ = shared_pretrained(MINILM)  # the app's own cached copy
-    return bundle, data
 
 
 @pytest.fixture(scope="module")
@@ -67,23 +39,6 @@ def decoded(minilm):
     framing = {tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id}
     return [tokenizer.decode([int(i) for i in row if int(i) not in framing])
             for row in minilm[1].x]
-
-
-def open_page(page: str, plan: Plan = HALF, **state) -> AppTest:
-    """The page on minilm with ``plan`` after its first run."""
-    at = AppTest.from_file(str(PAGES / f"{page}.py"), default_timeout=180)
-    at.session_state["model"] = MINILM
-    at.session_state["plan"] = plan
-    at.session_state["undo"] = []
-    for key, value in state.items():
-        at.session_state[key] = value
-    return at.run()
-
-
-def checked(at: AppTest) -> AppTest:
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-    return at
 
 
 @needs_extra
