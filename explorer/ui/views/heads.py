@@ -44,9 +44,9 @@ def importance_section(session: Session) -> None:
     st.plotly_chart(charts.importance(table), key=IMPORTANCE_CHART,
                     config={"displaylogo": False})
     heads = int(np.isfinite(table.scores).sum())
-    st.caption(f"{len(table.attentions)} attentions, {heads} heads. Each row is compared "
-               "within itself: a heads plan removes the same fraction of every attention's "
-               "heads, lowest score first (hover for the rank).")
+    st.caption(f"{len(table.attentions)} attentions, {heads} heads. Each row is ranked "
+               "within itself: a heads plan removes an attention's heads lowest score first "
+               "(hover for the rank).")
 
 
 @st.cache_data(show_spinner="Comparing the heads' outputs over the validation set...",
