@@ -156,7 +156,7 @@ def measure(bundle: ModelBundle, plan: Plan, batch: int = 1, threads: int = 1,
     masks = evaluator.masks(plan)
     metrics = metrics_from(evaluator.costs.costs(masks))  # costs only: no accuracy pass
     modules, notes = pruned_forms(bundle, masks)
-    x = torch.randn((batch, *bundle.input_shape), generator=torch.Generator().manual_seed(0))
+    x = timing_inputs(bundle, batch)
     steps = [f for f in FORMS if f == "dense" or modules.get(f) is not None]
     runnable = {"dense": bundle.model, **modules}
     times: dict[str, list[float]] = {f: [] for f in steps}
@@ -173,6 +173,20 @@ def measure(bundle: ModelBundle, plan: Plan, batch: int = 1, threads: int = 1,
         else ()
     tick(progress, total, total, "layers")
     return _result(times, metrics.speedup, batch, threads, per_layer, notes, False, best)
+
+
+def timing_inputs(bundle: ModelBundle, batch: int) -> torch.Tensor:
+    """The ``(batch, *bundle.input_shape)`` inputs every form is timed on, the same on every
+    run: standard normal values, or, for a model that reads token ids (its card names a
+    ``vocabulary`` and a ``pad_id``, as minilm's does), ids drawn from its vocabulary other
+    than the padding id: random values would index outside the embedding, and padding
+    would not be a sentence."""
+    shape, generator = (batch, *bundle.input_shape), torch.Generator().manual_seed(0)
+    vocabulary, pad = bundle.card.get("vocabulary"), bundle.card.get("pad_id")
+    if not vocabulary or pad is None:
+        return torch.randn(shape, generator=generator)
+    ids = torch.randint(0, len(vocabulary) - 1, shape, generator=generator)
+    return (ids + (ids >= pad)).float()  # every id but the padding one
 
 
 def _result(times: dict[str, list[float]], theoretical: float, batch: int, threads: int,

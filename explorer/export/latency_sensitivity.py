@@ -42,7 +42,13 @@ from torch import nn
 from explorer.bundle import ModelBundle
 from explorer.errors import ModelError, PlanError
 from explorer.evaluator import Evaluator
-from explorer.export.latency import SparseLinear, block_times, check_count, latency_clock
+from explorer.export.latency import (
+    SparseLinear,
+    block_times,
+    check_count,
+    latency_clock,
+    timing_inputs,
+)
 from explorer.limits import MAX_LATENCY_BATCH, MAX_LATENCY_THREADS
 from explorer.plan import GRANULARITIES, Plan, default_criterion
 from explorer.progress import Cancelled, Progress, stop_now, tick
@@ -118,7 +124,7 @@ def latency_sensitivity(bundle: ModelBundle, granularity: str,
     check_count(batch, "batch", MAX_LATENCY_BATCH)
     check_count(threads, "threads", MAX_LATENCY_THREADS)
     evaluator = Evaluator(bundle, None, memory_budget=0, estimate_samples=0)
-    x = torch.randn((batch, *bundle.input_shape), generator=torch.Generator().manual_seed(0))
+    x = timing_inputs(bundle, batch)
     units, skipped, dense = [], {}, []
     todo = bundle.units(granularity)
     for done, (unit, layers) in enumerate(todo.items()):

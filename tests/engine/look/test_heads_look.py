@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_bert import CLASSES, DIM, HEADS, LENGTH, tiny_bert
 
 from explorer.bundle import bundle_from_module
 from explorer.data import ValidationSet
@@ -23,27 +24,10 @@ from explorer.masks import ScoreCache
 
 transformers = pytest.importorskip("transformers")
 
-from explorer.load.transformers import TopicEmbedder  # noqa: E402
-
-HEADS, DIM, LENGTH, CLASSES = 4, 8, 12, 5
-
 
 @pytest.fixture(scope="module")
 def tiny():
-    """A 2-layer BERT (4 heads of 8) over 5 random centroids; 30 sentences of 3 to 12
-    random tokens, padded with 0, labelled by the model's own top class."""
-    torch.manual_seed(1)
-    config = transformers.BertConfig(
-        vocab_size=50, hidden_size=HEADS * DIM, num_hidden_layers=2, num_attention_heads=HEADS,
-        intermediate_size=40, attn_implementation="eager")
-    encoder = transformers.BertModel(config, add_pooling_layer=False).eval()
-    model = TopicEmbedder(encoder, torch.randn(CLASSES, HEADS * DIM))
-    bundle = bundle_from_module(model, "tiny-bert", (LENGTH,))
-    x = torch.randint(1, 50, (30, LENGTH)).float()
-    x[torch.arange(LENGTH) >= torch.randint(3, LENGTH + 1, (30,))[:, None]] = 0
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    return bundle, ValidationSet(x, y, CLASSES, "tiny-sentences")
+    return tiny_bert()
 
 
 def test_the_pattern_is_transformers_attention_probabilities_without_padding(tiny):
