@@ -96,10 +96,15 @@ def torchscript_module(
 
 
 def _restore_parameters(module: nn.Module, params: Mapping[str, torch.Tensor]) -> None:
-    """Turn the buffers the converter made of ``params`` back into parameters, same names."""
+    """Turn the buffers the converter made of ``params`` back into parameters, same names.
+    A parameter the graph never reads (a submodule ``forward`` does not call) has no
+    owner in the converted graph and is left out, as the graph leaves it."""
     for pname in params:
         owner_name, _, leaf = pname.rpartition(".")
-        owner = module.get_submodule(owner_name)
+        try:
+            owner = module.get_submodule(owner_name)
+        except AttributeError:
+            continue
         if leaf in owner._buffers:
             owner.register_parameter(leaf, nn.Parameter(owner._buffers.pop(leaf)))
 

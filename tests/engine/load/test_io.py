@@ -99,6 +99,29 @@ def test_torchscript_script_matches_original(tmp_path, digits, arch):
     assert torch.allclose(logits(bundle, digits.x), reference(model, digits.x), atol=1e-5)
 
 
+class WithUnusedPart(nn.Module):
+    """digits-cnn beside a submodule its forward never calls (a leftover head, say)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.spare = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def test_torchscript_with_a_submodule_forward_never_calls_loads(tmp_path, digits):
+    model = WithUnusedPart(own_copy("digits-cnn")).eval()
+    path = tmp_path / "model.pt"
+    torch.jit.script(model).save(str(path))
+    bundle = load_model(path, input_shape=SHAPE)
+    assert not any(name.startswith("spare.") for name in bundle.params())
+    assert [n.removeprefix("model.") for n in bundle.layer_names] == load_demo(
+        "digits-cnn").layer_names
+    assert torch.allclose(logits(bundle, digits.x), reference(model, digits.x), atol=1e-5)
+
+
 def test_torchscript_trace_matches_original(tmp_path, digits):
     model = own_copy("digits-cnn")
     path = tmp_path / "traced.pt"
