@@ -13,6 +13,7 @@ never given a ``.grad``.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -117,7 +118,8 @@ class Taylor:
     the change of the *loss*, as the paper does; a true-class logit would ignore the other
     classes and keep scoring neurons on samples the model already classifies confidently.
     Reduction, for a product ``a * g`` of shape (N, neurons, positions): sum over positions,
-    absolute value, mean over samples — score shape (neurons,).
+    absolute value, mean over samples — score shape (neurons,). A model known only as an
+    exported graph (an upload) is scored on the graph instead (:func:`graph_taylor`).
     """
 
     name: str = "taylor"
@@ -131,11 +133,7 @@ class Taylor:
         name = _measured_module(ctx.bundle, layer)
         module = model.get_submodule(name) if _has_module(model, name) else None
         if not isinstance(module, (nn.Linear, nn.Conv2d, nn.modules.batchnorm._BatchNorm)):
-            raise PlanError(
-                f"The '{self.name}' neuron criterion needs layer '{layer.name}' as an "
-                "nn.Linear / nn.Conv2d module; this model is known only as an exported "
-                "graph. Load it with its Python definition (a demo architecture)."
-            )
+            return graph_taylor(ctx.bundle, layer, data)
 
         def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(logits_of(model(x)), y, reduction="none")
@@ -182,6 +180,54 @@ class WeightTaylor:
                 (batch_grad,) = torch.autograd.grad(loss, weight)
                 grad = grad + batch_grad
         return (weight.detach() * grad).abs()
+
+
+def graph_taylor(bundle: ModelBundle, layer: Layer, data: ValidationSet) -> torch.Tensor:
+    """:class:`Taylor`'s score taken on the exported graph, for a model known only as one
+    (an upload): the measured node's value (the layer's output, or the BatchNorm's right
+    after it) becomes a leaf that requires grad in a run of a private copy of the graph,
+    and ``a * dL/da`` is reduced as :class:`Taylor` reduces captum's product. In eval mode
+    no sample's loss reaches another's activations, so one backward of the summed
+    per-sample losses gives each sample's own gradient."""
+    with warnings.catch_warnings():  # copying an exported graph's pytree specs warns
+        warnings.simplefilter("ignore", FutureWarning)
+        graph = copy.deepcopy(bundle.program.module).requires_grad_(False)
+    node = _measured_node(bundle, layer)
+    total = torch.zeros(layer.neurons, dtype=torch.float64)
+    with torch.enable_grad():
+        for start in range(0, len(data), BATCH_SIZE):
+            x, y = data.x[start:start + BATCH_SIZE], data.y[start:start + BATCH_SIZE]
+            probe = _Probe(graph, node)
+            loss = F.cross_entropy(logits_of(probe.run(x)), y, reduction="sum")
+            loss.backward()
+            product = (probe.value * probe.value.grad).detach()
+            total += neurons_first(layer, product).sum(2).abs().sum(0).double()
+    return (total / len(data)).float()
+
+
+class _Probe(fx.Interpreter):
+    """Runs a graph, making the value of node ``target`` a leaf that requires grad."""
+
+    def __init__(self, module: fx.GraphModule, target: str) -> None:
+        super().__init__(module)
+        self.target = target
+        self.value: torch.Tensor | None = None
+
+    def run_node(self, n: fx.Node) -> object:
+        out = super().run_node(n)
+        if n.name == self.target:
+            self.value = out.detach().requires_grad_(True)
+            return self.value
+        return out
+
+
+def _measured_node(bundle: ModelBundle, layer: Layer) -> str:
+    """The graph node whose value the Taylor score takes (see :func:`_measured_module`)."""
+    node = next(n for n in bundle.program.nodes if n.name == layer.node)
+    users = list(node.users)
+    if len(users) == 1 and users[0].target is torch.ops.aten.batch_norm.default:
+        return users[0].name
+    return node.name
 
 
 def private_copy(bundle: ModelBundle) -> nn.Module:

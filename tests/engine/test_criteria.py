@@ -111,6 +111,24 @@ def test_neuron_taylor_equals_hand_written_activation_gradients(any_demo, digits
         assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7), layer_name
 
 
+def test_neuron_taylor_of_a_graph_only_upload_equals_the_modules(any_demo, digits, tmp_path):
+    """The same model uploaded as TorchScript (no Python definition: the graph path,
+    the BatchNorm after a convolution included) scores every prunable layer as the module
+    path scores the demo."""
+    from explorer.load.model_file import load_model
+
+    path = tmp_path / "model.pt"
+    torch.jit.script(copy.deepcopy(any_demo.model).eval()).save(str(path))
+    upload = load_model(path, input_shape=any_demo.input_shape)
+    assert not isinstance(upload.model, type(any_demo.model))
+    up_ctx, demo_ctx = ScoreContext(upload, digits), ScoreContext(any_demo, digits)
+    taylor = criterion("neurons", "taylor")
+    for name in any_demo.prunable_layers("neurons"):
+        got = taylor.score(upload.layer(name), up_ctx)
+        expected = taylor.score(any_demo.layer(name), demo_ctx)
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7), name
+
+
 def test_weight_taylor_equals_autograd_on_a_copy(any_demo, digits):
     model = copy.deepcopy(any_demo.model)
     F.cross_entropy(model(digits.x), digits.y, reduction="sum").backward()
