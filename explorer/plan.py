@@ -298,11 +298,15 @@ class Plan:
         (neurons by redundancy). The global amount and layers are kept for a switch back.
         A ``pattern`` (weights only) covers the layers that had a fraction and fit it, or,
         where none had, every layer that fits; a global plan takes the pattern's amount.
+        ``blocks`` is global whatever ``scope`` says (a block is dropped whole).
         """
         if criterion not in criterion_names(granularity):
             criterion = DEFAULT_CRITERION[granularity]
         if pattern is not None and granularity == "weights":
             return self._with_pattern(bundle, criterion, scope, pattern)
+        if granularity == "blocks":  # global only; the amount carries over
+            return Plan(granularity="blocks", criterion=criterion, scope="global",
+                        amount=self.amount)
         sparsity = {}
         for layers in bundle.units(granularity).values():
             fraction = max(self.fraction(name) for name in layers)

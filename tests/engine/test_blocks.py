@@ -144,3 +144,14 @@ def test_cli_compares_blocks_on_one_global_threshold_and_refuses_a_scan(capsys):
         assert dropped["flops_effective"] == counter.get_total_flops()
     assert cli.main(["sensitivity", "--model", "digits-resnet", "--granularity", "blocks"]) == 2
     assert "No sensitivity scan of blocks" in capsys.readouterr().err
+
+
+def test_switching_to_blocks_gives_a_global_plan_and_back(tiny):
+    bundle, _ = tiny
+    weights = Plan(criterion="magnitude", sparsity={"bert.encoder.layer.0.output.dense": 0.5})
+    blocks = weights.with_choices(bundle, "blocks", "magnitude", "layer", False)
+    assert (blocks.granularity, blocks.criterion, blocks.scope) == (
+        "blocks", "influence", "global")
+    blocks.check(bundle)
+    back = blocks.with_choices(bundle, "heads", "influence", "layer", False)
+    assert (back.granularity, back.criterion, back.scope) == ("heads", "l1", "layer")
