@@ -19,7 +19,7 @@ $(VENV)/.installed-app: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test,transformers,ray]'
+	$(BIN)/pip install --quiet -e '.[test,transformers,ray,onnx]'
 	touch $@ $(VENV)/.installed-app
 
 app: $(VENV)/.installed-app

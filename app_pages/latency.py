@@ -52,9 +52,12 @@ def _forms_table(result: Latency) -> pd.DataFrame:
     rows = []
     for form in FORMS:
         t = result.latency_ms[form]
+        note = "" if t else result.notes.get(form, "not measured")
+        if form == "onnx" and t and result.onnx_dense:
+            note = (f"{result.onnx_speedup:.2f}x the dense model in ONNX Runtime "
+                    f"({result.onnx_dense.p50:.3f} ms)")
         rows.append({"form": form, "p50 (ms)": t.p50 if t else None,
-                     "p95 (ms)": t.p95 if t else None,
-                     "note": "" if t else result.notes.get(form, "not measured")})
+                     "p95 (ms)": t.p95 if t else None, "note": note})
     return pd.DataFrame(rows)
 
 
@@ -74,7 +77,8 @@ def _draw(measured_plan: Plan, result: Latency) -> None:
     left, right = st.columns(2)
     left.metric("Theoretical speed-up (FLOPs)", f"{result.theoretical:.2f}x")
     right.metric("Measured speed-up", "n/a" if result.cancelled else f"{result.measured:.2f}x",
-                 help="dense p50 / the fastest pruned form's p50")
+                 help="torch's dense p50 / the fastest pruned torch form's p50 (ONNX Runtime "
+                      "is compared with the dense model in ONNX Runtime, in the table)")
     st.caption(f"Batch {result.batch}, {result.threads} thread(s); fastest pruned form: "
                f"**{result.form or 'none'}**. Times are medians (p50) and 95th percentiles "
                "of torch.utils.benchmark blocks on this machine, shared with other users: "

@@ -11,16 +11,23 @@ nothing: a 90% unstructured plan is as slow as the dense model. Blalock et al. 2
 * ``sparse`` — that copy with each pruned ``nn.Linear`` weight stored as CSR and run by
   ``torch.nn.functional.linear``'s sparse kernel (torch has no sparse convolution on the
   CPU); weight plans only, and measured, never assumed faster;
-* ``shrunk`` — a neuron plan's physically smaller model (:func:`explorer.export.shrink.shrink`);
-* ``onnx`` — ONNX Runtime is an optional extra this project does not install: always None.
+* ``shrunk`` — a neuron, heads or blocks plan's physically smaller model
+  (:func:`explorer.export.shrink.shrink`);
+* ``onnx`` — the shrunk model (else the masked one) exported to ONNX and run by ONNX
+  Runtime on the CPU at the same thread count, where the optional ``onnx`` extra is
+  installed (None otherwise, or where the export fails, with the reason in ``notes``). Its
+  speed-up is against the dense model in ONNX Runtime (``onnx_dense``), timed alike: ONNX
+  Runtime is much faster than torch's eager kernels on small models whatever was pruned, so
+  the measured speed-up (``measured``, ``form``) compares torch's forms with torch's dense
+  model only.
 
 Each form is timed with ``torch.utils.benchmark.Timer`` (warm-up runs first, then
 ``blocked_autorange``, at the stated thread count) on one random batch, in three turns
 interleaved with the other forms (a burst of load on a shared machine then hits every form,
 not one), ``min_run_time`` seconds in all; p50 and p95 are quantiles of all its block
 times. Per-layer times come from ``torch.profiler`` on the dense and on the fastest pruned
-form: each prunable layer's module runs inside a ``record_function`` named after it, so the
-two profiles match by module name. A model known only as an exported graph (a ``.pt2``
+torch form: each prunable layer's module runs inside a ``record_function`` named after it,
+so the two profiles match by module name. A model known only as an exported graph (a ``.pt2``
 upload) has no layer modules that run; its convolutions and linear calls are matched to the
 layers in execution order instead.
 The shared model is never written: every form is a copy.
@@ -49,7 +56,8 @@ from explorer.plan import Plan
 from explorer.progress import Cancelled, Progress, stop_now, tick
 
 FORMS = ("dense", "masked", "sparse", "shrunk", "onnx")
-PRUNED_FORMS = FORMS[1:]
+TORCH_FORMS = ("masked", "sparse", "shrunk")  # what ``measured`` compares with torch's dense
+ONNX_DENSE = "onnx_dense"  # the dense model in ONNX Runtime: the onnx form's own reference
 WARMUP_RUNS = 3
 PROFILE_RUNS = 5
 ROUNDS = 3  # each form is timed in this many turns, interleaved with the others
@@ -92,18 +100,22 @@ class Latency:
     latency_ms: dict[str, Timing | None]
     theoretical: float
     measured: float
-    form: str  # the fastest pruned form, whose p50 gives ``measured``
+    form: str  # the fastest pruned torch form, whose p50 gives ``measured``
     batch: int
     threads: int
     layers: tuple[LayerTime, ...]
     notes: dict[str, str] = field(default_factory=dict)  # form or "layers" -> why
     cancelled: bool = False
+    onnx_dense: Timing | None = None  # the dense model in ONNX Runtime
+    onnx_speedup: float | None = None  # onnx_dense / onnx (p50s): pruning's gain in ORT
 
     def to_dict(self) -> dict:
+        timings = {k: (t.to_dict() if t else None) for k, t in self.latency_ms.items()}
+        timings[ONNX_DENSE] = self.onnx_dense.to_dict() if self.onnx_dense else None
         return {
-            "latency_ms": {k: (t.to_dict() if t else None) for k, t in self.latency_ms.items()},
+            "latency_ms": timings,
             "speedup": {"theoretical": self.theoretical, "measured": self.measured,
-                        "form": self.form},
+                        "form": self.form, "onnx": self.onnx_speedup},
             "batch": self.batch, "threads": self.threads,
             "layers": [vars(la) for la in self.layers],
         }
@@ -157,7 +169,7 @@ def measure(bundle: ModelBundle, plan: Plan, batch: int = 1, threads: int = 1,
     metrics = metrics_from(evaluator.costs.costs(masks))  # costs only: no accuracy pass
     modules, notes = pruned_forms(bundle, masks)
     x = timing_inputs(bundle, batch)
-    steps = [f for f in FORMS if f == "dense" or modules.get(f) is not None]
+    steps = [f for f in (*FORMS, ONNX_DENSE) if f == "dense" or modules.get(f) is not None]
     runnable = {"dense": bundle.model, **modules}
     times: dict[str, list[float]] = {f: [] for f in steps}
     total = ROUNDS * len(steps) + 1
@@ -168,7 +180,7 @@ def measure(bundle: ModelBundle, plan: Plan, batch: int = 1, threads: int = 1,
             times[form] += block_times(runnable[form], x, threads, min_run_time / ROUNDS,
                                        r == 0, clock)
             tick(progress, r * len(steps) + i + 1, total, form)
-    best = min((f for f in PRUNED_FORMS if f in times), key=lambda f: Timing.of(times[f]).p50)
+    best = min((f for f in TORCH_FORMS if f in times), key=lambda f: Timing.of(times[f]).p50)
     per_layer = layer_times(bundle, runnable[best], x, threads, metrics, notes) if layers \
         else ()
     tick(progress, total, total, "layers")
@@ -195,9 +207,12 @@ def _result(times: dict[str, list[float]], theoretical: float, batch: int, threa
     timings = {f: Timing.of(times[f]) if times.get(f) else None for f in FORMS}
     dense, fast = timings["dense"], timings.get(best) if best else None
     measured = dense.p50 / fast.p50 if dense and fast else float("nan")
+    reference = Timing.of(times[ONNX_DENSE]) if times.get(ONNX_DENSE) else None
+    onnx = timings["onnx"]
     return Latency(latency_ms=timings, theoretical=theoretical, measured=measured,
                    form=best or "", batch=batch, threads=threads, layers=layers, notes=notes,
-                   cancelled=cancelled)
+                   cancelled=cancelled, onnx_dense=reference,
+                   onnx_speedup=reference.p50 / onnx.p50 if reference and onnx else None)
 
 
 def latency_clock(threads: int) -> Callable[[], float]:
@@ -233,19 +248,18 @@ def check_count(value: object, what: str, maximum: int) -> int:
 
 def pruned_forms(bundle: ModelBundle, masks: Masks
                  ) -> tuple[dict[str, nn.Module | None], dict[str, str]]:
-    """The plan's runnable forms (``masked``, ``sparse``, ``shrunk``; None where one does not
-    apply) and, per form that is None, why; ``onnx`` always None (not installed)."""
-    notes = {"onnx": "onnxruntime is not installed (an optional extra this project does not "
-                     "depend on)"}
+    """The plan's runnable forms (``masked``, ``sparse``, ``shrunk``, ``onnx``; None where
+    one does not apply) and, per form that is None, why."""
+    notes: dict[str, str] = {}
     masked = masked_model(bundle, masks)
     sparse, why = sparse_model(masked, bundle, masks)
     shrunk = None
     if sparse is None:
         notes["sparse"] = why
-    if masks.granularity != "neurons":
-        notes["shrunk"] = "only a neuron plan makes the model physically smaller"
+    if masks.granularity == "weights":
+        notes["shrunk"] = "a weights plan keeps every tensor's shape"
     elif not masks.removed:
-        notes["shrunk"] = "the plan removes no neuron"
+        notes["shrunk"] = "the plan removes nothing"
     else:
         from explorer.export.shrink import shrink
 
@@ -253,7 +267,64 @@ def pruned_forms(bundle: ModelBundle, masks: Masks
             shrunk = shrink(bundle, masks).eval()
         except ModelError as exc:
             notes["shrunk"] = str(exc)
-    return {"masked": masked, "sparse": sparse, "shrunk": shrunk, "onnx": None}, notes
+    example = timing_inputs(bundle, ONNX_EXAMPLE_BATCH)
+    onnx, why = onnx_model(shrunk if shrunk is not None else masked, example)
+    dense = onnx_model(bundle.model, example)[0] if onnx is not None else None
+    if onnx is None or dense is None:
+        notes["onnx"] = why or "the dense model could not be exported to ONNX"
+        onnx = dense = None
+    return {"masked": masked, "sparse": sparse, "shrunk": shrunk, "onnx": onnx,
+            ONNX_DENSE: dense}, notes
+
+
+ONNX_EXAMPLE_BATCH = 2  # the export's example batch; the batch axis is dynamic
+
+
+def onnx_model(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module | None, str]:
+    """``model`` exported to ONNX and wrapped to run in ONNX Runtime (:class:`OnnxRuntime`),
+    or (None, why): the optional extra is missing, or the export fails."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None, "ONNX Runtime is not installed (pip install -e '.[onnx]')"
+    import io
+
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated
+            torch.onnx.export(model, (example,), buffer, dynamo=False, input_names=["x"],
+                              dynamic_axes={"x": {0: "batch"}})
+    except Exception as exc:  # the exporter raises many kinds, with pages of detail
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        return None, f"the model could not be exported to ONNX ({type(exc).__name__}: {first})"
+    return OnnxRuntime(buffer.getvalue()), ""
+
+
+class OnnxRuntime(nn.Module):
+    """An ONNX model run by ONNX Runtime on the CPU, called like the torch module it was
+    exported from; its intra-op threads follow torch's count when the session is made (the
+    thread count of the timings, :func:`block_times`)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self.data = data
+        self.sessions: dict[int, object] = {}
+
+    def session(self):
+        import onnxruntime as ort
+
+        threads = torch.get_num_threads()
+        if threads not in self.sessions:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            self.sessions[threads] = ort.InferenceSession(
+                self.data, options, providers=["CPUExecutionProvider"])
+        return self.sessions[threads]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session().run(None, {"x": x.detach().numpy()})[0]
+        return torch.from_numpy(out)
 
 
 def masked_model(bundle: ModelBundle, masks: Masks) -> nn.Module:
@@ -267,7 +338,7 @@ def sparse_model(masked: nn.Module, bundle: ModelBundle, masks: Masks
                  ) -> tuple[nn.Module | None, str]:
     """A copy of ``masked`` whose pruned ``nn.Linear`` layers hold CSR weights, or (None, why)."""
     if masks.granularity != "weights":
-        return None, "a neuron plan's zeros are whole rows: its fast form is the shrunk model"
+        return None, "a structured plan's zeros are whole rows: its fast form is the shrunk model"
     modules = dict(masked.named_modules())
     linear = [la.name for la in bundle.layers if isinstance(modules.get(la.name), nn.Linear)
               and masks.removed.get(la.name, 0)]

@@ -46,7 +46,12 @@ def test_measure_shows_theoretical_and_measured_speedups_and_layers(open_page, c
     assert list(forms["form"]) == ["dense", "masked", "sparse", "shrunk", "onnx"]
     assert forms.set_index("form").loc["shrunk", "p50 (ms)"] == pytest.approx(
         result.latency_ms["shrunk"].p50)
-    assert "onnxruntime" in forms.set_index("form").loc["onnx", "note"]
+    onnx = forms.set_index("form").loc["onnx"]
+    if result.onnx_dense is None:  # the optional onnx extra is not installed
+        assert "ONNX Runtime is not installed" in onnx["note"]
+    else:
+        assert onnx["p50 (ms)"] == pytest.approx(result.latency_ms["onnx"].p50)
+        assert f"{result.onnx_speedup:.2f}x the dense model in ONNX Runtime" in onnx["note"]
     bars = charts.of(at)["latency_layers"]
     flops = charts.traces(bars, "FLOPs")[0]
     metrics = Evaluator(mlp, None).evaluate(NEURONS_50)

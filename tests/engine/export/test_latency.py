@@ -24,7 +24,14 @@ from torch.utils import benchmark
 
 from explorer.errors import ExplorerError, PlanError
 from explorer.evaluator import Evaluator
-from explorer.export.latency import FORMS, SparseLinear, measure, pruned_forms
+from explorer.export.latency import (
+    FORMS,
+    ONNX_DENSE,
+    TORCH_FORMS,
+    SparseLinear,
+    measure,
+    pruned_forms,
+)
 from explorer.export.shrink import shrink
 from explorer.plan import Plan
 
@@ -121,9 +128,34 @@ def test_sparse_form_runs_csr_linear_layers_with_the_same_outputs(mlp):
     result = measure(mlp, WEIGHTS_90, batch=32, threads=1, min_run_time=FAST, clock=CLOCK)
     t = result.latency_ms
     assert within(t["sparse"].p50 / t["dense"].p50, ratio(sparse, mlp.model, x))
-    best = min((f for f in FORMS[1:] if t[f]), key=lambda f: t[f].p50)
+    best = min((f for f in TORCH_FORMS if t[f]), key=lambda f: t[f].p50)
     assert result.form == best
     assert result.measured == pytest.approx(t["dense"].p50 / t[best].p50)
+
+
+def test_onnx_runtime_runs_the_shrunk_model_judged_against_its_own_dense(mlp):
+    """ONNX Runtime runs the shrunk model's outputs; its speed-up is against the dense model
+    in ONNX Runtime (as independent timings of the two sessions give), never against torch:
+    the measured speed-up stays a torch form's."""
+    pytest.importorskip("onnxruntime")
+    masks = Evaluator(mlp, None).masks(NEURONS_50)
+    forms, _ = pruned_forms(mlp, masks)
+    x = inputs(mlp, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(forms["onnx"](x), forms["shrunk"](x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(forms[ONNX_DENSE](x), mlp.model(x), rtol=1e-4, atol=1e-4)
+    result = measure(mlp, NEURONS_50, batch=64, threads=1, min_run_time=FAST, clock=CLOCK)
+    onnx, dense = result.latency_ms["onnx"], result.onnx_dense
+    assert result.form in TORCH_FORMS
+    assert result.onnx_speedup == pytest.approx(dense.p50 / onnx.p50)
+    assert within(onnx.p50 / dense.p50, ratio(forms["onnx"], forms[ONNX_DENSE], x))
+    assert result.to_dict()["speedup"]["onnx"] == result.onnx_speedup
+
+
+def test_without_onnx_runtime_the_form_says_how_to_add_it(mlp, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    forms, notes = pruned_forms(mlp, Evaluator(mlp, None).masks(NEURONS_50))
+    assert forms["onnx"] is None and "pip install -e '.[onnx]'" in notes["onnx"]
 
 
 def test_layers_match_by_name_with_shares_of_time_and_flops(cnn):
@@ -155,8 +187,8 @@ def test_dense_plan_and_json_shape(cnn):
     result = measure(cnn, Plan(), batch=1, threads=1, min_run_time=FAST)
     d = json.loads(json.dumps(result.to_dict()))
     assert set(d) == {"latency_ms", "speedup", "batch", "threads", "layers"}
-    assert set(d["latency_ms"]) == set(FORMS) and d["latency_ms"]["onnx"] is None
-    assert set(d["speedup"]) == {"theoretical", "measured", "form"}
+    assert set(d["latency_ms"]) == {*FORMS, ONNX_DENSE}
+    assert set(d["speedup"]) == {"theoretical", "measured", "form", "onnx"}
     assert d["speedup"]["theoretical"] == 1.0 and d["speedup"]["form"] == "masked"
     assert set(d["layers"][0]) == {"name", "dense_ms", "pruned_ms", "time_share", "flops_share"}
 
