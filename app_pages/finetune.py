@@ -13,7 +13,7 @@ from explorer.finetune.fixed_masks import (
 )
 from explorer.finetune.retrain import Retrained, plan_reproduces, retrain
 from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS
-from explorer.load.data_file import load_data_bytes
+from explorer.load.data_file import load_data_bytes, require_digits_input
 from explorer.ui import jobs, state, texts
 from explorer.ui.charts import finetune as finetune_charts
 from explorer.ui.format import count, percent
@@ -42,9 +42,22 @@ except ExplorerError as exc:
     st.stop()
 
 
+def _digits_reason() -> str | None:
+    """Why the digits training split cannot train this model (None: it can)."""
+    try:
+        require_digits_input(bundle, "training data")
+    except ExplorerError as exc:
+        return str(exc)
+    return None
+
+
+NOT_DIGITS = _digits_reason()
+SOURCES = (UPLOAD,) if NOT_DIGITS else (DIGITS, UPLOAD)
+
+
 def _training_data():
     """The training set chosen (raises ExplorerError with the reason if unusable)."""
-    if st.session_state.get("ft_source", DIGITS) == DIGITS:
+    if st.session_state.get("ft_source", SOURCES[0]) == DIGITS:
         return default_training_data(bundle)
     upload = st.session_state.get("ft_train_file")
     if upload is None:
@@ -100,9 +113,13 @@ def _controls(running: bool) -> None:
     lr = st.select_slider("Learning rate", RATES, value=DEFAULT_LR, key="ft_lr",
                           format_func=lambda v: f"{v:g}", persist_state="session",
                           help="Adam, decayed to zero over each run by a cosine schedule")
-    source = st.radio("Training data", (DIGITS, UPLOAD), key="ft_source", horizontal=True,
+    if st.session_state.get("ft_source") not in SOURCES:
+        st.session_state["ft_source"] = SOURCES[0]
+    source = st.radio("Training data", SOURCES, key="ft_source", horizontal=True,
                       persist_state="session",
                       help="never the validation images the accuracy is measured on")
+    if NOT_DIGITS:
+        st.caption(f"No digits training split here: {NOT_DIGITS}")
     if source == UPLOAD:
         st.file_uploader("Training data (.npz or .pt with x, y)", type=["npz", "pt"],
                          key="ft_train_file")

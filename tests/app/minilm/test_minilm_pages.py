@@ -137,3 +137,14 @@ def test_the_export_round_trip_loads_the_pruned_weights_into_minilm(minilm):
     assert table.loc["Accuracy", "pruned.safetensors reloaded"] == percent(accuracy)
     assert (table["equal"] == "yes").all()
     assert at.success and "load back" in at.success[0].value
+
+
+@needs_extra
+def test_fine_tuning_minilm_asks_for_its_training_data_instead_of_offering_digits():
+    at = checked(open_page("finetune"))
+    assert at.radio(key="ft_source").options == ["upload a file"]
+    assert any("No digits training split here: 'minilm' does not take 8x8 digits" in c.value
+               for c in at.caption)
+    at = at.button(key="ft_start").click().run()
+    assert [e.value for e in at.error] == [
+        "Cannot start: Choose a training data file first (.npz or .pt with x, y)."]
