@@ -30,6 +30,7 @@ if session.data is None:
     st.stop()
 
 SAMPLES = samples_noun(session.bundle.card)
+NAMES = session.bundle.card.get("topics")  # a text model's classes by name
 
 
 def _breakage(plan: Plan) -> Breakage:
@@ -45,7 +46,8 @@ def _breakage(plan: Plan) -> Breakage:
 
 def _class_table(result: Breakage) -> pd.DataFrame:
     return pd.DataFrame({
-        "class": result.classes, "images": result.support,
+        "class": broke_charts.class_labels(result, NAMES) if NAMES else result.classes,
+        SAMPLES: result.support,
         "dense": result.class_accuracy_dense, "pruned": result.class_accuracy_plan,
         "change (pts)": result.class_accuracy_change * 100,
     })
@@ -70,7 +72,7 @@ def _flipped(result: Breakage) -> None:
     x = session.data.x[[f.index for f in shown]]
     texts = sentences(session.bundle.card, x)
     if texts is not None:  # a text model: the sentences, and the topics by name
-        names = session.bundle.card.get("topics") or range(session.data.num_classes)
+        names = NAMES or range(session.data.num_classes)
         st.dataframe(pd.DataFrame([{"index": f.index, "true": names[f.label],
                                     "dense": names[f.dense], "pruned": names[f.plan],
                                     "sentence": text} for f, text in zip(shown, texts,
@@ -113,14 +115,14 @@ if not result.flips:
                "pruned model as from the dense one.")
 left, right = st.columns(2, gap="large")
 with left:
-    st.plotly_chart(broke_charts.class_accuracy(result), key="broke_classes")
+    st.plotly_chart(broke_charts.class_accuracy(result, NAMES), key="broke_classes")
     with st.expander("Per-class numbers"):
         st.dataframe(_class_table(result).style.format(
             {"dense": "{:.2%}", "pruned": "{:.2%}", "change (pts)": "{:+.2f}"}, na_rep="-"),
             hide_index=True, key="broke_class_table")
 with right:
     if result.flips:
-        st.plotly_chart(broke_charts.confusion_change(result), key="broke_confusion")
+        st.plotly_chart(broke_charts.confusion_change(result, NAMES), key="broke_confusion")
     else:
         st.caption("No confusion change to draw.")
 

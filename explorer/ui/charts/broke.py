@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -18,12 +19,13 @@ MIN_FLAT_SIDE = 8  # flat samples of at least 8x8 = 64 values that form a square
 CHANGE_SCALE = [[0.0, "#2166AC"], [0.5, "#F7F7F7"], [1.0, "#B2182B"]]
 
 
-def class_accuracy(result: Breakage) -> go.Figure:
+def class_accuracy(result: Breakage, names: Sequence[str] | None = None) -> go.Figure:
     """Grouped bars per true class: dense vs pruned accuracy (%), the change as text.
 
     A class without validation images has no bar (its accuracy is undefined, not zero).
+    ``names`` label the classes (e.g. a text model's topics); default their indices.
     """
-    classes = [str(c) for c in result.classes]
+    classes = class_labels(result, names)
     dense = result.class_accuracy_dense * 100
     plan = result.class_accuracy_plan * 100
     change = result.class_accuracy_change * 100
@@ -48,8 +50,9 @@ def class_accuracy(result: Breakage) -> go.Figure:
     return fig
 
 
-def confusion_change(result: Breakage) -> go.Figure:
-    """Heatmap of pruned minus dense confusion counts (rows true, columns predicted).
+def confusion_change(result: Breakage, names: Sequence[str] | None = None) -> go.Figure:
+    """Heatmap of pruned minus dense confusion counts (rows true, columns predicted),
+    labelled by ``names`` as :func:`class_accuracy` is.
 
     Off the diagonal, red is more images sent to the wrong class; on the diagonal, blue is
     fewer correct. The colour range is set by the off-diagonal cells (the diagonal, which
@@ -60,7 +63,7 @@ def confusion_change(result: Breakage) -> go.Figure:
     limit = max(1, int(np.abs(off).max()) if off.size else 1)
     text = [[f"{v:+d}" if v else "" for v in row] for row in change.tolist()]
     custom = np.stack([result.confusion_dense, result.confusion_plan], axis=-1)
-    labels = [str(c) for c in result.classes]
+    labels = class_labels(result, names)
     fig = go.Figure(go.Heatmap(
         z=change, x=labels, y=labels, text=text, texttemplate="%{text}", customdata=custom,
         colorscale=CHANGE_SCALE, zmin=-limit, zmax=limit, zmid=0, xgap=1, ygap=1,
@@ -79,6 +82,13 @@ def confusion_change(result: Breakage) -> go.Figure:
                "scaleanchor": "x"},
     )
     return fig
+
+
+def class_labels(result: Breakage, names: Sequence[str] | None) -> list[str]:
+    """Each class's axis label: its name when ``names`` has one per class, else its index."""
+    if names is not None and len(names) == result.num_classes:
+        return [str(names[c]) for c in result.classes]
+    return [str(c) for c in result.classes]
 
 
 def as_images(x: torch.Tensor) -> np.ndarray | None:

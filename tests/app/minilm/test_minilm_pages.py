@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import sys
 
+import numpy as np
 import pytest
 import torch
 from minilm_app import HALF, PAGES, checked, needs_extra, open_page
@@ -148,3 +149,20 @@ def test_fine_tuning_minilm_asks_for_its_training_data_instead_of_offering_digit
     at = at.button(key="ft_start").click().run()
     assert [e.value for e in at.error] == [
         "Cannot start: Choose a training data file first (.npz or .pt with x, y)."]
+
+
+@needs_extra
+def test_what_broke_names_the_topics_on_its_charts_and_table(minilm, charts):
+    bundle, data = minilm
+    engine = breakage(Evaluator(bundle, data), HALF)
+    topics = bundle.card["topics"]
+    at = checked(open_page("broke"))
+    figures = charts.of(at)
+    bars = charts.traces(figures["broke_classes"], "pruned")[0]
+    assert list(bars["x"]) == topics
+    np.testing.assert_allclose(bars["y"], engine.class_accuracy_plan * 100)
+    heat = figures["broke_confusion"]["data"][0]
+    assert list(heat["x"]) == topics and list(heat["y"]) == topics
+    np.testing.assert_array_equal(np.asarray(heat["z"]), engine.confusion_change)
+    table = next(d.value for d in at.dataframe if "sentences" in d.value.columns)
+    assert list(table["class"]) == topics and list(table["sentences"]) == [20] * 10
