@@ -3,6 +3,7 @@
 import streamlit as st
 
 from explorer.errors import ExplorerError
+from explorer.look.sentences import samples_noun
 from explorer.ui import state, texts
 from explorer.ui.format import count, nbytes, percent
 from explorer.ui.layout import page_setup
@@ -43,6 +44,7 @@ with st.expander("Upload your own model", expanded=waiting), st.form("upload", b
                 st.error(f"Could not load it: {exc} The current model stays loaded.")
 
 dense = session.dense()
+samples = samples_noun(bundle.card)  # images, or a text model's sentences
 st.subheader(f"{bundle.name}")
 if bundle.card.get("architecture"):
     st.caption(bundle.card["architecture"])
@@ -54,8 +56,8 @@ if dense.accuracy is None:
 else:
     lo, hi = dense.accuracy_ci
     cols[0].metric("Baseline accuracy", percent(dense.accuracy),
-                   help=f"95% Wilson interval on {dense.samples} validation images")
-    cols[0].caption(f"95% interval {percent(lo)} - {percent(hi)} · {dense.samples} images")
+                   help=f"95% Wilson interval on {dense.samples} validation {samples}")
+    cols[0].caption(f"95% interval {percent(lo)} - {percent(hi)} · {dense.samples} {samples}")
 cols[1].metric("Parameters", count(dense.params))
 cols[2].metric("Size (fp32)", nbytes(dense.size_bytes["dense"]))
 cols[3].metric("FLOPs per sample", count(dense.flops["dense"]),

@@ -166,3 +166,9 @@ def test_what_broke_names_the_topics_on_its_charts_and_table(minilm, charts):
     np.testing.assert_array_equal(np.asarray(heat["z"]), engine.confusion_change)
     table = next(d.value for d in at.dataframe if "sentences" in d.value.columns)
     assert list(table["class"]) == topics and list(table["sentences"]) == [20] * 10
+
+
+@needs_extra
+def test_the_model_page_counts_sentences(minilm):
+    at = checked(open_page("model", Plan()))
+    assert any(c.value.endswith("· 200 sentences") for c in at.caption)
