@@ -84,7 +84,7 @@ left, right = st.columns([1, 3], gap="large")
 with left:
     granularity = st.radio(
         "Granularity", bundle.granularities, key="cmp_granularity", horizontal=True,
-        index=bundle.granularities.index(session.plan.granularity), persist_state="session",
+        index=state.granularity_index(bundle, session.plan), persist_state="session",
         help="weights: unstructured sparsity; neurons: whole neurons / channels")
     mode = st.radio("Sweep", (LAYER, GLOBAL), key="cmp_mode", persist_state="session",
                     help="one layer pruned while the others stay dense, or one global "

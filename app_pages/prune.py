@@ -26,6 +26,9 @@ GRANULARITY_KEY, CRITERION_KEY, SCOPE_KEY, MERGE_KEY = (
     "pr_granularity", "pr_criterion", "pr_scope", "pr_merge")
 PATTERN_KEY, PATTERN_LAYERS_KEY = "pr_pattern", "pr_pattern_layers"
 PATTERNS = ("none", "2:4", "4:8")  # N:M sparsity for weights plans
+BLOCKS_KEY = state.SLIDER_PREFIX + "__blocks__"
+# What this page can set: blocks (global only) where the model has any.
+KINDS = (*bundle.granularities, "blocks") if bundle.blocks else bundle.granularities
 
 
 def _on_kind() -> None:
@@ -102,8 +105,10 @@ def _controls(plan: Plan) -> None:
     _show(GRANULARITY_KEY, plan.granularity)
     _show(CRITERION_KEY, plan.criterion)
     _show(SCOPE_KEY, plan.scope)
-    st.radio("Granularity", bundle.granularities, key=GRANULARITY_KEY, on_change=_on_kind,
-             horizontal=True, help="weights: unstructured sparsity; neurons: smaller layers")
+    st.radio("Granularity", KINDS, key=GRANULARITY_KEY, on_change=_on_kind,
+             horizontal=True, help="weights: unstructured sparsity; neurons: smaller layers"
+                                   + ("; heads: attention heads" if bundle.heads else "")
+                                   + ("; blocks: whole blocks dropped" if bundle.blocks else ""))
     st.selectbox("Criterion", criterion_names(plan.granularity), key=CRITERION_KEY,
                  on_change=_on_kind, help="how importance is scored; lowest go first")
     if plan.granularity == "weights":
@@ -116,6 +121,9 @@ def _controls(plan: Plan) -> None:
         st.checkbox("Merge into the twin", key=MERGE_KEY, on_change=_on_kind,
                     help="add a removed neuron's outgoing weights to its most similar kept "
                          "neuron's, instead of dropping them")
+    if plan.granularity == "blocks":
+        _block_controls(plan)
+        return
     st.radio("Scope", ("layer", "global"), key=SCOPE_KEY, on_change=_on_kind,
              horizontal=True, help="a fraction per layer, or one threshold across layers")
     if plan.pattern is not None:
@@ -164,6 +172,34 @@ def _head_sliders(plan: Plan) -> None:
     others = len(bundle.layers) - len(bundle.prunable_layers("heads"))
     st.caption(f"Only attentions lose heads: the other {others} layers stay whole in a heads "
                "plan (granularity neurons prunes the feed-forward layers' neurons).")
+
+
+def _on_blocks() -> None:
+    count = st.session_state.get(BLOCKS_KEY)
+    if count is not None:
+        share = min(count / len(bundle.blocks), 0.999)  # round(share x blocks) == count
+        state.set_plan(replace(session.plan, scope="global", amount=share))
+
+
+def _block_controls(plan: Plan) -> None:
+    """A blocks plan is global: how many blocks to drop; the criterion picks which. The
+    table lists each block's score (lowest dropped first) and whether it is dropped."""
+    n = len(bundle.blocks)
+    _show(BLOCKS_KEY, round(plan.amount * n))
+    st.slider("Blocks dropped", 0, n, key=BLOCKS_KEY, on_change=_on_blocks,
+              help="a dropped block passes its input on, as the model without it does; "
+                   "the criterion's lowest-scored blocks go first")
+    try:
+        dropped = set(session.evaluator.masks(plan).dropped_blocks)
+        scores = {b.name: float(session.evaluator.scores.get("blocks", plan.criterion,
+                                                              b.name)[0][0])
+                  for b in bundle.blocks}
+    except ExplorerError as exc:
+        st.error(f"This plan cannot be evaluated: {exc}")
+        return
+    st.dataframe([{"block": b.name, f"{plan.criterion} score": scores[b.name],
+                   "dropped": b.name in dropped} for b in bundle.blocks],
+                 hide_index=True, key="pr_blocks")
 
 
 def _groups() -> None:

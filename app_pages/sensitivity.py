@@ -191,7 +191,7 @@ left, right = st.columns([1, 3], gap="large")
 with left:
     granularity = st.radio(
         "Granularity", bundle.granularities, key="sens_granularity", horizontal=True,
-        index=bundle.granularities.index(plan.granularity), persist_state="session",
+        index=state.granularity_index(bundle, plan), persist_state="session",
         help="weights: a unit is a layer; neurons: a unit is a group of coupled layers")
     criteria = criterion_names(granularity)
     criterion = st.selectbox(

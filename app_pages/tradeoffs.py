@@ -76,7 +76,8 @@ fronts = {axis: decision_front(judged, cost) for axis, (_, cost) in tradeoff_cha
 
 kinds = session.bundle.granularities
 granularity = st.radio("Baselines at granularity", kinds, horizontal=True,
-                       index=kinds.index(plan.granularity), key="to_granularity",
+                       index=state.granularity_index(session.bundle, plan),
+                       key="to_granularity",
                        help="uniform, global magnitude and random plans fitted to compression "
                             "ratios 2, 4, 8, 16 and 32 (Blalock et al. 2020)")
 try:

@@ -7,7 +7,7 @@ from explorer.bundle import ModelBundle
 from explorer.errors import ExplorerError
 from explorer.graph import Layer
 from explorer.look.stats import DEFAULT_BINS, Histogram, weight_histogram
-from explorer.masks import masks_for
+from explorer.masks import masks_for, unit_counts
 from explorer.ui import texts
 from explorer.ui.charts import weights as weight_charts
 from explorer.ui.charts.weights import Cut
@@ -16,7 +16,7 @@ from explorer.ui.layout import page_setup
 
 session = page_setup("Weights", texts.WEIGHTS)
 bundle, plan, cache = session.bundle, session.plan, session.evaluator.scores
-unit = "neurons" if plan.granularity == "neurons" else "weights"
+unit = plan.granularity  # what a cut counts: weights, neurons, heads or blocks
 on_magnitude = weight_charts.thresholds_on_magnitude(plan)
 # The bundle is not hashable, so it travels as _bundle; the session's key (a digest of the
 # model's content) names it for the shared cache.
@@ -122,7 +122,10 @@ with left:
                           "squeezes into the first bar")
     selected = st.selectbox("Layer", bundle.layer_names, key=f"wt_layer::{session.model_id}",
                             persist_state="session", help="the layer drawn large below")
-    st.metric(f"{unit.capitalize()} removed", count(sum(c.removed for c in cuts.values())),
+    # heads and blocks: the layers of an attention (a block) lose the same ones, counted once
+    removed = (sum(unit_counts(bundle, plan, cache).values()) if unit in ("heads", "blocks")
+               else sum(c.removed for c in cuts.values()))
+    st.metric(f"{unit.capitalize()} removed", count(removed),
               help=f"by the current plan: {plan.granularity} by {plan.criterion}, "
                    f"{plan.scope} scope")
 with right:

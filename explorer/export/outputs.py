@@ -218,9 +218,13 @@ def _uses_torch_prune_selection(plan: Plan) -> bool:
     return plan.granularity == "weights" and plan.criterion == "magnitude"
 
 
-def apply_script(bundle: ModelBundle, plan: Plan, exact: bool) -> str:
-    """Source of ``apply_plan.py`` for ``plan`` (see the script's docstring)."""
-    if plan.scope == "global":
+def apply_script(bundle: ModelBundle, plan: Plan, exact: bool,
+                 dropped: tuple[str, ...] = ()) -> str:
+    """Source of ``apply_plan.py`` for ``plan`` (see the script's docstring); ``dropped``:
+    a blocks plan's dropped blocks."""
+    if plan.granularity == "blocks":
+        spec = {"mode": "blocks", "dropped": list(dropped)}
+    elif plan.scope == "global":
         names = list(plan.layers) if plan.layers is not None else bundle.layer_names
         spec = {"mode": "global", "amount": plan.amount, "layers": names}
     else:
@@ -244,6 +248,7 @@ plan needs exact masks, masks.safetensors. Edit your_model() to return your mode
 * Any other plan (another criterion, a neuron plan) applies the exact keep-masks from
   masks.safetensors ("mask/<parameter>") with prune.custom_from_mask; a merge plan first
   copies the merged values ("value/<parameter>") into the model.
+* A blocks plan replaces each dropped block with a module that returns its input.
 
 prune.remove then makes the pruning permanent (the zeros stay in the weights).
 """
@@ -270,8 +275,19 @@ def your_model() -> torch.nn.Module:
     return load_demo(DEMO).model
 
 
+class PassThrough(torch.nn.Module):
+    """A dropped block: returns its first input."""
+
+    def forward(self, x, *args, **kwargs):
+        return x
+
+
 def apply_plan(model: torch.nn.Module, export_dir: Path) -> torch.nn.Module:
-    if SPEC["mode"] == "layer":
+    if SPEC["mode"] == "blocks":
+        for name in SPEC["dropped"]:
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, leaf, PassThrough())
+    elif SPEC["mode"] == "layer":
         for name, amount in SPEC["sparsity"].items():
             module = model.get_submodule(name)
             prune.l1_unstructured(module, WEIGHT_NAMES[name], amount=amount)
@@ -352,6 +368,8 @@ def export_files(
     except ExplorerError as exc:
         skipped = {"shrunk.pt2": plan.granularity == "weights", "masks.safetensors": not exact}
         return ExportFiles(files, {n: str(exc) for n in MODEL_FILES if not skipped.get(n)})
+    if masks.granularity == "blocks":
+        return _block_exports(bundle, plan, masks, buffers, files)
     files["pruned.safetensors"] = save(pruned_state_dict(bundle, masks, buffers))
     errors = {}
     if masks.granularity != "weights":
@@ -373,6 +391,31 @@ def export_files(
     ratios = {"pruning_ratio_dict": pruning_ratios(bundle, masks),
               "granularity": plan.granularity, "how_to_use": TP_HOW_TO}
     files["pruning_ratio_dict.json"] = (json.dumps(ratios, indent=2) + "\n").encode()
+    return ExportFiles(files, errors)
+
+
+def _block_exports(bundle: ModelBundle, plan: Plan, masks: Masks,
+                   buffers: Mapping[str, torch.Tensor] | None,
+                   files: dict[str, bytes]) -> ExportFiles:
+    """A blocks plan's files: its model has no dropped block at all (each is a pass-through),
+    so pruned.safetensors is that model's state_dict, apply_plan.py drops the blocks from
+    the user's model, and no weight is masked."""
+    from explorer.export.shrink import shrink
+
+    model = shrink(bundle, masks, buffers)
+    files["pruned.safetensors"] = save({k: v.detach().clone().contiguous()
+                                        for k, v in model.state_dict().items()})
+    errors = {}  # no masks.safetensors (no weight is masked), no Torch-Pruning ratios
+    try:
+        buffer = io.BytesIO()
+        torch.export.save(export_program(model, torch.zeros((2, *bundle.input_shape))), buffer)
+        files["shrunk.pt2"] = buffer.getvalue()
+    except Exception as exc:  # torch.export raises many kinds, with pages of detail
+        from explorer.load.files import first_line
+
+        errors["shrunk.pt2"] = ("torch.export could not export the model without the blocks "
+                                f"({type(exc).__name__}: {first_line(exc)}).")
+    files["apply_plan.py"] = apply_script(bundle, plan, False, masks.dropped_blocks).encode()
     return ExportFiles(files, errors)
 
 

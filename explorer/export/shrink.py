@@ -40,7 +40,7 @@ def shrink(bundle: ModelBundle, masks: Masks,
     if masks.granularity == "heads":
         return shrink_heads(bundle, masks)
     if masks.granularity == "blocks":
-        return shrink_blocks(bundle, masks)
+        return shrink_blocks(bundle, masks, buffers)
     if masks.granularity != "neurons":
         raise ModelError("Only a neuron, heads or blocks plan makes the model smaller; a "
                          "weight plan keeps every tensor's shape (export the pruned weights "
@@ -124,13 +124,20 @@ def shrink_heads(bundle: ModelBundle, masks: Masks) -> nn.Module:
     return model
 
 
-def shrink_blocks(bundle: ModelBundle, masks: Masks) -> nn.Module:
+def shrink_blocks(bundle: ModelBundle, masks: Masks,
+                  buffers: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
     """A copy of ``bundle.model`` without the blocks ``masks`` drops: each becomes a
-    :class:`PassThrough`, so what follows reads the block's input, as in the masked graph."""
+    :class:`PassThrough`, so what follows reads the block's input, as in the masked graph;
+    ``buffers`` of the modules that remain replace theirs."""
     model = copy.deepcopy(bundle.model).eval()
     for name in masks.dropped_blocks:
         parent, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, leaf, PassThrough())
+    kept = dict(model.named_buffers())
+    with torch.no_grad():
+        for name, value in (buffers or {}).items():
+            if name in kept:
+                kept[name].copy_(value)
     return model
 
 

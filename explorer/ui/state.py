@@ -345,6 +345,14 @@ def sync_url(session: Session) -> None:
         st.query_params.from_dict(wanted)
 
 
+def granularity_index(bundle: ModelBundle, plan: Plan) -> int:
+    """Where ``plan``'s granularity is among the per-layer ones a page offers
+    (``bundle.granularities``); 0 (weights) for a blocks plan, which only the Prune page
+    sets."""
+    kinds = bundle.granularities
+    return kinds.index(plan.granularity) if plan.granularity in kinds else 0
+
+
 def set_plan(plan: Plan, *, undoable: bool = True) -> None:
     """Make ``plan`` current; the previous one goes on the undo stack.
 

@@ -155,3 +155,32 @@ def test_switching_to_blocks_gives_a_global_plan_and_back(tiny):
     blocks.check(bundle)
     back = blocks.with_choices(bundle, "heads", "influence", "layer", False)
     assert (back.granularity, back.criterion, back.scope) == ("heads", "l1", "layer")
+
+
+def test_a_blocks_export_is_the_model_without_its_blocks(tmp_path):
+    """digits-resnet without layer1, judged with recalibrated BatchNorm as the app does: the
+    exported program and the weights apply_plan.py leaves in a fresh model compute the
+    accuracy the evaluator reported."""
+    import runpy
+
+    from safetensors.torch import load_file
+
+    from explorer.batchnorm import calibration_for
+    from explorer.export.outputs import export_all
+
+    bundle, data = load_demo("digits-resnet"), digits_validation()
+    evaluator = Evaluator(bundle, data, ScoreCache(bundle, data),
+                          bn_calibration=calibration_for(bundle, None, True)[0])
+    plan = Plan(granularity="blocks", criterion="influence", scope="global", amount=0.9)
+    metrics = evaluator.evaluate(plan)
+    written = export_all(bundle, plan, tmp_path / "out", evaluator)
+    assert set(written) == {"plan.json", "pruned.safetensors", "shrunk.pt2", "apply_plan.py"}
+    program = torch.export.load(str(written["shrunk.pt2"])).module()
+    with torch.no_grad():
+        correct = int((program(data.x).argmax(1) == data.y).sum())
+    assert correct == metrics.correct
+    script = runpy.run_path(str(written["apply_plan.py"]))
+    model = script["apply_plan"](copy.deepcopy(bundle.model), tmp_path / "out")
+    model.load_state_dict(load_file(str(written["pruned.safetensors"])))  # strict: same keys
+    with torch.no_grad():
+        assert int((model.eval()(data.x).argmax(1) == data.y).sum()) == metrics.correct

@@ -30,7 +30,8 @@ LEGEND = {"orientation": "h", "yref": "container", "y": 1, "yanchor": "top", "x"
 
 @dataclass(frozen=True)
 class Cut:
-    """What ``plan`` removes from one layer: ``removed`` of ``total`` weights (or neurons).
+    """What ``plan`` removes from one layer: ``removed`` of ``total`` weights (or neurons,
+    or its attention's heads; for blocks, 1 of 1 where its block is dropped).
 
     ``threshold`` is the largest criterion score among the removed entries (None when none
     is removed): everything scored at or below it goes, except ties cut by the stable order.
@@ -48,14 +49,29 @@ def plan_cuts(bundle: ModelBundle, plan: Plan, cache: ScoreCache) -> dict[str, C
     cuts = {}
     for layer in bundle.layers:
         k = counts.get(layer.name, 0)
-        total = layer.neurons if plan.granularity == "neurons" else math.prod(layer.weight_shape)
+        unit = _unit_of(bundle, plan.granularity, layer.name)
+        total = math.prod(layer.weight_shape) if plan.granularity == "weights" else (
+            bundle.unit_size(plan.granularity, unit) if unit else layer.neurons)
         threshold = None
-        if k and plan.pattern is None:  # an N:M plan has no one threshold per layer
-            unit = layer.name if plan.granularity == "weights" else layer.group
+        # an N:M plan has no one threshold per layer, a blocks plan one score per block
+        if k and plan.pattern is None and plan.granularity != "blocks":
             scores, order = cache.get(plan.granularity, plan.criterion, unit)
             threshold = float(scores[order[k - 1]])
         cuts[layer.name] = Cut(layer.name, k, total, threshold)
     return cuts
+
+
+def _unit_of(bundle: ModelBundle, granularity: str, layer: str) -> str | None:
+    """The unit ``layer`` is cut with: itself (weights), its group, attention or block."""
+    if granularity == "weights":
+        return layer
+    if granularity == "heads":
+        group = bundle.head_group_of(layer)
+        return group and group.name
+    if granularity == "blocks":
+        block = bundle.block_of(layer)
+        return block and block.name
+    return bundle.layer(layer).group
 
 
 def thresholds_on_magnitude(plan: Plan) -> bool:
