@@ -7,6 +7,7 @@ browser session). Nothing in the engine writes into ``bundle.model`` or its prog
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -16,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from explorer.errors import ModelError
 from explorer.graph import Layer, Program, analyse, node_shapes
 from explorer.groups import (
+    BLOCK_GATE,
     Block,
     HeadGroup,
     attention_modules,
@@ -246,6 +248,21 @@ def _with_groups(
             reason = reasons.get(la.name, "no dependency group found")
             out.append(replace(la, dependents=(), neuron_reason=reason, group=None))
     return out
+
+
+def load_into_graph(module: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Load a model's ``state_dict`` into (a copy of) its exported graph, as strictly as
+    ``load_state_dict``, except that the graph's own block gates (which the traced graph
+    holds and the model does not, :class:`~explorer.groups.gated_blocks`) keep their values.
+
+    Raises:
+        RuntimeError: a key of ``state`` the graph lacks, or one it has that is missing.
+    """
+    result = module.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k.rpartition(".")[2] != BLOCK_GATE]
+    if result.unexpected_keys or missing:
+        raise RuntimeError(f"Error(s) in loading state_dict: unexpected "
+                           f"{result.unexpected_keys[:3]}, missing {missing[:3]}")
 
 
 def export_program(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:

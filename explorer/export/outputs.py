@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import load, save
 
-from explorer.bundle import ModelBundle, export_program
+from explorer.bundle import ModelBundle, export_program, load_into_graph
 from explorer.errors import ExplorerError, ModelError, name_some
 from explorer.export.save import check_writable
 from explorer.graph import Program
@@ -174,7 +174,8 @@ def pruned_state_dict(bundle: ModelBundle, masks: Masks,
     ``buffers`` (e.g. recalibrated BatchNorm statistics) in place of the model's."""
     state = {k: v.detach().clone().contiguous() for k, v in bundle.model.state_dict().items()}
     for name, value in {**masks.apply(bundle.params()), **(buffers or {})}.items():
-        state[name] = value.detach().to(state[name].dtype).contiguous()
+        if name in state:  # not a block gate, which only the exported graph holds
+            state[name] = value.detach().to(state[name].dtype).contiguous()
     return state
 
 
@@ -476,10 +477,8 @@ def weights_into(like: ModelBundle, raw: bytes) -> ModelBundle:
                   else copy.deepcopy(like.program.module))
     try:
         model.load_state_dict(load(raw))
-        if module is not model:  # the graph may hold buffers of its own (block gates)
-            unexpected = module.load_state_dict(model.state_dict(), strict=False).unexpected_keys
-            if unexpected:
-                raise RuntimeError(f"the graph has no {', '.join(unexpected[:3])}")
+        if module is not model:
+            load_into_graph(module, model.state_dict())
     except RuntimeError as exc:
         raise ModelError(f"The weights do not fit {like.name}: {str(exc).splitlines()[0]}") \
             from None

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from explorer.bundle import ModelBundle
+from explorer.bundle import ModelBundle, load_into_graph
 from explorer.data import ValidationSet, digits_train
 from explorer.errors import DataError, ExplorerError, ModelError, short
 from explorer.evaluator import torch_threads
@@ -354,7 +354,7 @@ def bundle_at(bundle: ModelBundle, model: nn.Module, name: str | None = None,
         module = model
     else:
         module = _copy(bundle.program.module)
-        module.load_state_dict(model.state_dict())
+        load_into_graph(module, model.state_dict())  # the graph's block gates stay
     for pname, p in module.named_parameters():
         if not torch.isfinite(p).all():
             raise ModelError(f"Parameter '{pname}' became NaN or infinite in training; "

@@ -184,3 +184,22 @@ def test_a_blocks_export_is_the_model_without_its_blocks(tmp_path):
     model.load_state_dict(load_file(str(written["pruned.safetensors"])))  # strict: same keys
     with torch.no_grad():
         assert int((model.eval()(data.x).argmax(1) == data.y).sum()) == metrics.correct
+
+
+def test_fine_tuning_and_timing_a_blocks_model_keep_the_graphs_gates():
+    """The exported graph holds block gates the model does not: a fine-tuned model's weights
+    go into a copy of the graph with its gates kept, and a blocks plan is timed with its
+    shrunk form as the fastest."""
+    from explorer.export.latency import measure
+    from explorer.finetune.fixed_masks import bundle_at
+
+    bundle = load_demo("digits-resnet")
+    model = copy.deepcopy(bundle.model)
+    with torch.no_grad():
+        model.fc.bias.add_(1.0)
+    moved = bundle_at(bundle, model)
+    assert torch.equal(moved.program.module.get_buffer("layer1.block_kept"), torch.tensor(True))
+    assert torch.equal(moved.params()["fc.bias"], model.fc.bias)
+    plan = Plan(granularity="blocks", criterion="random", scope="global", amount=0.9)
+    result = measure(bundle, plan, batch=4, threads=1, min_run_time=0.05, layers=False)
+    assert result.latency_ms["shrunk"] is not None and result.form in ("masked", "shrunk")

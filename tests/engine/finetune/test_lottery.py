@@ -110,7 +110,9 @@ def test_the_ticket_rewinds_to_theta_0_and_the_control_uses_the_same_masks(run):
 
 def test_round_0_at_the_zoos_epochs_is_the_shipped_demo():
     """theta_0 and the recipe are the zoo's: the dense round trained for the zoo's epochs
-    reproduces the bundled digits-mlp weights bit for bit (on the torch that trained them)."""
+    reproduces the bundled digits-mlp weights (on the torch that trained them). Bit for bit
+    on the CPU kind that trained them; another CPU's kernels round differently (seen: 5e-6
+    on an AMD EPYC after 20 epochs), far below what another seed or recipe changes (0.1)."""
     entry = zoo_entry("digits-mlp")
     if entry.card().get("torch_version") != torch.__version__:
         pytest.skip("the bundled weights were trained on another torch build")
@@ -119,7 +121,8 @@ def test_round_0_at_the_zoos_epochs_is_the_shipped_demo():
         train_masked(model, Masks("weights", {}, {}, {}), digits_train(), digits_validation(),
                      entry.epochs, entry.lr, [])
     shipped = load_file(str(entry.weights_path))
-    assert all(torch.equal(v, shipped[k]) for k, v in model.state_dict().items())
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, shipped[k], rtol=0, atol=1e-4)
 
 
 def test_a_rerun_gives_the_same_result(run):
