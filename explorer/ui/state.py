@@ -56,7 +56,7 @@ HISTORY_KEY = "history"  # {model id: {plan key: (Plan, Metrics)}} evaluated in 
 EVALUATORS_KEY = "evaluators"  # {model id: this session's Evaluator}
 UPLOADS_KEY = "uploads"  # {model id: entry}: uploads and models made in this session
 NOTICE_KEY = "notice"  # one message the next page draw shows at its top
-LINK_ERROR_KEY = "link_error"  # why the link's model cannot be loaded here (shown as an error)
+LINK_ERROR_KEY = "link_error"  # why the model asked for cannot be loaded here (an error)
 PICKER_KEY = "model_picker"  # the sidebar's model picker
 PLAN_FILE_KEY = "plan_file"  # the sidebar's plan uploader
 PENDING_KEY = "pending_upload"  # a link's upload not loaded yet: {"name": ..., "plan": ...}
@@ -273,7 +273,14 @@ def current_session() -> Session:
     model_id = st.session_state[MODEL_KEY]
     if model_id not in model_choices():
         model_id = st.session_state[MODEL_KEY] = DEFAULT_MODEL
-    bundle, data, key = _bundle_and_data(model_id)
+    try:
+        bundle, data, key = _bundle_and_data(model_id)
+    except ExplorerError as exc:  # a pretrained model whose installed package fails to load
+        st.session_state[LINK_ERROR_KEY] = (f"{model_id} could not be loaded: {exc} "
+                                            f"Showing {DEFAULT_MODEL}.")
+        model_id = st.session_state[MODEL_KEY] = DEFAULT_MODEL
+        st.session_state[PLAN_KEY] = Plan()
+        bundle, data, key = _bundle_and_data(model_id)
     torch.set_num_threads(run_threads(bundle, data))
     evaluators = st.session_state.setdefault(EVALUATORS_KEY, {})
     if model_id not in evaluators:
