@@ -24,6 +24,7 @@ import torch
 from scipy.stats import spearmanr
 
 from explorer import batchnorm
+from explorer import evaluator as evaluator_module
 from explorer.batchnorm import norms_of
 from explorer.data import digits_train, digits_validation
 from explorer.decide.held_out import SplitEvaluator
@@ -62,18 +63,20 @@ def stability(bundle, val, train) -> None:
     sizes = (16, 32, 64, 128, 256, 512, len(train))
     print("| plan | " + " | ".join(str(n) for n in sizes) + " |")
     print("|---" * (len(sizes) + 1) + "|")
-    default = batchnorm.CALIBRATION_IMAGES
+    default = evaluator_module.calibration_size
     try:
         for plan in chosen:
             row = []
             for n in sizes:
-                batchnorm.CALIBRATION_IMAGES = n  # the subset the evaluator recalibrates on
+                # the subset the evaluator recalibrates on (patching batchnorm's constant
+                # does nothing since the evaluator sizes it with calibration_size)
+                evaluator_module.calibration_size = lambda _bundle, n=n: n
                 row.append(Evaluator(bundle, val, bn_calibration=train).evaluate(plan).accuracy)
             print(f"| {plan.criterion} {plan.amount:.0%} | "
                   + " | ".join(f"{a:.1%}" for a in row) + " |")
     finally:
-        batchnorm.CALIBRATION_IMAGES = default
-    print(f"(the default is {default} images)")
+        evaluator_module.calibration_size = default
+    print(f"(the default is {batchnorm.CALIBRATION_IMAGES} images)")
 
 
 def study(name: str, epochs: int) -> None:
