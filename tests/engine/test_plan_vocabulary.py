@@ -38,16 +38,26 @@ def test_an_unknown_criterion_is_refused_naming_the_choices():
 @pytest.mark.parametrize("granularity", GRANULARITIES)
 def test_file_url_and_cli_take_the_same_default(granularity, capsys):
     expected = default_criterion(granularity)
-    assert Plan.from_dict({"version": 1, "granularity": granularity}).criterion == expected
-    assert plan_from_query({"g": granularity}).criterion == expected
+    # a blocks plan is global (a block is dropped whole): it says so, with its amount
+    scope = {"scope": "global", "amount": 0.5} if granularity == "blocks" else {}
+    query = {"scope": "global", "amount": "50"} if granularity == "blocks" else {}
+    assert Plan.from_dict({"version": 1, "granularity": granularity, **scope}).criterion \
+        == expected
+    assert plan_from_query({"g": granularity, **query}).criterion == expected
     code = cli.main(["sensitivity", "--model", "digits-mlp", "--granularity", granularity,
                      "--grid", "0,0.5", "--json"])
-    if granularity == "heads":  # the CLI's default for heads: tests/engine/load/test_minilm.py
+    refused = {"heads": "has no attention heads", "blocks": "No sensitivity scan of blocks"}
+    if granularity in refused:  # heads' CLI default: tests/engine/load/test_minilm.py
         assert code == 2
-        assert "has no attention heads" in capsys.readouterr().err
+        assert refused[granularity] in capsys.readouterr().err
         return
     assert code == 0
     assert f'"criterion": "{expected}"' in capsys.readouterr().out
+
+
+def test_a_blocks_plan_without_its_global_scope_says_why():
+    with pytest.raises(PlanError, match="A blocks plan is global"):
+        Plan.from_dict({"version": 1, "granularity": "blocks"})
 
 
 def test_an_explicit_null_criterion_is_still_refused():

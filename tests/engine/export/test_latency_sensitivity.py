@@ -159,10 +159,12 @@ def test_cli_suggest_latency_json_carries_the_measured_speedup():
 
 
 @pytest.mark.parametrize(("args", "says"), [
-    (("--target", "latency=0.5"), "greater than 1"),
-    (("--target", "latency=2", "--granularity", "weights"), "prune neurons"),
+    (("--target", "latency=0.5"), ("greater than 1",)),
+    # Weights plans run dense kernels; whether a CSR layer gains a little depends on the
+    # machine (none did on one CPU, 1.04x at most on another): either way 2x is refused.
+    (("--target", "latency=2", "--granularity", "weights"), ("prune neurons", "out of reach")),
 ])
 def test_cli_bad_latency_targets_are_one_line_and_exit_2(args, says):
     out = run_cli("suggest", "--model", "digits-cnn", "--batch", "32", *args)
-    assert out.returncode == 2 and says in out.stderr
+    assert out.returncode == 2 and any(s in out.stderr for s in says), out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("error:")
