@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -126,26 +127,38 @@ class Taylor:
     granularity: str = "neurons"
 
     def score(self, layer: Layer, ctx: ScoreContext) -> torch.Tensor:
-        from captum.attr import LayerGradientXActivation
-
         data = needs_labels(ctx, self.name)
         model = private_copy(ctx.bundle)
         name = _measured_module(ctx.bundle, layer)
         module = model.get_submodule(name) if _has_module(model, name) else None
         if not isinstance(module, (nn.Linear, nn.Conv2d, nn.modules.batchnorm._BatchNorm)):
             return graph_taylor(ctx.bundle, layer, data)
+        return mean_gradient_x_activation(
+            model, module, data, lambda product: neurons_first(layer, product).sum(2).abs())
 
-        def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(logits_of(model(x)), y, reduction="none")
 
-        method = LayerGradientXActivation(loss, module)
-        total = torch.zeros(layer.neurons, dtype=torch.float64)
-        with torch.enable_grad():
-            for start in range(0, len(data), BATCH_SIZE):
-                x, y = data.x[start : start + BATCH_SIZE], data.y[start : start + BATCH_SIZE]
-                product = method.attribute(x, additional_forward_args=(y,)).detach()
-                total += neurons_first(layer, product).sum(2).abs().sum(0).double()
-        return (total / len(data)).float()
+def mean_gradient_x_activation(model: nn.Module, module: nn.Module, data: ValidationSet,
+                               per_sample: Callable[[torch.Tensor], torch.Tensor],
+                               at_input: bool = False) -> torch.Tensor:
+    """The mean over ``data`` of ``per_sample(a * dL/da)`` (one row per sample), ``a`` being
+    ``module``'s output (``at_input``: its input) in ``model`` (a private copy) and ``L``
+    each sample's cross-entropy against its label; captum's ``LayerGradientXActivation``,
+    by batches. What the Taylor criteria of neurons and of heads share."""
+    from captum.attr import LayerGradientXActivation
+
+    def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits_of(model(x)), y, reduction="none")
+
+    method = LayerGradientXActivation(loss, module)
+    total = None
+    with torch.enable_grad():
+        for start in range(0, len(data), BATCH_SIZE):
+            x, y = data.x[start : start + BATCH_SIZE], data.y[start : start + BATCH_SIZE]
+            product = method.attribute(x, additional_forward_args=(y,),
+                                       attribute_to_layer_input=at_input).detach()
+            batch = per_sample(product).sum(0).double()
+            total = batch if total is None else total + batch
+    return (total / len(data)).float()
 
 
 @dataclass(frozen=True)

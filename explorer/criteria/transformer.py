@@ -15,8 +15,13 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from explorer.criteria.from_data import BATCH_SIZE, needs_data, needs_labels, private_copy
-from explorer.graph import logits_of
+from explorer.criteria.from_data import (
+    BATCH_SIZE,
+    mean_gradient_x_activation,
+    needs_data,
+    needs_labels,
+    private_copy,
+)
 
 if TYPE_CHECKING:
     from explorer.criteria.base import ScoreContext
@@ -61,25 +66,15 @@ class HeadTaylor:
     granularity: str = "heads"
 
     def score(self, group: HeadGroup, ctx: ScoreContext) -> torch.Tensor:
-        from captum.attr import LayerGradientXActivation
-
         data = needs_labels(ctx, self.name)
         model = private_copy(ctx.bundle)
-        module = model.get_submodule(group.output)
 
-        def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(logits_of(model(x)), y, reduction="none")
+        def per_sample(product: torch.Tensor) -> torch.Tensor:  # (N, tokens, heads x dim)
+            per_head = product.flatten(1, -2).unflatten(-1, (group.heads, group.head_dim))
+            return per_head.sum((1, 3)).abs()
 
-        method = LayerGradientXActivation(loss, module)
-        total = torch.zeros(group.heads, dtype=torch.float64)
-        with torch.enable_grad():
-            for start in range(0, len(data), BATCH_SIZE):
-                x, y = data.x[start:start + BATCH_SIZE], data.y[start:start + BATCH_SIZE]
-                product = method.attribute(x, additional_forward_args=(y,),
-                                           attribute_to_layer_input=True).detach()
-                per_head = product.flatten(1, -2).unflatten(-1, (group.heads, group.head_dim))
-                total += per_head.sum((1, 3)).abs().sum(0).double()
-        return (total / len(data)).float()
+        return mean_gradient_x_activation(model, model.get_submodule(group.output), data,
+                                          per_sample, at_input=True)
 
 
 @dataclass(frozen=True)
