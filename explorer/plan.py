@@ -126,6 +126,13 @@ WHOLE_BLOCKS = ("a block is dropped whole, not by a fraction per layer: judge bl
                 "with evaluate (global, amount = the share of blocks dropped) or compare "
                 "criteria on one global threshold")
 
+# Why the layers of one unit must share a fraction, per granularity that couples layers.
+COUPLED = {
+    "neurons": "are coupled (their channels are added together) and must lose the same "
+               "neurons",
+    "heads": "are one attention's query, key, value and output and lose the same heads",
+}
+
 PATTERN_RULE = "an N:M pattern such as '2:4' (N kept of every M, 0 < N < M <= 16)"
 MAX_PATTERN_M = 16
 _PATTERN = re.compile(r"([1-9][0-9]?):([1-9][0-9]?)")
@@ -369,33 +376,22 @@ class Plan:
                     raise PlanError(
                         f"Neurons of layer '{name}' cannot be removed: {layer.neuron_reason}."
                     )
-            for group in bundle.group_names:
-                members = bundle.group(group)
-                given = {la.name: self.sparsity[la.name] for la in members
-                         if la.name in self.sparsity}
-                if len(set(given.values())) > 1:
-                    shown = ", ".join(la.name for la in members[:MAX_NAMED_IN_MESSAGE])
-                    raise PlanError(
-                        f"Layers {shown} are coupled (their channels are added together) and "
-                        "must lose the same neurons; the plan gives them different fractions: "
-                        f"{short(given)}."
-                    )
         if self.granularity == "heads" and self.scope == "layer":
-            self._check_heads(bundle)
+            for name, frac in self.sparsity.items():
+                if frac > 0 and bundle.head_group_of(name) is None:
+                    raise PlanError(f"Layer '{name}' has no attention heads: it is not a "
+                                    "query, key, value or output projection of an attention.")
+        if self.granularity in COUPLED and self.scope == "layer":
+            self._check_coupled(bundle)
 
-    def _check_heads(self, bundle: ModelBundle) -> None:
-        """Every layer named belongs to an attention, whose four layers share a fraction."""
-        for name, frac in self.sparsity.items():
-            if frac > 0 and bundle.head_group_of(name) is None:
-                raise PlanError(f"Layer '{name}' has no attention heads: it is not a query, "
-                                "key, value or output projection of an attention.")
-        for group in bundle.heads:
-            given = {n: self.sparsity[n] for n in group.layers if n in self.sparsity}
+    def _check_coupled(self, bundle: ModelBundle) -> None:
+        """The layers of one unit (a coupled neuron group, an attention) share a fraction."""
+        for members in bundle.units(self.granularity).values():
+            given = {n: self.sparsity[n] for n in members if n in self.sparsity}
             if len(set(given.values())) > 1:
-                raise PlanError(
-                    f"Layers {', '.join(group.layers)} are one attention's query, key, value "
-                    "and output and lose the same heads; the plan gives them different "
-                    f"fractions: {short(given)}.")
+                shown = ", ".join(members[:MAX_NAMED_IN_MESSAGE])
+                raise PlanError(f"Layers {shown} {COUPLED[self.granularity]}; the plan gives "
+                                f"them different fractions: {short(given)}.")
 
     def _check_pattern(self, bundle: ModelBundle) -> None:
         """Every layer the pattern applies to splits into groups of M along its input."""
