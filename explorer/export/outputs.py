@@ -225,13 +225,13 @@ def apply_script(bundle: ModelBundle, plan: Plan, exact: bool,
     a blocks plan's dropped blocks."""
     if plan.granularity == "blocks":
         spec = {"mode": "blocks", "dropped": list(dropped)}
+    elif exact:
+        spec = {"mode": "masks"}
     elif plan.scope == "global":
         names = list(plan.layers) if plan.layers is not None else bundle.layer_names
         spec = {"mode": "global", "amount": plan.amount, "layers": names}
     else:
         spec = {"mode": "layer", "sparsity": {k: v for k, v in plan.sparsity.items() if v > 0}}
-    if exact:
-        spec = {"mode": "masks"}
     params = {la.name: la.weight.rsplit(".", 1)[-1] for la in bundle.layers}
     demo = bundle.name if bundle.source == "zoo" else None
     return SCRIPT.format(spec=json.dumps(spec), params=json.dumps(params), demo=repr(demo))
@@ -362,16 +362,20 @@ def export_files(
 
     files = {"plan.json": (plan.to_json() + "\n").encode()}
     exact = not _uses_torch_prune_selection(plan)
+    blocks = plan.granularity == "blocks"  # no weight masked; Torch-Pruning cuts no block
     try:
         evaluator = evaluator or Evaluator(bundle, None)
         masks = evaluator.masks(plan)
         buffers = evaluator.bn_statistics(plan)  # the statistics its metrics were judged with
     except ExplorerError as exc:
-        skipped = {"shrunk.pt2": plan.granularity == "weights", "masks.safetensors": not exact}
+        skipped = {"shrunk.pt2": plan.granularity == "weights",
+                   "masks.safetensors": not exact or blocks, "pruning_ratio_dict.json": blocks}
         return ExportFiles(files, {n: str(exc) for n in MODEL_FILES if not skipped.get(n)})
-    if masks.granularity == "blocks":
-        return _block_exports(bundle, plan, masks, buffers, files)
-    files["pruned.safetensors"] = save(pruned_state_dict(bundle, masks, buffers))
+    state = pruned_state_dict(bundle, masks, buffers)
+    if masks.dropped_blocks:  # the model without its dropped blocks: their weights are gone
+        gone = tuple(f"{b}." for b in masks.dropped_blocks)
+        state = {k: v for k, v in state.items() if not k.startswith(gone)}
+    files["pruned.safetensors"] = save(state)
     errors = {}
     if masks.granularity != "weights":
         try:
@@ -386,37 +390,13 @@ def export_files(
             log.exception("exporting the shrunk %s failed", bundle.name)
             errors["shrunk.pt2"] = ("torch.export could not export the shrunk model "
                                     f"({type(exc).__name__}: {first_line(exc)}).")
-    if exact:
+    if exact and not blocks:
         files["masks.safetensors"] = save(mask_tensors(bundle, masks))
-    files["apply_plan.py"] = apply_script(bundle, plan, exact).encode()
-    ratios = {"pruning_ratio_dict": pruning_ratios(bundle, masks),
-              "granularity": plan.granularity, "how_to_use": TP_HOW_TO}
-    files["pruning_ratio_dict.json"] = (json.dumps(ratios, indent=2) + "\n").encode()
-    return ExportFiles(files, errors)
-
-
-def _block_exports(bundle: ModelBundle, plan: Plan, masks: Masks,
-                   buffers: Mapping[str, torch.Tensor] | None,
-                   files: dict[str, bytes]) -> ExportFiles:
-    """A blocks plan's files: its model has no dropped block at all (each is a pass-through),
-    so pruned.safetensors is that model's state_dict, apply_plan.py drops the blocks from
-    the user's model, and no weight is masked."""
-    from explorer.export.shrink import shrink
-
-    model = shrink(bundle, masks, buffers)
-    files["pruned.safetensors"] = save({k: v.detach().clone().contiguous()
-                                        for k, v in model.state_dict().items()})
-    errors = {}  # no masks.safetensors (no weight is masked), no Torch-Pruning ratios
-    try:
-        buffer = io.BytesIO()
-        torch.export.save(export_program(model, torch.zeros((2, *bundle.input_shape))), buffer)
-        files["shrunk.pt2"] = buffer.getvalue()
-    except Exception as exc:  # torch.export raises many kinds, with pages of detail
-        from explorer.load.files import first_line
-
-        errors["shrunk.pt2"] = ("torch.export could not export the model without the blocks "
-                                f"({type(exc).__name__}: {first_line(exc)}).")
-    files["apply_plan.py"] = apply_script(bundle, plan, False, masks.dropped_blocks).encode()
+    files["apply_plan.py"] = apply_script(bundle, plan, exact, masks.dropped_blocks).encode()
+    if not blocks:
+        ratios = {"pruning_ratio_dict": pruning_ratios(bundle, masks),
+                  "granularity": plan.granularity, "how_to_use": TP_HOW_TO}
+        files["pruning_ratio_dict.json"] = (json.dumps(ratios, indent=2) + "\n").encode()
     return ExportFiles(files, errors)
 
 
