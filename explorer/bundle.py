@@ -118,15 +118,29 @@ class ModelBundle:
             return 1
         return self.layer(unit).neurons
 
+    def unit_of(self, layer: str, granularity: str) -> str | None:
+        """The unit ``layer`` is cut with (see :meth:`units`): itself (weights), its neuron
+        group, attention or block; None where it has none."""
+        if granularity == "weights":
+            return layer
+        if granularity == "heads":
+            group = self.head_group_of(layer)
+            return group and group.name
+        if granularity == "blocks":
+            block = self.block_of(layer)
+            return block and block.name
+        return self.layer(layer).group
+
     def linked(self, layer: str, granularity: str) -> tuple[str, ...]:
         """The layers that lose what ``layer`` loses: its unit (itself where it has none)."""
-        if granularity in ("heads", "blocks"):
-            unit = self.head_group_of(layer) if granularity == "heads" else self.block_of(layer)
-            return (layer,) if unit is None else unit.layers
-        group = self.layer(layer).group
-        if granularity == "weights" or group is None:
+        unit = self.unit_of(layer, granularity)
+        if unit is None or granularity == "weights":
             return (layer,)
-        return tuple(la.name for la in self.group(group))
+        if granularity == "heads":
+            return self.head_group(unit).layers
+        if granularity == "blocks":
+            return self.block(unit).layers
+        return tuple(la.name for la in self.group(unit))
 
     def prunable_layers(self, granularity: str) -> list[str]:
         """The layers a plan of ``granularity`` may prune, in execution order."""

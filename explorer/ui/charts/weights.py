@@ -49,7 +49,7 @@ def plan_cuts(bundle: ModelBundle, plan: Plan, cache: ScoreCache) -> dict[str, C
     cuts = {}
     for layer in bundle.layers:
         k = counts.get(layer.name, 0)
-        unit = _unit_of(bundle, plan.granularity, layer.name)
+        unit = bundle.unit_of(layer.name, plan.granularity)
         total = math.prod(layer.weight_shape) if plan.granularity == "weights" else (
             bundle.unit_size(plan.granularity, unit) if unit else layer.neurons)
         threshold = None
@@ -60,18 +60,6 @@ def plan_cuts(bundle: ModelBundle, plan: Plan, cache: ScoreCache) -> dict[str, C
         cuts[layer.name] = Cut(layer.name, k, total, threshold)
     return cuts
 
-
-def _unit_of(bundle: ModelBundle, granularity: str, layer: str) -> str | None:
-    """The unit ``layer`` is cut with: itself (weights), its group, attention or block."""
-    if granularity == "weights":
-        return layer
-    if granularity == "heads":
-        group = bundle.head_group_of(layer)
-        return group and group.name
-    if granularity == "blocks":
-        block = bundle.block_of(layer)
-        return block and block.name
-    return bundle.layer(layer).group
 
 
 def thresholds_on_magnitude(plan: Plan) -> bool:
