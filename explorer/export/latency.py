@@ -154,8 +154,9 @@ def measure(bundle: ModelBundle, plan: Plan, batch: int = 1, threads: int = 1,
             criteria then fail with its message).
         progress, cancelled: :mod:`explorer.progress`'s callbacks, one step per form and
             turn, one for the profile; a cancelled run returns the turns timed so far.
-        layers: also profile per-layer times (False: the speed-up alone, e.g. to check a
-            suggested plan; ``layers`` is then empty).
+        layers: also profile per-layer times and time ONNX Runtime (False: the speed-up
+            alone, e.g. to check a suggested plan: ``layers`` is then empty and ``onnx``
+            None, since ``measured`` compares torch's forms only).
         clock: what the timings count: the wall clock (default), or e.g. ``time.thread_time``
             at one thread, the timing thread's CPU time, which other processes taking the
             core on a shared machine do not inflate.
@@ -167,7 +168,7 @@ def measure(bundle: ModelBundle, plan: Plan, batch: int = 1, threads: int = 1,
     evaluator = evaluator or Evaluator(bundle, None)
     masks = evaluator.masks(plan)
     metrics = metrics_from(evaluator.costs.costs(masks))  # costs only: no accuracy pass
-    modules, notes = pruned_forms(bundle, masks)
+    modules, notes = pruned_forms(bundle, masks, onnx=layers)
     x = timing_inputs(bundle, batch)
     steps = [f for f in (*FORMS, ONNX_DENSE) if f == "dense" or modules.get(f) is not None]
     runnable = {"dense": bundle.model, **modules}
@@ -246,10 +247,11 @@ def check_count(value: object, what: str, maximum: int) -> int:
     return value
 
 
-def pruned_forms(bundle: ModelBundle, masks: Masks
+def pruned_forms(bundle: ModelBundle, masks: Masks, onnx: bool = True
                  ) -> tuple[dict[str, nn.Module | None], dict[str, str]]:
     """The plan's runnable forms (``masked``, ``sparse``, ``shrunk``, ``onnx``; None where
-    one does not apply) and, per form that is None, why."""
+    one does not apply) and, per form that is None, why. ``onnx`` False: no ONNX export
+    (two exports and two sessions a caller reading only ``measured`` would not use)."""
     notes: dict[str, str] = {}
     masked = masked_model(bundle, masks)
     sparse, why = sparse_model(masked, bundle, masks)
@@ -267,13 +269,17 @@ def pruned_forms(bundle: ModelBundle, masks: Masks
             shrunk = shrink(bundle, masks).eval()
         except ModelError as exc:
             notes["shrunk"] = str(exc)
-    example = timing_inputs(bundle, ONNX_EXAMPLE_BATCH)
-    onnx, why = onnx_model(shrunk if shrunk is not None else masked, example)
-    dense = onnx_model(bundle.model, example)[0] if onnx is not None else None
-    if onnx is None or dense is None:
-        notes["onnx"] = why or "the dense model could not be exported to ONNX"
-        onnx = dense = None
-    return {"masked": masked, "sparse": sparse, "shrunk": shrunk, "onnx": onnx,
+    runtime = dense = None
+    if onnx:
+        example = timing_inputs(bundle, ONNX_EXAMPLE_BATCH)
+        runtime, why = onnx_model(shrunk if shrunk is not None else masked, example)
+        dense = onnx_model(bundle.model, example)[0] if runtime is not None else None
+        if runtime is None or dense is None:
+            notes["onnx"] = why or "the dense model could not be exported to ONNX"
+            runtime = dense = None
+    else:
+        notes["onnx"] = "not timed: only the measured speed-up was asked for"
+    return {"masked": masked, "sparse": sparse, "shrunk": shrunk, "onnx": runtime,
             ONNX_DENSE: dense}, notes
 
 
