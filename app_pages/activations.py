@@ -13,6 +13,7 @@ import streamlit as st
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import ExplorerError
+from explorer.look.sentences import over_samples, samples_noun
 from explorer.look.stats import ActivationStats, activation_stats
 from explorer.ui import state, texts
 from explorer.ui.charts import activations as activation_charts
@@ -26,6 +27,7 @@ BARS_KEY = "act_neurons"
 
 session = page_setup("Activations", texts.ACTIVATIONS)
 bundle = session.bundle
+NOUN = samples_noun(bundle.card)  # images, or a text model's sentences
 # Bundle and data are not hashable, so they travel as _bundle / _data; the session's key (a
 # digest of the model's and the data's content) names them for the shared cache.
 
@@ -52,7 +54,7 @@ def _overview(stats: dict[str, ActivationStats]) -> None:
         "mean APoZ": st.column_config.ProgressColumn(format="percent", min_value=0,
                                                      max_value=1),
         "mean |activation|": st.column_config.NumberColumn(format="%.4f"),
-        "dead": st.column_config.NumberColumn(help="neurons that are zero on every image"),
+        "dead": st.column_config.NumberColumn(help=f"neurons that are zero on every {NOUN[:-1]}"),
     })
 
 
@@ -88,7 +90,7 @@ except ExplorerError as exc:
     st.error(f"The activations cannot be measured: {exc}")
     st.stop()
 
-st.markdown(f"**Every layer** on {len(session.data)} validation images")
+st.markdown(f"**Every layer** on {len(session.data)} validation {NOUN}")
 _overview(stats)
 
 layer_key = f"act_layer::{session.model_id}"
@@ -106,7 +108,7 @@ with left:
     layer, s = bundle.layer(selected), stats[selected]
     st.metric("Neurons", count(s.mean_abs.size))
     st.metric("Dead neurons", count(s.dead.size),
-              help="zero on every validation image (and every position, for a convolution)")
+              help=f"zero on every validation {NOUN[:-1]} (and every position of it)")
     st.metric("Mean APoZ", percent(float(s.apoz.mean()), 1))
 with right:
     if layer.activation_node == layer.node:
@@ -120,16 +122,17 @@ with right:
         st.markdown(f":red[**{s.dead.size} dead neuron(s)**] in {selected} (never nonzero, "
                     f"removing them changes nothing): {_dead_list(s)}")
     else:
-        st.markdown(f"No dead neuron in {selected}: every neuron fires on some image.")
+        st.markdown(f"No dead neuron in {selected}: every neuron fires on some {NOUN[:-1]}.")
     st.plotly_chart(activation_charts.per_neuron(
-        s, f"{selected}: per-neuron activity over {s.samples} images"
-           + (f" x {s.positions} positions" if s.positions > 1 else "")), key=BARS_KEY,
+        s, f"{selected}: per-neuron activity over "
+           f"{over_samples(s.samples, s.positions, s.values, NOUN)}"), key=BARS_KEY,
         on_select=partial(_on_bar, selected), selection_mode="points",
         config={"displaylogo": False})
 
 neuron = _chosen_neuron(selected, layer.neurons)
 if neuron is None:
-    st.caption("Click a neuron's bar to see its incoming weights, its activations, the "
-               "validation images that excite it most and a captum attribution map.")
+    st.caption("Click a neuron's bar to see its incoming weights, its activations and the "
+               f"validation {NOUN} that excite it most"
+               + (" with a captum attribution map." if NOUN == "images" else "."))
 else:
     drilldown_view.neuron_drilldown(session.key, bundle, session.data, selected, neuron)

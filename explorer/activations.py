@@ -31,6 +31,7 @@ BATCH_BYTES = 64 * 2**20  # node values one batch of a run may hold (the evaluat
 REPLAY_BYTES = 64 * 2**20  # activations a two-pass reduction keeps from its first pass
 
 Batch = dict[str, torch.Tensor]  # layer name -> activations (B, neurons, positions) float32
+# A position that is padding (token-id inputs, ModelBundle.real_tokens) holds NaN: no value.
 
 
 def stream_activations(
@@ -51,7 +52,11 @@ def stream_activations(
     Yields ``{layer: (B, neurons, positions) float32}``, the output of
     ``Layer.activation_node`` (after the layer's ReLU when it has one). Linear outputs
     (B, ..., features) become (B, features, prod(...)); convolution outputs (B, C, H, W)
-    become (B, C, H * W). The arguments are checked here, before the first batch runs.
+    become (B, C, H * W). Where the model reads token ids with padding
+    (:meth:`ModelBundle.real_tokens`), a padding position of a per-token layer is NaN, so
+    every statistic over positions counts the sentence's tokens only: a padded sentence's
+    states are computed but enter nothing the model outputs. The arguments are checked
+    here, before the first batch runs.
     """
     x = _inputs(bundle, data)
     if batch_size is None:
@@ -67,10 +72,11 @@ def _batches(bundle: ModelBundle, x: torch.Tensor, wanted: list[Layer],
              batch_size: int) -> Iterator[Batch]:
     program = bundle.program
     for start in range(0, x.shape[0], batch_size):
-        _, state = program.run(x[start : start + batch_size], keep=True)
-        values = state.values
-        batch = {layer.name: neurons_first(
-                     layer, values[program.index_of(layer.activation_node)].float())
+        inputs = x[start : start + batch_size]
+        _, state = program.run(inputs, keep=True)
+        values, tokens = state.values, bundle.real_tokens(inputs)
+        batch = {layer.name: without_padding(neurons_first(
+                     layer, values[program.index_of(layer.activation_node)].float()), tokens)
                  for layer in wanted}
         del values, state  # the other node values go now, this batch before the next runs
         yield batch
@@ -140,14 +146,15 @@ class NeuronTotals:
     """Per-neuron running sums of one layer's activations over the batches seen so far.
 
     ``abs_sum`` (neurons,) float64 sums |a|, ``zeros`` (neurons,) int64 counts exact zeros,
-    ``values`` is the number of values per neuron (samples x positions), ``lo`` / ``hi``
-    the smallest and largest value of the whole layer.
+    ``values`` is the number of values per neuron (samples x ``positions``, less padding),
+    ``lo`` / ``hi`` the smallest and largest value of the whole layer.
     """
 
     abs_sum: torch.Tensor
     zeros: torch.Tensor
     values: int = 0
     samples: int = 0
+    positions: int = 0
     lo: float = float("inf")
     hi: float = float("-inf")
 
@@ -157,13 +164,14 @@ class NeuronTotals:
                    torch.zeros(neurons, dtype=torch.int64))
 
     def add(self, acts: torch.Tensor) -> None:
-        """Add one batch ``acts`` (B, neurons, positions)."""
-        self.abs_sum += acts.abs().sum((0, 2), dtype=torch.float64)
+        """Add one batch ``acts`` (B, neurons, positions); NaN (padding) is no value."""
+        self.abs_sum += acts.abs().nansum((0, 2), dtype=torch.float64)
         self.zeros += (acts == 0).sum((0, 2))
-        self.values += acts.shape[0] * acts.shape[2]
+        self.values += present(acts)
         self.samples += acts.shape[0]
-        self.lo = min(self.lo, float(acts.min()))
-        self.hi = max(self.hi, float(acts.max()))
+        self.positions = acts.shape[2]
+        lo, hi = value_range(acts)
+        self.lo, self.hi = min(self.lo, float(lo.min())), max(self.hi, float(hi.max()))
 
     @property
     def mean_abs(self) -> torch.Tensor:
@@ -210,8 +218,43 @@ def per_image_means(
 
 def image_means(acts: torch.Tensor) -> np.ndarray:
     """One batch's activations (B, neurons, positions) averaged over positions per image,
-    (B, neurons) float64: the one rule every per-image mean follows."""
-    return acts.numpy().mean(axis=2, dtype=np.float64)
+    (B, neurons) float64: the one rule every per-image mean follows (a sentence's mean is
+    over its tokens: padding, NaN, is left out; every sentence has at least one token)."""
+    if not present(acts) < acts.shape[0] * acts.shape[2]:
+        return acts.numpy().mean(axis=2, dtype=np.float64)
+    return np.nanmean(acts.numpy().astype(np.float64), axis=2)
+
+
+def without_padding(acts: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+    """``acts`` (B, neurons, positions) with NaN where ``tokens`` (B, positions) is False: a
+    per-token layer's padding. Left alone without tokens, or where the positions are not the
+    input's tokens (a layer after pooling)."""
+    if tokens is None or tokens.all() or acts.shape[2] != tokens.shape[1]:
+        return acts
+    return acts.masked_fill(~tokens[:, None, :], float("nan"))
+
+
+def present(acts: torch.Tensor) -> int:
+    """How many values each neuron has in ``acts`` (B, neurons, positions): its positions
+    that are not padding (NaN), the same for every neuron."""
+    return int((~torch.isnan(acts[:, :1, :])).sum())
+
+
+def value_range(acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each neuron's smallest and largest value in ``acts`` (B, neurons, positions), padding
+    (NaN) left out: two (neurons,) tensors."""
+    missing = torch.isnan(acts)
+    if not missing.any():
+        return acts.amin((0, 2)), acts.amax((0, 2))
+    return (acts.masked_fill(missing, float("inf")).amin((0, 2)),
+            acts.masked_fill(missing, float("-inf")).amax((0, 2)))
+
+
+def real_values(acts: torch.Tensor) -> torch.Tensor:
+    """(neurons, values) of ``acts`` (B, neurons, positions) without the padding (NaN)."""
+    values = acts.transpose(0, 1).reshape(acts.shape[1], -1)
+    keep = ~torch.isnan(values[0])
+    return values if keep.all() else values[:, keep]
 
 
 def for_each(batches: Iterable[Batch], step: Callable[[str, torch.Tensor], object]) -> None:

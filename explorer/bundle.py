@@ -57,6 +57,17 @@ class ModelBundle:
     heads: tuple[HeadGroup, ...] = ()
     blocks: tuple[Block, ...] = ()
 
+    def real_tokens(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Which positions of token-id inputs ``x`` (N, L) hold a token rather than padding,
+        (N, L) bool; None where the model reads no token ids (no ``pad_id`` in its card or
+        as its attribute, as :class:`~explorer.load.transformers.TopicEmbedder` has) or ``x``
+        is not (N, L). Per-token statistics leave the padding out: its states are computed
+        but enter nothing the model outputs."""
+        pad_id = self.card.get("pad_id", getattr(self.model, "pad_id", None))
+        if pad_id is None or x.dim() != 2 or tuple(x.shape[1:]) != tuple(self.input_shape):
+            return None
+        return x.long() != int(pad_id)
+
     def group(self, name: str) -> tuple[Layer, ...]:
         """The layers of neuron group ``name`` (a group is named after its first layer)."""
         return tuple(la for la in self.layers if la.group == name)

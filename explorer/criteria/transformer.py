@@ -84,8 +84,8 @@ class BlockInfluence:
     the mean over the validation set's tokens of the cosine similarity between a token's
     hidden state entering the block and leaving it. A block that barely turns its input
     has a low BI and is dropped first. Padding tokens are left out where the model says
-    which they are (a ``pad_id`` attribute, as :class:`~explorer.load.transformers.
-    TopicEmbedder` has, on token-id inputs); otherwise every token counts. In a residual
+    which they are (:meth:`~explorer.bundle.ModelBundle.real_tokens`); otherwise every
+    token counts. In a residual
     CNN block a "token" is one position of the feature map, its state the channels there.
     """
 
@@ -95,7 +95,6 @@ class BlockInfluence:
     def score(self, block: Block, ctx: ScoreContext) -> torch.Tensor:
         data = needs_data(ctx, self.name)
         model = private_copy(ctx.bundle)
-        pad_id = getattr(model, "pad_id", None)
         seen: list[torch.Tensor] = []
 
         def record(_, args, output):  # a token's state: its features (channels of an image)
@@ -111,8 +110,9 @@ class BlockInfluence:
                     seen.clear()
                     model(x)
                     cosine = seen[0]
-                    if pad_id is not None and cosine.shape == x.shape:
-                        cosine = cosine[x.long() != pad_id]
+                    tokens = ctx.bundle.real_tokens(x)
+                    if tokens is not None and cosine.shape == x.shape:
+                        cosine = cosine[tokens]
                     total += float(cosine.sum())
                     count += cosine.numel()
         finally:

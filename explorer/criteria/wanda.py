@@ -6,7 +6,8 @@ X_j is input feature j over every token (here: every image and position) of the 
 weight is unimportant if it is small *or* its input is small.
 
 The input features are the columns of the matrix a layer multiplies: a linear layer's
-``in_features`` (every leading dimension of its input counts as a token); a convolution's
+``in_features`` (every leading dimension of its input counts as a token, bar the padding of
+token-id inputs, :meth:`~explorer.bundle.ModelBundle.real_tokens`); a convolution's
 unfolded patches, one feature per (input channel, kernel row, kernel column), summed over
 every output position with the layer's stride, padding and dilation, exactly as ``F.unfold``
 lays them out. Norms come from one streamed pass of the exported program per layer (the
@@ -58,9 +59,13 @@ def input_norms(bundle: ModelBundle, layer: Layer, x: torch.Tensor) -> torch.Ten
     total = None
     batch = default_batch(bundle)
     for start in range(0, x.shape[0], batch):
-        _, state = program.run(x[start : start + batch], keep=True)
+        inputs = x[start : start + batch]
+        _, state = program.run(inputs, keep=True)
         value = state.values[where].double()
         del state
+        tokens = bundle.real_tokens(inputs)
+        if layer.kind == "linear" and tokens is not None and value.shape[:2] == tokens.shape:
+            value = value * tokens[..., None]  # a padding position's features count 0
         part = _squares(layer, node.args, value)
         total = part if total is None else total + part
     norms = total.sqrt()

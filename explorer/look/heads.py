@@ -21,8 +21,8 @@ one head looks in one sentence.
   computes, not what a library reports): (tokens, tokens), padding rows and columns dropped.
 
 Nothing here writes into the shared model: the hooks that read an attention's input go on
-a private copy and are removed in a ``finally``. Padding is the model's ``pad_id`` attribute
-(as :class:`~explorer.load.transformers.TopicEmbedder` has) on token-id inputs; a model
+a private copy and are removed in a ``finally``. Padding is what
+:meth:`~explorer.bundle.ModelBundle.real_tokens` says it is (a ``pad_id``); a model
 without one counts every token.
 """
 
@@ -151,10 +151,8 @@ def _bias(bundle: ModelBundle, layer: str, rows: slice) -> torch.Tensor | None:
 
 def _real_tokens(bundle: ModelBundle, x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Which positions (``shape``: batch, tokens) hold a token, not padding."""
-    pad_id = getattr(bundle.model, "pad_id", None)
-    if pad_id is None or x.shape != shape:
-        return torch.ones(shape, dtype=torch.bool)
-    return x.long() != pad_id
+    tokens = bundle.real_tokens(x)
+    return torch.ones(shape, dtype=torch.bool) if tokens is None or x.shape != shape else tokens
 
 
 def _stream_input(bundle: ModelBundle, x: torch.Tensor, module: str, batch_size: int,

@@ -23,7 +23,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explorer.activations import find_layer, for_each, image_means, stream_activations
+from explorer.activations import (
+    find_layer,
+    for_each,
+    image_means,
+    present,
+    real_values,
+    stream_activations,
+    value_range,
+)
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import ExplorerError
@@ -38,8 +46,10 @@ class LayerSummary:
 
     * ``means`` (N, neurons) float64: each image's activation averaged over positions (a
       convolution channel's map becomes one number; :func:`explorer.activations.per_image_means`);
-    * ``zeros`` (neurons,) int64: how many of a neuron's N x ``positions`` values are exactly 0;
-    * ``lo``, ``hi`` (neurons,) float64: each neuron's smallest and largest value.
+    * ``zeros`` (neurons,) int64: how many of a neuron's ``values`` are exactly 0;
+    * ``lo``, ``hi`` (neurons,) float64: each neuron's smallest and largest value;
+    * ``positions``: positions per image; ``values``: values per neuron over all images,
+      N x ``positions`` less the padding of token inputs (which every statistic leaves out).
     """
 
     layer: str
@@ -48,6 +58,7 @@ class LayerSummary:
     lo: np.ndarray
     hi: np.ndarray
     positions: int
+    values: int
 
     @property
     def samples(self) -> int:
@@ -56,7 +67,7 @@ class LayerSummary:
     @property
     def apoz(self) -> np.ndarray:
         """The fraction of exactly-zero outputs per neuron over images and positions."""
-        return self.zeros / (self.samples * self.positions)
+        return self.zeros / self.values
 
 
 @dataclass(frozen=True)
@@ -96,19 +107,20 @@ def layer_summary(bundle: ModelBundle, data: ValidationSet | torch.Tensor, layer
     zeros = torch.zeros(neurons, dtype=torch.int64)
     lo = torch.full((neurons,), float("inf"))
     hi = torch.full((neurons,), float("-inf"))
-    positions = 0
+    positions = values = 0
 
     def add(_name: str, acts: torch.Tensor) -> None:
-        nonlocal positions, lo, hi
+        nonlocal positions, values, lo, hi
         means.append(image_means(acts))
         zeros.add_((acts == 0).sum((0, 2)))
-        lo = torch.minimum(lo, acts.amin((0, 2)))
-        hi = torch.maximum(hi, acts.amax((0, 2)))
+        low, high = value_range(acts)
+        lo, hi = torch.minimum(lo, low), torch.maximum(hi, high)
         positions = acts.shape[2]
+        values += present(acts)
 
     for_each(stream_activations(bundle, data, [layer], batch_size), add)
     return LayerSummary(layer, np.concatenate(means), zeros.numpy(), lo.double().numpy(),
-                        hi.double().numpy(), positions)
+                        hi.double().numpy(), positions, values)
 
 
 def neuron_histograms(bundle: ModelBundle, data: ValidationSet | torch.Tensor,
@@ -149,7 +161,7 @@ def _bin_counts(acts: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     (every value lies within its neuron's range, so only the inner edges are searched).
     """
     neurons, bins = edges.shape[0], edges.shape[1] - 1
-    values = acts.transpose(0, 1).reshape(neurons, -1).double().contiguous()  # exact
+    values = real_values(acts).double().contiguous()  # exact
     k = torch.searchsorted(edges[:, 1:-1].contiguous(), values, right=True)
     k += torch.arange(neurons)[:, None] * bins
     return torch.bincount(k.reshape(-1), minlength=neurons * bins)

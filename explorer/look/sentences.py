@@ -38,6 +38,14 @@ def samples_noun(card: Mapping) -> str:
     return "sentences" if reads_text(card) else "images"
 
 
+def over_samples(samples: int, positions: int, values: int, noun: str) -> str:
+    """What statistics over a layer's values were taken on: ``samples`` images or sentences
+    (``noun``), their ``positions`` each, or for padded sentences their ``values`` tokens."""
+    if values < samples * positions:
+        return f"{samples:,} {noun} ({values:,} tokens, padding left out)"
+    return f"{samples:,} {noun}" + (f" x {positions:,} positions" if positions > 1 else "")
+
+
 def tokens(card: Mapping, row: torch.Tensor) -> list[str]:
     """The tokens of one sample ``row`` (L,) of token ids, padding left out (framing kept)."""
     vocabulary, pad = card["vocabulary"], card["pad_id"]

@@ -19,7 +19,14 @@ from typing import Literal
 import numpy as np
 import torch
 
-from explorer.activations import NeuronTotals, Replay, find_layer, for_each, reduce_batches
+from explorer.activations import (
+    NeuronTotals,
+    Replay,
+    find_layer,
+    for_each,
+    real_values,
+    reduce_batches,
+)
 from explorer.bundle import ModelBundle
 from explorer.data import ValidationSet
 from explorer.errors import ExplorerError
@@ -65,7 +72,9 @@ class ActivationStats:
     * ``dead``: indices (int64) of the neurons that are zero on every sample and position.
 
     ``samples`` is the number of inputs and ``positions`` the spatial positions per sample
-    (H * W for a convolution, 1 for a linear layer on (N, features) inputs).
+    (H * W for a convolution, 1 for a linear layer on (N, features) inputs, the tokens of a
+    text model's layer); ``values`` the values per neuron, samples x positions less the
+    padding of token inputs (every statistic leaves padding out).
     """
 
     layer: str
@@ -75,6 +84,7 @@ class ActivationStats:
     dead: np.ndarray
     samples: int
     positions: int
+    values: int
 
 
 def magnitude_histogram(
@@ -176,7 +186,7 @@ def _summaries(batches: Iterable[dict[str, torch.Tensor]], bins: int
     counts = {name: np.zeros(bins, dtype=np.int64) for name in totals}
 
     def count(name: str, acts: torch.Tensor) -> None:
-        counts[name] += np.histogram(to_numpy(acts), bins=edges[name])[0]
+        counts[name] += np.histogram(to_numpy(real_values(acts)), bins=edges[name])[0]
 
     for_each(batches, count)
     return {name: _stats(name, t, Histogram(edges[name], counts[name], int(t.zeros.sum()),
@@ -200,7 +210,8 @@ def _stats(layer: str, totals: NeuronTotals, histogram: Histogram) -> Activation
         apoz=totals.apoz.numpy(),
         dead=np.flatnonzero(zeros == totals.values).astype(np.int64),
         samples=totals.samples,
-        positions=totals.values // max(totals.samples, 1),
+        positions=totals.positions,
+        values=totals.values,
     )
 
 

@@ -22,7 +22,7 @@ from explorer.look.layer_summary import (
     layer_summary,
     neuron_histograms,
 )
-from explorer.look.sentences import reads_text, samples_noun, sentences
+from explorer.look.sentences import over_samples, reads_text, samples_noun, sentences
 from explorer.ui.charts import drilldown as charts
 from explorer.ui.charts.similarity import weight_view
 from explorer.ui.state import NO_DATA_NOTE
@@ -54,8 +54,7 @@ def histograms(key: str, layer: str, _bundle: ModelBundle,
 def positions_note(layer: LayerSummary, noun: str = "images") -> str:
     """What a chart of the layer's activations counts: samples (``noun``: images or
     sentences), and positions per sample."""
-    return (f"On {layer.samples} validation {noun}"
-            + (f", {layer.positions} positions each." if layer.positions > 1 else "."))
+    return f"On {over_samples(layer.samples, layer.positions, layer.values, noun)}."
 
 
 @st.cache_data(show_spinner="Explaining with captum (NeuronConductance)...", max_entries=256)
@@ -81,7 +80,7 @@ def neuron_examples(key: str, bundle: ModelBundle, data: ValidationSet | None, l
         return
     top = rank_images(summarised.means, neuron, TOP_K)
     if reads_text(bundle.card):
-        _top_sentences(bundle, data, layer, neuron, top, summarised.positions)
+        _top_sentences(bundle, data, layer, neuron, top)
         return
     pictures = np.stack([charts.picture(data.x[i].numpy()) for i in top.indices])
     st.plotly_chart(charts.top_images(pictures, top.indices, top.values, neuron),
@@ -93,13 +92,12 @@ def neuron_examples(key: str, bundle: ModelBundle, data: ValidationSet | None, l
 
 
 def _top_sentences(bundle: ModelBundle, data: ValidationSet, layer: str, neuron: int,
-                   top: TopImages, positions: int) -> None:
+                   top: TopImages) -> None:
     """A text model's top samples: the sentences, with the neuron's mean over their tokens,
     and no attribution (:data:`NO_TEXT_ATTRIBUTION`)."""
     texts = sentences(bundle.card, data.x[top.indices])
     st.markdown(f"**Neuron {neuron}: the {len(texts)} validation sentences it responds to "
-                f"most** (its output averaged over each sentence's {positions} positions, "
-                "padding included)")
+                "most** (its output averaged over each sentence's tokens, padding left out)")
     st.dataframe([{"#": int(i), "activation": float(v), "sentence": text}
                   for i, v, text in zip(top.indices, top.values, texts, strict=True)],
                   hide_index=True, key=f"dd_top::{layer}::{neuron}")

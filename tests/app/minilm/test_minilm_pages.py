@@ -53,14 +53,16 @@ def test_every_page_runs_on_minilm_with_a_pruned_plan(page):
 
 
 def hooked_means(bundle, x: torch.Tensor) -> torch.Tensor:
-    """The feed-forward layer's GELU output per sentence (N, 1536), averaged over all 16
-    positions, from a forward hook on a private copy of the model."""
+    """The feed-forward layer's GELU output per sentence (N, 1536), averaged over the
+    sentence's tokens (padding, id 0, left out), from a forward hook on a private copy of
+    the model."""
     model, caught = copy.deepcopy(bundle.model), {}
     block = dict(model.named_modules())[FFN.removesuffix(".dense")]
     block.register_forward_hook(lambda _m, _i, out: caught.setdefault("out", out.detach()))
     with torch.no_grad():
         model(x)
-    return caught["out"].mean(dim=1)
+    tokens = (x != 0).unsqueeze(-1).to(caught["out"].dtype)
+    return (caught["out"] * tokens).sum(dim=1) / tokens.sum(dim=1)
 
 
 @needs_extra
