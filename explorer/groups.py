@@ -9,13 +9,16 @@ uploads (.pt2 programs, converted TorchScript) the same groups as the demo archi
 on those, the groups equal Torch-Pruning's (tests/engine/test_graph_groups.py).
 
 Channels are followed in one pass in execution order. Each tensor carries a *label*: the
-list of :class:`Segment` s along its channel axis (dim 1), each naming the layer whose channels
+list of :class:`Segment` s along its channel axis, each naming the layer whose channels
 it holds, how many, and how many features each channel has become (a flatten turns a channel
-into a block of H*W features). What the pass understands:
+into a block of H*W features). The channel axis is dim 1 (a convolution's channels, a linear
+layer's features on (N, features)) or the last one (a linear layer's features on (N, tokens,
+features), as in a transformer's feed-forward block). What the pass understands:
 
 * BatchNorm, activations, dropout, pooling, mean over spatial axes, a whole slice, a new
   axis after the channels: channels kept (a BatchNorm's weight and bias follow them);
 * flatten / view / reshape from (N, C, ...) to (N, C * ...): a channel becomes a block;
+* a view / reshape that keeps the last axis of a tensor whose features are there: kept;
 * add, sub, mul, div of two tensors: their layers' channels are joined into one group
   (a squeeze-and-excitation gate joins the layer it scales); with a scalar: kept;
 * concatenation along the channels: the segments follow each other (offsets);
@@ -46,7 +49,9 @@ Heads are found on a model's Python definition, in the layout of BERT and its re
 ``transformers`` (RoBERTa, MiniLM, ELECTRA, ...): a module with ``query``, ``key`` and
 ``value`` linear children and ``num_attention_heads`` / ``attention_head_size`` attributes,
 whose parent has ``output.dense``, the output projection. A model known only as an exported
-graph (an upload) gets no heads: its head split is a reshape that nothing here follows.
+graph (an upload) gets no heads: its head split is a reshape that nothing here follows (its
+query, key and value layers say so), though its feed-forward neurons are found as any
+linear layer's on (N, tokens, features).
 """
 
 from __future__ import annotations
@@ -60,12 +65,22 @@ import torch
 from torch import fx, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from explorer.graph import CHANNELWISE_OPS, FLATTEN_OPS, Dependent, Layer, conv_groups
+from explorer.graph import (
+    ACTIVATION_OPS,
+    CHANNELWISE_OPS,
+    FLATTEN_OPS,
+    Dependent,
+    Layer,
+    conv_groups,
+)
 
 aten = torch.ops.aten
 JOIN_OPS = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor,
             aten.add.Scalar, aten.sub.Scalar, aten.mul.Scalar, aten.div.Scalar}
 OUTPUT_REASON = "its output is the model's output (its neurons are the classes)"
+# Ops that keep features on the last axis where they are (besides the activations).
+LAST_AXIS_COPIES = {aten.dropout.default, aten.clone.default, aten.contiguous.default,
+                    aten.alias.default, aten.detach.default}
 
 
 @dataclass(frozen=True)
@@ -106,6 +121,7 @@ class _Trace:
     def __init__(self, layers: dict[str, Layer], shapes: dict[str, tuple]) -> None:
         self.layers, self.shapes = layers, shapes
         self.labels: dict[str, Label] = {}
+        self.last: set[str] = set()  # nodes of rank > 2 whose channels are the last axis
         self.parent = {name: name for name in layers}
         self.deps: dict[str, list[Dependent]] = {name: [] for name in layers}
         self.members: dict[str, list[str]] = {name: [name] for name in layers}
@@ -127,6 +143,13 @@ class _Trace:
         self.consumed |= {a} if b in self.consumed else set()
         if b in self.blocked:
             self.blocked.setdefault(a, self.blocked.pop(b))
+
+    def label(self, node: str, label: Label, last: bool = False) -> None:
+        """``node``'s output carries ``label`` along dim 1, or with ``last`` along its last
+        axis (the same as dim 1 on a tensor of rank 2)."""
+        self.labels[node] = label
+        if last and len(self.shapes.get(node, ())) > 2:
+            self.last.add(node)
 
     def block(self, label: Label | None, reason: str) -> None:
         for seg in label or ():
@@ -171,6 +194,10 @@ def _step(trace: _Trace, node: fx.Node, layer: Layer | None, params: set[str]) -
         _layer_step(trace, node, layer, inputs)
     elif not inputs:
         return
+    elif alone and first.name in trace.last:
+        _last_axis_step(trace, node, inputs[first.name])
+    elif any(name in trace.last for name in inputs) and target not in JOIN_OPS:
+        _unfollowed(trace, node, inputs)
     elif target in CHANNELWISE_OPS and alone:
         label = inputs[first.name]
         if target is aten.batch_norm.default:
@@ -193,15 +220,46 @@ def _step(trace: _Trace, node: fx.Node, layer: Layer | None, params: set[str]) -
     elif target is aten.cat.default:
         _cat_step(trace, node, inputs)
     else:
-        op = getattr(getattr(target, "overloadpacket", None), "__name__", None) or getattr(
-            target, "__name__", str(target))
-        if target is operator.getitem:
-            why = f"its output is split by {node.name}"
-        else:
-            why = (f"its channels reach {op} ({node.name}), an operation the graph analysis "
-                   "does not follow")
-        for label in inputs.values():
-            trace.block(label, why)
+        _unfollowed(trace, node, inputs)
+
+
+def _unfollowed(trace: _Trace, node: fx.Node, inputs: dict[str, Label]) -> None:
+    """The channels reaching ``node`` go where the analysis cannot follow them."""
+    target = node.target
+    op = getattr(getattr(target, "overloadpacket", None), "__name__", None) or getattr(
+        target, "__name__", str(target))
+    if target is operator.getitem:
+        why = f"its output is split by {node.name}"
+    else:
+        why = (f"its channels reach {op} ({node.name}), an operation the graph analysis "
+               "does not follow")
+    for label in inputs.values():
+        trace.block(label, why)
+
+
+def _last_axis_step(trace: _Trace, node: fx.Node, label: Label) -> None:
+    """One op on a tensor whose features are its last axis (N, ..., features): an
+    elementwise activation, dropout or copy, a view that keeps that axis, a mean over other
+    axes, a whole slice, an add or product with a scalar keep them there."""
+    target, args = node.target, node.args
+    before, after = trace.shapes[args[0].name], trace.shapes.get(node.name, ())
+    keeps = (target in ACTIVATION_OPS or target in LAST_AXIS_COPIES
+             or (target in FLATTEN_OPS and after and after[-1] == before[-1]
+                 and math.prod(after) == math.prod(before))
+             or (target is aten.mean.dim and len(after) > 1
+                 and all(d % len(before) != len(before) - 1 for d in _dims(args[1])))
+             or (target is aten.slice.Tensor and after == before))
+    if target in JOIN_OPS:
+        _join_step(trace, node, {args[0].name: label})
+    elif keeps:
+        trace.label(node.name, label, last=True)
+    elif (target in FLATTEN_OPS and len(after) == len(before) + 1
+          and after[:-2] == before[:-1] and after[-2] * after[-1] == before[-1]):
+        trace.block(label, f"its features are split into {after[-2]} attention heads of "
+                    f"{after[-1]} ({node.name}): heads are found on a model's Python "
+                    "definition only, not on an uploaded graph")
+    else:
+        _unfollowed(trace, node, {args[0].name: label})
 
 
 def _is_gate(node: object) -> bool:
@@ -214,6 +272,10 @@ def _is_gate(node: object) -> bool:
 def _layer_step(trace: _Trace, node: fx.Node, layer: Layer, inputs: dict[str, Label]) -> None:
     source = node.args[0]
     label = inputs.get(source.name) if isinstance(source, fx.Node) else None
+    rank = len(trace.shapes[source.name])
+    if label and (source.name in trace.last) != (layer.kind == "linear" and rank > 2):
+        trace.block(label, f"it feeds {layer.name} along another axis than its channels")
+        label = None
     if set(inputs) - {source.name}:
         trace.block(tuple(s for n, lab in inputs.items() if n != source.name for s in lab),
                     f"its output becomes a weight of {layer.name}")
@@ -235,19 +297,13 @@ def _layer_step(trace: _Trace, node: fx.Node, layer: Layer, inputs: dict[str, La
                                      "follow several layers, or none")
         return
     if label:
-        if layer.kind == "linear" and len(trace.shapes[source.name]) != 2:
-            trace.block(label, f"it feeds {layer.name}, a linear layer on inputs of more "
-                        "than 2 dimensions")
         trace.follow(label, layer.weight, 1)
         for seg in label:
             if seg.root is not None:
                 trace.consumed.add(trace.find(seg.root))
     trace.follow(((Segment(layer.name, layer.neurons),)), layer.weight, 0)
     trace.follow(((Segment(layer.name, layer.neurons),)), layer.bias, 0)
-    if layer.kind == "linear" and len(trace.shapes[node.name]) != 2:
-        trace.blocked[layer.name] = ("a linear layer on inputs of more than 2 dimensions is "
-                                     "not supported")
-    trace.labels[node.name] = (Segment(layer.name, layer.neurons),)
+    trace.label(node.name, (Segment(layer.name, layer.neurons),), last=layer.kind == "linear")
 
 
 def _join_step(trace: _Trace, node: fx.Node, inputs: dict[str, Label],
@@ -256,12 +312,15 @@ def _join_step(trace: _Trace, node: fx.Node, inputs: dict[str, Label],
     operands join their layers' channels; a factor without channels (a scalar, a
     per-sample value) keeps them."""
     out = trace.shapes[node.name]
+    last = any(name in trace.last for name in inputs)  # the channels are the last axis
     operands = [a for a in (node.args[:2] if args is None else args) if isinstance(a, fx.Node)]
-    wide = [a for a in operands if _channels(trace.shapes.get(a.name, ()), len(out)) > 1]
+    wide = [a for a in operands
+            if _channels(trace.shapes.get(a.name, ()), len(out), last) > 1]
     labels = [inputs.get(a.name) for a in wide]
-    full = all(labels) and all(len(trace.shapes[a.name]) == len(out) for a in wide)
+    full = all(labels) and all(len(trace.shapes[a.name]) == len(out)
+                               and (a.name in trace.last) == last for a in wide)
     if full and len(wide) == 1 and len(inputs) == 1:
-        trace.labels[node.name] = labels[0]
+        trace.label(node.name, labels[0], last)
     elif full and len(wide) == 2 and _aligned(labels[0], labels[1]):
         for a, b in zip(labels[0], labels[1], strict=True):
             if (a.root is None) != (b.root is None):
@@ -269,7 +328,7 @@ def _join_step(trace: _Trace, node: fx.Node, inputs: dict[str, Label],
                             "with channels no prunable layer produces")
             elif a.root is not None:
                 trace.join(a.root, b.root)
-        trace.labels[node.name] = labels[0]
+        trace.label(node.name, labels[0], last)
     else:
         trace.block(tuple(s for lab in inputs.values() for s in lab),
                     f"its channels are joined by {node.name} with channels no prunable layer "
@@ -328,8 +387,11 @@ def channel_flatten(shapes: Mapping[str, tuple[int, ...]], node: fx.Node) -> boo
     return after[0] == before[0] and after[1] == math.prod(before[1:])
 
 
-def _channels(shape: tuple, rank: int) -> int:
-    """How many channels a tensor of ``shape`` has when broadcast to ``rank`` dimensions."""
+def _channels(shape: tuple, rank: int, last: bool = False) -> int:
+    """How many channels a tensor of ``shape`` has when broadcast to ``rank`` dimensions,
+    along dim 1 or (``last``) along the last axis."""
+    if last:
+        return shape[-1] if shape else 1
     at = 1 - (rank - len(shape))
     return shape[at] if 0 <= at < len(shape) else 1
 
@@ -339,11 +401,16 @@ def _keeps_channels(shapes: Mapping[str, tuple[int, ...]], node: fx.Node) -> boo
     spatial axes, a slice that takes everything, a new axis after the channels."""
     before, after = shapes[node.args[0].name], shapes.get(node.name, ())
     if node.target is aten.mean.dim:
-        dims = [node.args[1]] if isinstance(node.args[1], int) else list(node.args[1] or [])
+        dims = _dims(node.args[1])
         return bool(dims) and all(d % len(before) > 1 for d in dims)
     if node.target is aten.slice.Tensor:
         return after == before
     return node.target is aten.unsqueeze.default and node.args[1] % len(after) > 1
+
+
+def _dims(arg: object) -> list[int]:
+    """The dimensions a reduction's ``dim`` argument names (an int or a list)."""
+    return [arg] if isinstance(arg, int) else list(arg or [])
 
 
 HEAD_PARTS = ("query", "key", "value")
