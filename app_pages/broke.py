@@ -1,4 +1,4 @@
-"""What pruning broke: per-class accuracy, the confusion change and the flipped images."""
+"""What pruning broke: per-class accuracy, the confusion change and the flipped samples."""
 
 import pandas as pd
 import streamlit as st
@@ -105,14 +105,14 @@ cols = st.columns(5)
 cols[0].metric("Dense accuracy", percent(result.accuracy_dense))
 cols[1].metric("Pruned accuracy", percent(result.accuracy_plan),
                f"{(result.accuracy_plan - result.accuracy_dense) * 100:+.2f} pts",
-               help=f"on {result.samples} validation images")
+               help=f"on {result.samples} validation {SAMPLES}")
 cols[2].metric("Broken", counts["broken"], help=KIND_LABELS["broken"])
 cols[3].metric("Fixed", counts["fixed"], help=KIND_LABELS["fixed"])
 cols[4].metric("Changed", counts["changed"], help=KIND_LABELS["changed"])
 
 if not result.flips:
-    st.success("Nothing flipped: every validation image gets the same prediction from the "
-               "pruned model as from the dense one.")
+    st.success(f"Nothing flipped: every validation {SAMPLES[:-1]} gets the same prediction "
+               "from the pruned model as from the dense one.")
 left, right = st.columns(2, gap="large")
 with left:
     st.plotly_chart(broke_charts.class_accuracy(result, NAMES), key="broke_classes")

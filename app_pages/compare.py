@@ -9,6 +9,7 @@ import streamlit as st
 from explorer.decide import compare_criteria as compare
 from explorer.errors import ExplorerError
 from explorer.graph import Layer
+from explorer.look.sentences import samples_noun
 from explorer.plan import criterion_names
 from explorer.ui import cluster, state, texts
 from explorer.ui.charts import compare as compare_charts
@@ -21,6 +22,7 @@ RESULTS_KEPT = 32
 
 session = page_setup("Compare criteria", texts.COMPARE)
 bundle = session.bundle
+NOUN = samples_noun(bundle.card)  # images, or a text model's sentences
 state.stop_without_labels(session.data, "Comparing criteria compares accuracy.")
 if session.data is None:
     st.info(f"{bundle.name} has no validation data, so there is no accuracy to compare. "
@@ -55,15 +57,16 @@ def _compute(granularity: str, mode: str, layer: str | None) -> tuple[compare.Cu
     return curves, time.perf_counter() - start
 
 
-def _screened_note(curves: compare.Curves, images: int) -> str:
-    """What a screened sweep ran on: the subset for most points, every image for the table's."""
+def _screened_note(curves: compare.Curves, samples: int) -> str:
+    """What a screened sweep ran on: the subset for most points, every sample for the
+    table's."""
     screened = {p.samples for points in curves.values() for p in points if not p.exact}
     if not screened:
         return ""
     table = " and ".join(f"{f:.0%}" for f in compare.TABLE_FRACTIONS)
     return (f" Points marked as estimates (error bars: 95% interval) ran on a fixed "
-            f"stratified subset of {max(screened)} images; the points at {table} removed, "
-            f"which the table ranks, ran on all {images}.")
+            f"stratified subset of {max(screened)} {NOUN}; the points at {table} removed, "
+            f"which the table ranks, ran on all {samples}.")
 
 
 def _table(curves: compare.Curves) -> None:
@@ -129,9 +132,9 @@ with right:
         title = f"Whole model: one global threshold over all {granularity}"
     for name, message in curves.errors.items():
         st.warning(f"Criterion **{name}** could not be evaluated: {message}")
-    st.plotly_chart(compare_charts.criteria_lines(curves, dense.accuracy, title),
+    st.plotly_chart(compare_charts.criteria_lines(curves, dense.accuracy, title, NOUN),
                     key="cmp_chart")
     st.caption(f"{len(curves) * len(grid)} plans evaluated in {seconds:.1f} s on "
-               f"{dense.samples} validation images; dense accuracy {percent(dense.accuracy)}."
+               f"{dense.samples} validation {NOUN}; dense accuracy {percent(dense.accuracy)}."
                + _screened_note(curves, dense.samples))
     _table(curves)

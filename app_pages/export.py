@@ -9,6 +9,7 @@ import streamlit as st
 
 from explorer.errors import ExplorerError
 from explorer.export.outputs import ExportFiles, export_files, reload_metrics, zip_files
+from explorer.look.sentences import samples_noun
 from explorer.metrics import Metrics
 from explorer.ui import jobs, texts
 from explorer.ui.format import count, percent
@@ -51,6 +52,7 @@ NOT_MADE = {
 
 session = page_setup("Export", texts.EXPORT)
 bundle, plan = session.bundle, session.plan
+NOUN = samples_noun(bundle.card)  # images, or a text model's sentences
 
 
 def _exports() -> ExportFiles:
@@ -77,7 +79,7 @@ def _metrics() -> Metrics | str:
         cols[0].metric("Accuracy", "n/a", help="no validation data for this model")
     else:
         cols[0].metric("Accuracy", percent(metrics.accuracy),
-                       help=f"on {metrics.samples} validation images")
+                       help=f"on {metrics.samples} validation {NOUN}")
     metric_cards.cost_cards(cols[1], cols[2], cols[3], metrics)
     return metrics
 

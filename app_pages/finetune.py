@@ -14,6 +14,7 @@ from explorer.finetune.fixed_masks import (
 from explorer.finetune.retrain import Retrained, plan_reproduces, retrain
 from explorer.limits import MAX_FINETUNE_EPOCHS, MAX_ITERATIVE_STEPS
 from explorer.load.data_file import load_data_bytes, require_digits_input
+from explorer.look.sentences import samples_noun
 from explorer.ui import jobs, state, texts
 from explorer.ui.charts import finetune as finetune_charts
 from explorer.ui.format import count, percent
@@ -27,6 +28,7 @@ RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 
 session = page_setup("Fine-tune", texts.FINETUNE)
 bundle, plan = session.bundle, session.plan
+NOUN = samples_noun(bundle.card)  # images, or a text model's sentences
 state.stop_without_labels(session.data, "Fine-tuning trains on labels.")
 if session.data is None:
     st.info(f"{bundle.name} has no validation data: fine-tuning needs data to train on and to "
@@ -117,7 +119,7 @@ def _controls(running: bool) -> None:
         st.session_state["ft_source"] = SOURCES[0]
     source = st.radio("Training data", SOURCES, key="ft_source", horizontal=True,
                       persist_state="session",
-                      help="never the validation images the accuracy is measured on")
+                      help=f"never the validation {NOUN} the accuracy is measured on")
     if NOT_DIGITS:
         st.caption(f"No digits training split here: {NOT_DIGITS}")
     if source == UPLOAD:

@@ -10,6 +10,7 @@ from dataclasses import replace
 import streamlit as st
 
 from explorer.errors import ExplorerError
+from explorer.look.sentences import samples_noun
 from explorer.metrics import Metrics
 from explorer.plan import Plan, criterion_names, pattern_fits
 from explorer.ui import state, texts
@@ -20,6 +21,7 @@ from explorer.ui.views import metric_cards
 
 session = page_setup("Prune", texts.PRUNE)
 bundle = session.bundle
+NOUN = samples_noun(bundle.card)  # images, or a text model's sentences
 GLOBAL_KEY = state.SLIDER_PREFIX + "__global__"
 ALL_KEY = state.SLIDER_PREFIX + "__all__"
 GRANULARITY_KEY, CRITERION_KEY, SCOPE_KEY, MERGE_KEY = (
@@ -234,7 +236,7 @@ def _metrics(plan: Plan) -> tuple[Metrics, Metrics] | None:
                 refining["bar"] = st.progress(done / batches)
         elif "bar" in refining:
             refining["bar"].progress(done / batches,
-                                     f"refining: {so_far.samples:,} of {total:,} images")
+                                     f"refining: {so_far.samples:,} of {total:,} {NOUN}")
 
     try:
         dense = session.dense()
@@ -255,7 +257,7 @@ def _charts(plan: Plan, metrics: Metrics, dense: Metrics) -> None:
 
 def _cards(metrics: Metrics, dense: Metrics, estimate: bool = False) -> None:
     """Accuracy, loss, the cost cards and fidelity (drawn last: it never delays accuracy);
-    an estimate's figures read "≈ ..." and its caption says on how many images."""
+    an estimate's figures read "≈ ..." and its caption says on how many samples."""
     measured = metrics.accuracy is not None
     approx = "≈ " if estimate else ""
     cols = [*st.columns(3), *st.columns(3)]  # two rows: long numbers stay readable
@@ -264,7 +266,7 @@ def _cards(metrics: Metrics, dense: Metrics, estimate: bool = False) -> None:
         cols[0].metric("Accuracy", approx + percent(metrics.accuracy),
                        f"{(metrics.accuracy - dense.accuracy) * 100:+.2f} pts",
                        help=f"95% Wilson interval {percent(lo)} - {percent(hi)} "
-                            f"on {metrics.samples} images" + _bn_basis(metrics))
+                            f"on {metrics.samples} {NOUN}" + _bn_basis(metrics))
         cols[1].metric("Loss", f"{approx}{metrics.loss:.4f}",
                        f"{metrics.loss - dense.loss:+.4f}", delta_color="inverse")
     elif metrics.fidelity is None:
@@ -276,12 +278,12 @@ def _cards(metrics: Metrics, dense: Metrics, estimate: bool = False) -> None:
         _fidelity(cols[0] if unlabelled else cols[5], metrics, approx)
     if unlabelled and metrics.fidelity["agreement"] is not None:
         cols[1].metric("Cosine to dense", f"{approx}{metrics.fidelity['cosine']:.4f}",
-                       help="mean cosine similarity of each image's outputs to the dense "
+                       help=f"mean cosine similarity of each {NOUN[:-1]}'s outputs to the dense "
                             "model's")
     sizes = "sizes in bytes: " + ", ".join(f"{k} {v:,}" for k, v in metrics.size_bytes.items())
     if estimate:
         interval = f"; 95% interval {percent(lo)} - {percent(hi)}" if measured else ""
-        st.caption(f"Estimate on {metrics.samples:,} of {len(session.data):,} images "
+        st.caption(f"Estimate on {metrics.samples:,} of {len(session.data):,} {NOUN} "
                    f"(a fixed stratified subset{interval}), refining on the rest")
     elif measured:
         st.caption(f"Accuracy 95% interval: {percent(lo)} - {percent(hi)}"
@@ -292,16 +294,16 @@ def _cards(metrics: Metrics, dense: Metrics, estimate: bool = False) -> None:
 
 def _fidelity(col, metrics: Metrics, approx: str) -> None:
     """The agreement card (cosine for outputs that are not class scores): how close the
-    plan's outputs stay to the dense model's on the same images, no labels needed."""
+    plan's outputs stay to the dense model's on the same samples, no labels needed."""
     f = metrics.fidelity
-    why = (f"on {metrics.samples:,} images, against the dense model's outputs (no labels "
+    why = (f"on {metrics.samples:,} {NOUN}, against the dense model's outputs (no labels "
            f"needed); mean cosine similarity of the outputs {f['cosine']:.4f}")
     if f["agreement"] is None:
         col.metric("Cosine to dense", f"{approx}{f['cosine']:.4f}", help=why)
         return
     col.metric("Agreement with dense", approx + percent(f["agreement"]),
                f"KL {f['kl']:.4f} nats", delta_color="off",
-               help=f"share of images whose top-1 class is the dense model's, {why}; "
+               help=f"share of {NOUN} whose top-1 class is the dense model's, {why}; "
                     "KL: mean KL(dense || pruned) of the softmax outputs" + _bn_basis(metrics))
 
 

@@ -24,6 +24,7 @@ from explorer.decide.sensitivity import (
     sensitivity,
 )
 from explorer.evaluator import Evaluator
+from explorer.look.sentences import samples_noun
 from explorer.plan import Plan, criterion_names
 from explorer.ui import cluster, jobs, scan_cache, state, texts
 from explorer.ui.charts import sensitivity as sensitivity_charts
@@ -51,6 +52,7 @@ class Shown:
 
 session = page_setup("Sensitivity", texts.SENSITIVITY)
 bundle, data = session.bundle, session.data
+NOUN = samples_noun(bundle.card)  # images, or a text model's sentences
 state.stop_without_labels(session.data, "A sensitivity scan measures how accuracy falls.")
 if data is None:
     st.info(f"{state.NO_DATA_NOTE}\n\nA sensitivity scan measures how accuracy falls as each "
@@ -136,16 +138,17 @@ def _draw(result: Sensitivity, seconds: float, source: str) -> None:
     closing = ")" if source == "cached" else ""
     st.caption(f"{result.granularity} by {result.criterion}, other layers "
                f"{'dense' if base is None else 'as in the plan'}; {evaluations} evaluations "
-               f"{where} {seconds:.1f} s{closing} on {dense.samples} calibration images; "
+               f"{where} {seconds:.1f} s{closing} on {dense.samples} calibration {NOUN}; "
                f"dense accuracy {percent(dense.accuracy)} on them, "
-               f"{percent(held_out.accuracy)} on the {held_out.samples} held-out images.")
+               f"{percent(held_out.accuracy)} on the {held_out.samples} held-out {NOUN}.")
     if not result.exact:
         st.caption(f"**Screened**: each point is an estimate on {result.samples:,} of the "
-                   f"{dense.samples:,} calibration images (a fixed stratified subset; one "
-                   f"image is {1 / result.samples:.2%}), except each unit's tolerance - the "
-                   "largest fraction still holding up on the subset and the next one - which "
-                   "ran on every image (filled markers). Tick **Exact points** for full "
-                   "evaluations; a suggestion's plan is always checked on every image.")
+                   f"{dense.samples:,} calibration {NOUN} (a fixed stratified subset; one "
+                   f"{NOUN[:-1]} is {1 / result.samples:.2%}), except each unit's tolerance - "
+                   "the largest fraction still holding up on the subset and the next one - "
+                   f"which ran on every {NOUN[:-1]} (filled markers). Tick **Exact points** for "
+                   "full evaluations; a suggestion's plan is always checked on every "
+                   f"{NOUN[:-1]}.")
     note(judge)
     if source == "cached":
         st.info("**Cached**: this scan was computed before (in this or another session). "
@@ -157,7 +160,7 @@ def _draw(result: Sensitivity, seconds: float, source: str) -> None:
                            horizontal=True, persist_state="session")
         value = {"accuracy": lambda m: m.accuracy, "loss": lambda m: m.loss}[measure]
         st.plotly_chart(sensitivity_charts.unit_lines(
-            result, measure, value(dense), None if base is None else value(base)),
+            result, measure, value(dense), None if base is None else value(base), NOUN),
             key="sens_lines")
         reference = dense if base is None else base
         st.plotly_chart(sensitivity_charts.drop_heatmap(
@@ -182,7 +185,8 @@ def _suggest(result: Sensitivity) -> None:
 
 def _live(report: jobs.Report) -> None:
     st.plotly_chart(sensitivity_charts.unit_lines(report.partial, "accuracy",
-                                                  judge.dense().calibration.accuracy),
+                                                  judge.dense().calibration.accuracy,
+                                                  noun=NOUN),
                     key="sens_live")
 
 
@@ -218,7 +222,7 @@ with left:
     calibration = judge.calibration
     exact = not calibration.refines or st.checkbox(
         "Exact points", key="sens_exact", persist_state="session",
-        help=f"evaluate every point on all calibration images; otherwise each point is "
+        help=f"evaluate every point on all calibration {NOUN}; otherwise each point is "
              f"screened on {calibration.estimate_samples:,} of them, much faster")
     key = (*session.results_key, granularity, criterion, grid, base.key, exact)
     st.caption(f"{len(units)} units x {len(grid)} fractions = {len(units) * len(grid)} "

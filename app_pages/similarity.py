@@ -4,8 +4,9 @@ The pair compared at the bottom lives in ``st.session_state["sim_pair"]`` as
 ``{"layer": name, "i": neuron, "j": neuron}`` (original neuron indices). A click on a
 heatmap cell (the invisible overlay's point: its ``customdata`` is ``(i, j)``) or on a row
 of the table of most similar pairs sets it; without one, the most similar pair is shown.
-Under the pair, each neuron's top validation images and, on request, a captum attribution
-(explorer.ui.views.drilldown, shared with the Activations page).
+Under the pair, each neuron's top validation images (a text model's sentences) and, for an
+image model on request, a captum attribution (explorer.ui.views.drilldown, shared with the
+Activations page).
 """
 
 from functools import partial
@@ -41,6 +42,9 @@ UNITS = {"neurons": "neurons of a layer", "heads": "heads of an attention"}
 
 session = page_setup("Similarity", texts.SIMILARITY)
 bundle, data = session.bundle, session.data
+NOUN = samples_noun(bundle.card)  # images, or a text model's sentences
+# one activation per sample and neuron: a channel's map, or a sentence's tokens, averaged
+AVERAGED = "a channel's map averaged" if NOUN == "images" else "the tokens averaged"
 if bundle.heads and st.radio("Compare", list(UNITS), key=UNITS_KEY, format_func=UNITS.get,
                              horizontal=True) == "heads":
     heads_view.similarity_section(session)
@@ -105,7 +109,7 @@ name = left.selectbox(
 kind = right.radio("Compare neurons by", list(KINDS), key="sim_kind", format_func=KINDS.get,
                    horizontal=True,
                    help="weights: cosine of incoming weight vectors; activations: correlation "
-                        "over the validation images (a channel's map averaged per image)")
+                        f"over the validation {NOUN} ({AVERAGED} per {NOUN[:-1]})")
 layer = bundle.layer(name)
 measure = charts.MEASURE[kind]
 
@@ -170,7 +174,7 @@ cols[0].metric("Cosine of incoming weights", f"{cosine_matrix(weights)[0, 1]:.4f
 if summarised is not None:
     pair_means = summarised.means[:, [i, j]]
     cols[1].metric("Correlation of activations", f"{correlation_matrix(pair_means)[0, 1]:.4f}",
-                   help="Pearson, over the validation images (a channel's map averaged)")
+                   help=f"Pearson, over the validation {NOUN} ({AVERAGED})")
     zeros = [percent(float(z)) for z in summarised.apoz[[i, j]]]
     cols[2].metric("Zero outputs (APoZ)", f"{zeros[0]} · {zeros[1]}",
                    help=f"the fraction of outputs exactly 0: neuron {i} · neuron {j}")
@@ -181,11 +185,11 @@ figures[0].plotly_chart(charts.incoming_weights(weights, (i, j), view), key="sim
 if binned is not None:
     figures[1].plotly_chart(charts.activation_histograms((binned.of(i), binned.of(j)), (i, j)),
                             key="sim_activations")
-    figures[1].caption(drilldown_view.positions_note(summarised, samples_noun(bundle.card))
+    figures[1].caption(drilldown_view.positions_note(summarised, NOUN)
                        + " Each neuron is binned on its own range.")
 
 st.markdown(f"**What excites neuron {i} and neuron {j}**: the validation "
-            f"{samples_noun(bundle.card)} each responds to most"
+            f"{NOUN} each responds to most"
             + ("" if reads_text(bundle.card) else ", and why, for the first of them"))
 for column, neuron in zip(st.columns(2, gap="large"), (i, j), strict=True):
     with column:

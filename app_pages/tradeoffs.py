@@ -19,6 +19,7 @@ from explorer.errors import ExplorerError
 from explorer.evaluator import Evaluator
 from explorer.export.latency import speedups
 from explorer.limits import MAX_LATENCY_THREADS
+from explorer.look.sentences import samples_noun
 from explorer.metrics import Metrics
 from explorer.plan import Plan
 from explorer.ui import cluster, jobs, pins, state, texts
@@ -47,6 +48,8 @@ def shared_baselines(model_key: str, judging: str, granularity: str,
 
 
 session = page_setup("Trade-offs", texts.TRADEOFFS)
+NOUN = samples_noun(session.bundle.card)  # images, or a text model's sentences
+PARTS = tradeoff_charts.parts(NOUN)
 state.stop_without_labels(session.data, "The trade-off workspace plots accuracy.")
 if session.data is None:
     st.info(state.NO_DATA_NOTE + " The trade-off workspace plots accuracy, so it needs data.")
@@ -88,10 +91,10 @@ except ExplorerError as exc:  # a Ray cluster that failed mid-sweep
 for name, missed in baselines.unreachable.items():
     st.caption(f"{name} cannot reach compression "
                + ", ".join(f"{r:g}x" for r in missed) + f": {next(iter(missed.values()))}")
-part = st.radio("Accuracy on", list(tradeoff_charts.PARTS), horizontal=True, key="to_part",
-                format_func=tradeoff_charts.PARTS.get,
-                help="held-out: the images no choice saw (the numbers to trust); calibration: "
-                     "the images the Pareto front is chosen on")
+part = st.radio("Accuracy on", list(PARTS), horizontal=True, key="to_part",
+                format_func=PARTS.get,
+                help=f"held-out: the {NOUN} no choice saw (the numbers to trust); calibration: "
+                     f"the {NOUN} the Pareto front is chosen on")
 x_axis = st.radio("x-axis", list(X_AXES), horizontal=True, key="to_x",
                   format_func=X_AXES.get,
                   help="FLOPs and size: arithmetic, the theoretical gain; measured speed-up: "
@@ -144,7 +147,7 @@ def measured_axis() -> None:
             st.rerun()
     values = [done.get(p.key) for p, _ in history]
     st.plotly_chart(tradeoff_charts.measured_speedup(points, values, judge.dense(), part,
-                                                     int(batch), int(threads)),
+                                                     int(batch), int(threads), NOUN),
                     key="to_measured_chart")
     st.caption(f"Measured: {sum(v is not None for v in values)} of {len(values)} plans, at "
                f"batch {batch} and {threads} thread(s), on this machine (shared: compare the "
@@ -156,18 +159,19 @@ def measured_axis() -> None:
 if x_axis == "measured":
     measured_axis()
 else:
-    st.plotly_chart(tradeoff_charts.workspace(points, fronts, baselines, judge.dense(), part),
+    st.plotly_chart(tradeoff_charts.workspace(points, fronts, baselines, judge.dense(), part,
+                                              NOUN),
                     key="workspace")
 note(judge)
 screened = {p.metrics.held_out.samples for curve in baselines.values() for p in curve
             if p.metrics.held_out.samples < judge.dense().held_out.samples}
 if screened:
     st.caption(f"The baselines are estimates on a fixed stratified subset of each part "
-               f"({max(screened)} held-out images; error bars: 95% interval); your plans "
-               "ran on every image.")
+               f"({max(screened)} held-out {NOUN}; error bars: 95% interval); your plans "
+               f"ran on every {NOUN[:-1]}.")
 st.caption(f"{len(history)} plans evaluated in this session (every slider position on the "
            "Prune page is one). Up and to the left is better; the orange line joins the plans "
-           "no other plan beats on both calibration accuracy and cost. On held-out images a "
+           f"no other plan beats on both calibration accuracy and cost. On held-out {NOUN} a "
            "plan of the front can fall below another plan: the noise its choice fitted.")
 
 
@@ -206,7 +210,7 @@ right.button("Pin the current plan", key="to_pin", width="stretch",
                                        st.session_state[state.PLAN_KEY]))
 pinned = pins.pinned(model_id)
 if pinned:
-    st.dataframe([_row(n, m, **{f"accuracy (all {m.samples} images)": percent(m.accuracy)})
+    st.dataframe([_row(n, m, **{f"accuracy (all {m.samples} {NOUN})": percent(m.accuracy)})
                   for n, m in ((n, session.evaluate(p)) for n, p in pinned.items())],
                  hide_index=True)
     which = st.selectbox("Pinned plan", list(pinned), key="to_pinned_pick")

@@ -86,18 +86,19 @@ class DecisionSplit:
     fraction: float
     seed: int | None
 
-    def rule(self) -> str:
-        """Which images of each class are calibration images, in words."""
+    def rule(self, noun: str = "images") -> str:
+        """Which samples of each class (``noun``: images, or a text model's sentences) are
+        calibration samples, in words."""
         if self.seed is not None:
             return f"{self.fraction:.0%} of each class, picked by seed {self.seed}"
         if self.fraction == 0.5:
-            return "the 1st, 3rd, 5th, ... image of each class, in file order"
+            return f"the 1st, 3rd, 5th, ... {noun[:-1]} of each class, in file order"
         return f"{self.fraction:.0%} of each class, spread evenly in file order"
 
-    def describe(self) -> str:
-        """One line for a page: which images choose and which report."""
-        return (f"Chosen on {len(self.calibration)} calibration images of the {self.samples} "
-                f"{self.source} images ({self.rule()}); reported on the other "
+    def describe(self, noun: str = "images") -> str:
+        """One line for a page: which samples (``noun``) choose and which report."""
+        return (f"Chosen on {len(self.calibration)} calibration {noun} of the {self.samples} "
+                f"{self.source} {noun} ({self.rule(noun)}); reported on the other "
                 f"{len(self.held_out)}, held out from every choice.")
 
     def to_dict(self) -> dict:

@@ -36,7 +36,7 @@ A layer's *share* tells where the cost sits: pruning a layer that holds 1% of th
 cannot speed the model up much, however sparse it gets.
 
 The baseline accuracy comes with a **95% Wilson interval**: with a few hundred validation
-images, differences smaller than that interval are noise.
+samples, differences smaller than that interval are noise.
 """
 
 WEIGHTS = """
@@ -51,19 +51,19 @@ with the smallest norms are removed together.
 """
 
 ACTIVATIONS = """
-How each layer's neurons respond on the validation images (after their nonlinearity).
+How each layer's neurons respond on the validation samples (after their nonlinearity).
 
 - **Mean |activation|** per neuron: neurons that barely respond contribute little downstream.
 - **APoZ** (average percentage of zeros, Hu et al. 2016): how often a ReLU neuron outputs
   exactly zero. A neuron that is zero on almost every input is a candidate for removal.
-- **Dead neurons** are zero on every image: removing them changes nothing at all.
+- **Dead neurons** are zero on every sample: removing them changes nothing at all.
 
 These are *data-driven* views: they depend on the validation set, unlike weight magnitude.
 """
 
 SIMILARITY = """
 Each heatmap compares every pair of neurons in one layer: the **cosine similarity** of their
-incoming weights, or the **correlation** of their activations over the validation images.
+incoming weights, or the **correlation** of their activations over the validation samples.
 Neurons are reordered by hierarchical clustering so that groups of near-duplicates show as
 bright **blocks** on the diagonal.
 
@@ -98,10 +98,10 @@ threshold removes the same fraction across all layers at once.
 - The dotted line is the **dense** accuracy. A curve that stays on it removes for free.
 - **random** (dashed, grey) is the **control**: a criterion whose line is not above random
   tells you nothing about importance at that layer and sparsity. Differences smaller than
-  the accuracy's 95% interval (a few points on a few hundred images) are noise.
+  the accuracy's 95% interval (a few points on a few hundred samples) are noise.
 - **Data-driven** criteria (activation, APoZ, Taylor) score on the **validation set**:
   their curves depend on it, and with a small or unrepresentative set they can look
-  better here than they will on new data (the same images rank and judge). Weight-based
+  better here than they will on new data (the same samples rank and judge). Weight-based
   criteria (magnitude, L1/L2 norms, redundancy) do not look at data at all.
 
 Hover over a point for its FLOPs per sample (2 per multiply-add). The table gives each
@@ -110,18 +110,18 @@ are without fine-tuning, which often narrows the gaps between criteria.
 """
 
 BROKE = """
-The same validation images, run through the **dense** model and the **pruned** one (the
+The same validation samples, run through the **dense** model and the **pruned** one (the
 current plan). Accuracy is one number; the damage rarely is spread evenly.
 
-- **Per class**: each class's accuracy (correct / images of that class) before and after.
+- **Per class**: each class's accuracy (correct / samples of that class) before and after.
   Pruning often hurts a few classes badly while the others barely move — the overall
   accuracy hides that (Hooker et al. 2019, *What do compressed deep neural networks forget?*).
 - **Confusion change**: pruned minus dense counts, rows the true class, columns the
-  predicted one. Red off the diagonal: more images now go to that wrong class; blue on the
+  predicted one. Red off the diagonal: more samples now go to that wrong class; blue on the
   diagonal: fewer correct. Each row sums to zero.
-- **Flipped images**: whose prediction changed. *Broken*: the dense model was right, the
+- **Flipped samples**: whose prediction changed. *Broken*: the dense model was right, the
   pruned one is wrong. *Fixed*: the other way round. *Changed*: both wrong, differently.
-  The accuracy moves by (fixed - broken) / images: a small drop can hide many flips.
+  The accuracy moves by (fixed - broken) / samples: a small drop can hide many flips.
 
 Fine-tuning after pruning usually wins back much of what broke; compare again afterwards.
 """
@@ -145,9 +145,9 @@ that some layers tolerate most of their filters going while others break at once
 - **Heatmap**: the accuracy drop in points, unit by fraction. Read it row by row for where
   each unit starts to break. Drops smaller than the accuracy's 95% interval are noise.
 - **Chosen on one half, judged on the other**: the scan and the suggested plans are made on
-  the **calibration** images (about half of each class); a suggestion's accuracy is then
-  also measured on the **held-out** images no choice saw. A plan picked as best on some
-  images looks better on them than it is; the held-out number is the one to trust.
+  the **calibration** samples (about half of each class); a suggestion's accuracy is then
+  also measured on the **held-out** samples no choice saw. A plan picked as best on some
+  samples looks better on them than it is; the held-out number is the one to trust.
 
 Units interact: sensitivities found alone do not simply add up when several units are
 pruned together, so check the combined plan on the Prune page. The scan runs in the
@@ -185,9 +185,9 @@ size** (right; the smallest storage: the shrunk model for neuron plans, values +
 CSR for weight plans). Both cost axes are logarithmic.
 
 - The **Pareto front** (orange) joins the plans that no other plan beats on both accuracy
-  and cost: the only ones worth keeping. It is chosen on the **calibration** images and
-  reported on the **held-out** images no choice saw (switch the chart between them); on
-  held-out images a front plan may fall below another plan: the noise its choice fitted.
+  and cost: the only ones worth keeping. It is chosen on the **calibration** samples and
+  reported on the **held-out** samples no choice saw (switch the chart between them); on
+  held-out samples a front plan may fall below another plan: the noise its choice fitted.
 - The **baselines** every pruning paper should compare against (Blalock et al. 2020, "What
   is the State of Neural Network Pruning?"): the **same fraction in every layer**
   (uniform), **one global magnitude threshold**, and **random** removal, each fitted to
@@ -226,7 +226,7 @@ Pruning after training costs accuracy; **retraining the weights that are left** 
 it back, because they can take over the work of those removed (Han et al. 2015).
 
 - **Fine-tune the plan**: the plan's masks are held fixed and the remaining weights are
-  trained for a number of epochs on the **training split** (never on the validation images
+  trained for a number of epochs on the **training split** (never on the validation samples
   the accuracy is measured on). Removed weights stay **exactly zero**: their gradients are
   zeroed and the mask is applied again after every step, so the optimizer cannot revive
   them.
@@ -254,7 +254,7 @@ UPLOAD_SAFETY = (
     f"{GUARDED_LOAD_MEMORY_BYTES >> 30} GiB and {GUARDED_LOAD_SECONDS} s), which hands "
     "back a plain graph of ATen operations that is checked again: only that graph runs here. "
     f"Files up to {MAX_MODEL_FILE_BYTES >> 20} MB; data up to "
-    f"{MAX_DATA_TENSOR_BYTES >> 30} GiB once decoded, and as many images as fit this "
+    f"{MAX_DATA_TENSOR_BYTES >> 30} GiB once decoded, and as many samples as fit this "
     f"session's {SESSION_MEMORY_BYTES >> 30} GiB."
 )
 

@@ -10,19 +10,21 @@ from explorer.ui.charts.style import DENSE, basis, estimate_bars
 CONTROL = "random"  # drawn dashed and grey: the line every criterion must stay above
 
 
-def criteria_lines(curves: dict[str, list[Point]], dense_accuracy: float, title: str) -> go.Figure:
+def criteria_lines(curves: dict[str, list[Point]], dense_accuracy: float, title: str,
+                   noun: str = "images") -> go.Figure:
     """One line per criterion (accuracy % vs % removed; hover: FLOPs per sample and loss).
 
     The dense model's accuracy is a horizontal dotted reference line. A screened point
     (an estimate on the stratified subset) has error bars for its 95% interval, an open
-    marker, and says so on hover with its number of images.
+    marker, and says so on hover with its number of samples (``noun``: images or sentences).
     """
     fig = go.Figure()
     for name, points in curves.items():
         control = name == CONTROL
         fig.add_scatter(
             x=[p.fraction * 100 for p in points], y=[p.accuracy * 100 for p in points],
-            customdata=[[p.flops_effective, p.loss, basis(p.samples, p.exact)] for p in points],
+            customdata=[[p.flops_effective, p.loss, basis(p.samples, p.exact, noun)]
+                        for p in points],
             mode="lines+markers", name=name,
             line={"dash": "dash", "color": DENSE} if control else None,
             marker={"symbol": ["circle" if p.exact else "circle-open" for p in points]},

@@ -34,9 +34,11 @@ def unit_lines(
     measure: str = "accuracy",
     dense: float | None = None,
     base: float | None = None,
+    noun: str = "images",
 ) -> go.Figure:
     """Accuracy (%) or loss vs % removed, one line per unit; in a screened scan the
-    estimates have open markers and the points run on every image filled ones.
+    estimates have open markers and the points run on every sample (``noun``: images or
+    sentences, as the hover says) filled ones.
 
     ``dense`` (and ``base``, the base plan's value when it is not the dense model) are the
     reference values of ``measure`` (accuracy as a fraction, loss as is), drawn as dotted
@@ -55,7 +57,7 @@ def unit_lines(
             marker=None if result.exact else {"symbol": [
                 "circle-open" if n == result.samples else "circle" for n in curve.samples]},
             hovertext=None if result.exact else [
-                basis(n, n != result.samples) for n in curve.samples],
+                basis(n, n != result.samples, noun) for n in curve.samples],
             hovertemplate=(f"<b>{label}</b><br>%{{x:.0f}}% removed<br>{measure} %{{y:.4g}}"
                            + ("" if result.exact else " %{hovertext}") +
                            "<br>loss %{customdata[1]:.4f}"

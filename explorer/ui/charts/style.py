@@ -30,6 +30,7 @@ def estimate_bars(estimates: Sequence[tuple[float, tuple[float, float]] | None])
             "thickness": 1, "width": 3}
 
 
-def basis(samples: int, exact: bool) -> str:
-    """A hover's note on what a point stands on: nothing when exact, else its images."""
-    return "" if exact else f"(estimate on {samples} images)"
+def basis(samples: int, exact: bool, noun: str = "images") -> str:
+    """A hover's note on what a point stands on: nothing when exact, else its samples
+    (``noun``: images, or a text model's sentences)."""
+    return "" if exact else f"(estimate on {samples} {noun})"

@@ -31,8 +31,12 @@ AXES: dict[str, tuple[str, Callable[[Metrics], float]]] = {
     "flops": ("FLOPs per sample", lambda m: m.flops["effective"]),
     "size": ("size (bytes)", compressed_bytes),
 }
-# part of the validation data -> how the page names it
-PARTS = {"held_out": "held-out images", "calibration": "calibration images"}
+
+
+def parts(noun: str = "images") -> dict[str, str]:
+    """Each part of the validation data by how the page names it (``noun``: images, or a
+    text model's sentences)."""
+    return {"held_out": f"held-out {noun}", "calibration": f"calibration {noun}"}
 
 
 @dataclass(frozen=True)
@@ -52,10 +56,12 @@ def workspace(
     baselines: dict[str, Sequence[CurvePoint]],
     dense: SplitMetrics,
     part: str = "held_out",
+    noun: str = "images",
 ) -> go.Figure:
     """Accuracy on ``part`` vs FLOPs (left) and vs size (right): every evaluated plan, the
     Pareto front of each axis (indices into ``points``, chosen on the calibration part), the
-    baseline curves (fitted points per name) and the dense model."""
+    baseline curves (fitted points per name) and the dense model; its samples are
+    ``noun`` (images, or a text model's sentences)."""
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=(
         "Accuracy vs FLOPs per sample", "Accuracy vs size (bytes)"))
     for col, (axis, (_, cost)) in enumerate(AXES.items(), start=1):
@@ -87,7 +93,7 @@ def workspace(
                             error_y=estimate_bars([
                                 None if m.samples == everything else (m.accuracy, m.accuracy_ci)
                                 for m in measured]),
-                            customdata=[basis(m.samples, m.samples == everything)
+                            customdata=[basis(m.samples, m.samples == everything, noun)
                                         for m in measured],
                             text=[f"{p.ratio:g}x" for p in curve], textposition="top center",
                             textfont={"size": 9, "color": style["color"]},
@@ -108,7 +114,7 @@ def workspace(
                         marker={"color": "black", "size": 10, "symbol": "diamond"},
                         row=1, col=col)
     fig.update_xaxes(type="log")
-    fig.update_yaxes(title_text=f"accuracy (%), {PARTS[part]}", row=1, col=1)
+    fig.update_yaxes(title_text=f"accuracy (%), {parts(noun)[part]}", row=1, col=1)
     return compact(fig, 420)
 
 
@@ -125,9 +131,11 @@ def per_class(classes: Sequence[int], accuracy: dict[str, Sequence[float]]) -> g
 
 
 def measured_speedup(points: Sequence[PlanPoint], speedups: Sequence[float | None],
-                     dense: SplitMetrics, part: str, batch: int, threads: int) -> go.Figure:
+                     dense: SplitMetrics, part: str, batch: int, threads: int,
+                     noun: str = "images") -> go.Figure:
     """Accuracy on ``part`` vs *measured* speed-up (dense time / the plan's fastest form's,
-    at ``batch`` and ``threads``) of the plans measured (``speedups[i]`` None: not yet)."""
+    at ``batch`` and ``threads``) of the plans measured (``speedups[i]`` None: not yet);
+    its samples are ``noun``."""
     measured = [i for i, s in enumerate(speedups) if s is not None]
     ys = [getattr(p.metrics, part).accuracy * 100 for p in points]
     fig = go.Figure()
@@ -150,5 +158,5 @@ def measured_speedup(points: Sequence[PlanPoint], speedups: Sequence[float | Non
     fig.update_layout(title=f"Accuracy vs measured speed-up (batch {batch}, {threads} "
                             "thread(s), this machine)")
     fig.update_xaxes(title_text=f"measured speed-up (batch {batch}, {threads} thread(s))")
-    fig.update_yaxes(title_text=f"accuracy (%), {PARTS[part]}")
+    fig.update_yaxes(title_text=f"accuracy (%), {parts(noun)[part]}")
     return compact(fig, 420)

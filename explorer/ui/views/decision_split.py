@@ -1,5 +1,5 @@
 """One session's :class:`~explorer.decide.held_out.SplitEvaluator` per model, and the note that
-says which images choose and which report (the Sensitivity and Trade-offs pages).
+says which samples choose and which report (the Sensitivity and Trade-offs pages).
 
 Per session, not shared: its score cache is computed on the calibration part, and a
 session's uploads must never lend another session their numbers.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer.decide.held_out import SplitEvaluator
+from explorer.look.sentences import samples_noun
 from explorer.ui import state
 from explorer.ui.state import Session
 
@@ -27,6 +28,6 @@ def judge_of(session: Session) -> SplitEvaluator:
 
 
 def note(judge: SplitEvaluator) -> None:
-    """The one-line caption: how many images choose, which, and how many report."""
+    """The one-line caption: how many samples choose, which, and how many report."""
     if judge.split is not None:
-        st.caption(judge.split.describe())
+        st.caption(judge.split.describe(samples_noun(judge.bundle.card)))

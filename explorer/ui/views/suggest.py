@@ -5,8 +5,8 @@ to the same target — the same fraction in every layer, and one global magnitud
 — so the user sees what the curves bought. Any row goes to the Prune page's sliders with
 one click.
 
-Each row shows two accuracies: on the calibration images the plan was chosen on, and on the
-held-out images no choice saw (the one to trust; :mod:`explorer.decide.held_out`).
+Each row shows two accuracies: on the calibration samples the plan was chosen on, and on the
+held-out samples no choice saw (the one to trust; :mod:`explorer.decide.held_out`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from explorer.decide.sensitivity import Sensitivity
 from explorer.decide.suggest import Suggestion, suggest
 from explorer.decide.targets import Target
 from explorer.errors import ExplorerError
+from explorer.look.sentences import samples_noun
 from explorer.metrics import Metrics
 from explorer.ui import state
 from explorer.ui.charts.style import DENSE, KEPT, PRUNED, compact
@@ -44,7 +45,7 @@ def section(session: Session, sens: Sensitivity) -> None:
     st.caption(f"From the {sens.granularity} / {sens.criterion} curves above: the layers that "
                "cost least for what they save are pruned first; the result is checked on the "
                "real plan, so it meets a FLOPs or size target exactly, and an accuracy target "
-               "on the calibration images it was chosen on.")
+               f"on the calibration {samples_noun(session.bundle.card)} it was chosen on.")
     left, mid, right = st.columns([2, 2, 1], vertical_alignment="bottom")
     kind = left.selectbox("Target", list(KINDS), format_func=lambda k: KINDS[k][0],
                           key="sg_kind")

@@ -174,3 +174,39 @@ def test_what_broke_names_the_topics_on_its_charts_and_table(minilm, charts):
 def test_the_model_page_counts_sentences(minilm):
     at = checked(open_page("model", Plan()))
     assert any(c.value.endswith("· 200 sentences") for c in at.caption)
+
+
+def shown_texts(at: AppTest) -> list[str]:
+    """Every text a page shows beside its charts: captions, markdown, headings, notes,
+    metric labels and help texts, widgets' help and dataframe column names."""
+    texts = [e.value for kind in ("caption", "markdown", "info", "warning", "subheader",
+                                  "header", "success") for e in at.get(kind)]
+    texts += [part for m in at.metric for part in (m.label, m.proto.help)]
+    texts += [w.help or "" for kind in ("radio", "selectbox", "checkbox", "number_input")
+              for w in at.get(kind)]
+    texts += [str(c) for d in at.dataframe for c in d.value.columns]
+    return texts
+
+
+# page -> where it counts its samples on first opening (None: only after a scan or sweep)
+SAYS_SENTENCES = {
+    "model": "· 200 sentences",
+    "activations": "on 200 validation sentences",
+    "similarity": "over the validation sentences",
+    "prune": "on 200 sentences",
+    "sensitivity": None,
+    "compare": None,
+    "tradeoffs": "Chosen on 100 calibration sentences of the 200 topics-val sentences",
+    "broke": "on 200 validation sentences",
+    "finetune": "never the validation sentences",
+    "export": "on 200 validation sentences",
+}
+
+
+@needs_extra
+@pytest.mark.parametrize("page", SAYS_SENTENCES)
+def test_a_text_models_pages_say_sentences_never_images(page):
+    texts = shown_texts(checked(open_page(page)))
+    assert not [t for t in texts if "image" in t.lower() or "pixel" in t.lower()]
+    if SAYS_SENTENCES[page]:
+        assert any(SAYS_SENTENCES[page] in t for t in texts), texts
