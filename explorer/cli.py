@@ -282,14 +282,18 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
           "each unit pruned alone")
     for line in _split_lines(judge, result.base, "base" if plan else "dense"):
         print(line)
+    blocks = granularity == "blocks"
     for unit in result.units:
-        print(f"\n{' + '.join(unit.layers)}")
-        print(f"  {'removed':>8} {'accuracy':>9} {'loss':>9} {'FLOPs/sample':>14}")
+        print(f"\nblock {unit.unit} ({', '.join(unit.layers)})" if blocks
+              else f"\n{' + '.join(unit.layers)}")
+        print(f"  {'block' if blocks else 'removed':>8} {'accuracy':>9} {'loss':>9} "
+              f"{'FLOPs/sample':>14}")
         for f, acc, loss, flops in zip(unit.fractions, unit.accuracy, unit.loss,
                                        unit.flops_effective, strict=True):
             acc_text = "n/a" if acc is None else f"{acc:.2%}"
             loss_text = "n/a" if loss is None else f"{loss:.4f}"
-            print(f"  {f:>8.0%} {acc_text:>9} {loss_text:>9} {flops:>14,}")
+            removed = ("dropped" if f else "kept") if blocks else f"{f:.0%}"
+            print(f"  {removed:>8} {acc_text:>9} {loss_text:>9} {flops:>14,}")
     for name, reason in result.skipped.items():
         print(f"\nskipped {name}: {reason}")
     return 0

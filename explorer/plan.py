@@ -121,10 +121,10 @@ def default_criterion(granularity: str) -> str:
     return DEFAULT_CRITERION[granularity]
 
 
-# Why a scan of fractions per layer cannot take blocks (sensitivity, a layer's curves).
+# Why fractions per layer cannot take blocks (a layer's curves, a suggestion).
 WHOLE_BLOCKS = ("a block is dropped whole, not by a fraction per layer: judge blocks plans "
-                "with evaluate (global, amount = the share of blocks dropped) or compare "
-                "criteria on one global threshold")
+                "with evaluate (global, amount = the share of blocks dropped), compare "
+                "criteria on one global threshold, or sensitivity (each block dropped alone)")
 
 # Why the layers of one unit must share a fraction, per granularity that couples layers.
 COUPLED = {

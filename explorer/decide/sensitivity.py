@@ -8,6 +8,11 @@ Weights and Connections for Efficient Neural Networks", and Li et al. 2017, "Pru
 Filters for Efficient ConvNets"). Layers whose neurons cannot be removed are skipped, each
 with the reason.
 
+A block (``blocks``) is kept or dropped, never cut by a fraction: its curve has two points,
+0 (the dense model) and 1 (the model without that block alone), the layer-removal ablation
+that ShortGPT (Men et al. 2024) compares its block influence with. The base is the dense
+model; ``grid`` does not apply.
+
 A scan is a decision aid: the app and the CLI run it on the calibration part of the
 validation data (:mod:`explorer.decide.held_out`), so the plans it suggests can be reported on
 images it never saw. ``samples`` records how many images it ran on.
@@ -37,13 +42,16 @@ from explorer.decide.compare_criteria import checked_grid
 from explorer.errors import PlanError
 from explorer.evaluator import Evaluator
 from explorer.metrics import Metrics
-from explorer.plan import WHOLE_BLOCKS, Plan
+from explorer.plan import Plan
 from explorer.progress import Cancelled, Progress, stop_now
 
 if TYPE_CHECKING:
     from explorer.decide.cluster import Executor
 
 DEFAULT_GRID = tuple(round(i / 20, 2) for i in range(20))  # 0, 0.05, ..., 0.95
+BLOCK_GRID = (0.0, 1.0)  # a block kept, then dropped
+# A blocks plan's amount that drops its one candidate block: round(0.99 x 1) = 1.
+ONE_OF_ONE = 0.99
 REFINED_PER_UNIT = 2  # a screened unit's points evaluated on every image: its tolerance
 
 
@@ -162,7 +170,8 @@ def sensitivity(
     Args:
         evaluator: evaluates plans on the model and validation set it holds (or costs only,
             without data: accuracy and loss are then None).
-        granularity: ``"weights"`` (a unit is a layer) or ``"neurons"`` (a coupled group).
+        granularity: ``"weights"`` (a unit is a layer), ``"neurons"`` (a coupled group),
+            ``"heads"`` (an attention) or ``"blocks"`` (a block, kept or dropped).
         criterion: a criterion registered for ``granularity`` (e.g. ``"magnitude"``).
         grid: fractions removed, each in [0, 1), evaluated in this order for every unit.
         base: a per-layer plan of the same granularity setting the other layers (its
@@ -190,9 +199,10 @@ def sensitivity(
         PlanError: a bad granularity, criterion, grid or base plan.
     """
     if granularity == "blocks":
-        raise PlanError(f"No sensitivity scan of blocks: {WHOLE_BLOCKS}.")
-    grid = tuple(checked_grid(granularity, grid))
-    base = scan_base(base, granularity, criterion)
+        grid, base = BLOCK_GRID, _dense_blocks(base, criterion)
+    else:
+        grid = tuple(checked_grid(granularity, grid))
+        base = scan_base(base, granularity, criterion)
     base.check(evaluator.bundle)
     units = evaluator.bundle.units(granularity)
     skipped = evaluator.bundle.unprunable(granularity)
@@ -304,8 +314,19 @@ def _by_shares(
     return [finished[k] for k in sorted(finished)], stopped
 
 
+def _dense_blocks(base: Plan | None, criterion: str) -> Plan:
+    """The base of a blocks scan: the dense model (a blocks plan that drops nothing)."""
+    if base is not None and not (base.granularity == "blocks" and base.amount == 0):
+        raise PlanError("A blocks scan drops each block alone from the dense model: it "
+                        "takes no base plan.")
+    return Plan(granularity="blocks", criterion=criterion, scope="global", amount=0.0)
+
+
 def _at(base: Plan, layers: Sequence[str], fraction: float) -> Plan:
-    """``base`` with ``layers`` set to ``fraction`` removed."""
+    """``base`` with ``layers`` set to ``fraction`` removed (a block's layers: that block
+    dropped alone at 1, nothing at 0)."""
+    if base.granularity == "blocks":
+        return replace(base, layers=tuple(layers), amount=ONE_OF_ONE if fraction else 0.0)
     for layer in layers:
         base = base.with_sparsity(layer, fraction)
     return base

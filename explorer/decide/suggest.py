@@ -77,7 +77,7 @@ from explorer.decide.targets import (
 from explorer.errors import DataError, ExplorerError, PlanError
 from explorer.evaluator import Evaluator
 from explorer.metrics import Metrics
-from explorer.plan import Plan, default_criterion
+from explorer.plan import WHOLE_BLOCKS, Plan, default_criterion
 
 if TYPE_CHECKING:
     from explorer.decide.cluster import Executor
@@ -224,6 +224,8 @@ def suggest(
         DataError: the scan has no accuracies (a model without validation data).
     """
     evaluator = judge.calibration
+    if sens.granularity == "blocks":
+        raise PlanError(f"No per-layer suggestion of blocks: {WHOLE_BLOCKS}.")
     _check(sens, evaluator)
     if target.kind == "latency":
         check_latency(sens, target, measure)

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from explorer.bundle import ModelBundle, bundle_from_module
-from explorer.data import ValidationSet, digits_validation
+from explorer.data import ValidationSet, digits_validation, split_for_decisions
 from explorer.errors import PlanError
 from explorer.evaluator import Evaluator
 from explorer.load.demos import load_demo
@@ -127,7 +127,7 @@ def test_an_identity_residual_block_drops_to_its_input_and_groups_stay():
     assert_matches_smaller_model(evaluator, plan, masks, reference, data.x)
 
 
-def test_cli_compares_blocks_on_one_global_threshold_and_refuses_a_scan(capsys):
+def test_cli_compares_blocks_on_one_global_threshold_and_scans_each_block_alone(capsys):
     from explorer import cli
 
     assert cli.main(["compare", "--model", "digits-resnet", "--granularity", "blocks",
@@ -142,8 +142,23 @@ def test_cli_compares_blocks_on_one_global_threshold_and_refuses_a_scan(capsys):
         dropped = out["criteria"][name][1]
         assert dropped["fraction"] == 0.9
         assert dropped["flops_effective"] == counter.get_total_flops()
-    assert cli.main(["sensitivity", "--model", "digits-resnet", "--granularity", "blocks"]) == 2
-    assert "No sensitivity scan of blocks" in capsys.readouterr().err
+    # the scan: each block dropped alone, against the model without it (nn.Identity)
+    assert cli.main(["sensitivity", "--model", "digits-resnet", "--granularity", "blocks",
+                     "--exact", "--no-bn-recalibration", "--json"]) == 0
+    scan = json.loads(capsys.readouterr().out)
+    assert not scan["bn_recalibrated"]  # raw statistics, as the reference has them
+    (unit,) = scan["units"]
+    assert (unit["unit"], unit["fractions"]) == ("layer1", [0.0, 1.0])
+    calibration = split_for_decisions(digits_validation()).calibration  # what it scans
+    with torch.no_grad():
+        logits = reference(calibration.x)
+    correct = int((logits.argmax(1) == calibration.y).sum())
+    assert unit["accuracy"][1] == pytest.approx(correct / len(calibration), abs=1e-12)
+    assert unit["flops_effective"] == [load_demo("digits-resnet").flops,
+                                       counter.get_total_flops()]
+    assert cli.main(["suggest", "--model", "digits-resnet", "--granularity", "blocks",
+                     "--target", "flops=2"]) == 2
+    assert "No per-layer suggestion of blocks" in capsys.readouterr().err
 
 
 def test_switching_to_blocks_gives_a_global_plan_and_back(tiny):

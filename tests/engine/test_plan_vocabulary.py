@@ -46,7 +46,7 @@ def test_file_url_and_cli_take_the_same_default(granularity, capsys):
     assert plan_from_query({"g": granularity, **query}).criterion == expected
     code = cli.main(["sensitivity", "--model", "digits-mlp", "--granularity", granularity,
                      "--grid", "0,0.5", "--json"])
-    refused = {"heads": "has no attention heads", "blocks": "No sensitivity scan of blocks"}
+    refused = {"heads": "has no attention heads", "blocks": "has no transformer blocks"}
     if granularity in refused:  # heads' CLI default: tests/engine/load/test_minilm.py
         assert code == 2
         assert refused[granularity] in capsys.readouterr().err

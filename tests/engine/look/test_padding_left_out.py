@@ -14,11 +14,12 @@ import torch
 
 pytest.importorskip("transformers")
 
+from tiny_bert import tiny_bert  # noqa: E402
+
 from explorer.activations import neuron_totals, per_image_means  # noqa: E402
 from explorer.criteria.wanda import input_norms  # noqa: E402
 from explorer.look.layer_summary import layer_summary, neuron_histograms  # noqa: E402
 from explorer.look.stats import activation_stats  # noqa: E402
-from tiny_bert import tiny_bert  # noqa: E402
 
 LAYER = "bert.encoder.layer.0.intermediate.dense"  # its activation: after GELU
 MODULE = "bert.encoder.layer.0.intermediate"  # BertIntermediate returns GELU(dense(x))
