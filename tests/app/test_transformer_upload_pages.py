@@ -4,6 +4,7 @@ the Prune page prunes its feed-forward neurons (found on the graph) at the engin
 
 from __future__ import annotations
 
+import gc
 import io
 
 import numpy as np
@@ -45,8 +46,10 @@ def upload(tmp_path):
     next(b for b in at.button if b.label == "Load").click().run()
     assert not at.exception and not at.error, (at.exception, at.error)
     assert at.session_state[state.MODEL_KEY].startswith("upload:")
-    return (at, load_model_bytes(buffer.getvalue(), "bert.pt2"),
-            load_data(tmp_path / "sentences.npz"))
+    yield (at, load_model_bytes(buffer.getvalue(), "bert.pt2"),
+           load_data(tmp_path / "sentences.npz"))
+    del at
+    gc.collect()  # the session's upload goes back to the server's ledger before the next test
 
 
 def test_the_prune_page_prunes_an_uploaded_transformers_feed_forward_neurons(upload):

@@ -38,6 +38,7 @@ def digits_npz(tmp_path, digits) -> bytes:
 def test_data_over_the_session_ceiling_is_refused_before_it_is_read(tmp_path, weights):
     path = zeros_npz(tmp_path / "million.npz", 4_000_000, (1, 8, 8))  # 1 GB decoded
     at = open_url("model", model="digits-cnn")
+    gc.collect()  # an earlier test's finished session frees its upload now, not mid-test
     used = UPLOADS.used
     with peak_growth() as growth:
         upload(at, ("mlp.safetensors", weights), ("million.npz", path.read_bytes()))
