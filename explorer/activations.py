@@ -165,7 +165,8 @@ class NeuronTotals:
 
     def add(self, acts: torch.Tensor) -> None:
         """Add one batch ``acts`` (B, neurons, positions); NaN (padding) is no value."""
-        self.abs_sum += acts.abs().nansum((0, 2), dtype=torch.float64)
+        total = torch.nansum if padded(acts) else torch.sum
+        self.abs_sum += total(acts.abs(), (0, 2), dtype=torch.float64)
         self.zeros += (acts == 0).sum((0, 2))
         self.values += present(acts)
         self.samples += acts.shape[0]
@@ -220,7 +221,7 @@ def image_means(acts: torch.Tensor) -> np.ndarray:
     """One batch's activations (B, neurons, positions) averaged over positions per image,
     (B, neurons) float64: the one rule every per-image mean follows (a sentence's mean is
     over its tokens: padding, NaN, is left out; every sentence has at least one token)."""
-    if not present(acts) < acts.shape[0] * acts.shape[2]:
+    if not padded(acts):
         return acts.numpy().mean(axis=2, dtype=np.float64)
     return np.nanmean(acts.numpy().astype(np.float64), axis=2)
 
@@ -240,12 +241,18 @@ def present(acts: torch.Tensor) -> int:
     return int((~torch.isnan(acts[:, :1, :])).sum())
 
 
+def padded(acts: torch.Tensor) -> bool:
+    """Whether ``acts`` (B, neurons, positions) has padding (NaN), read off one neuron (the
+    padding is the same for every neuron): no pass over the whole batch for image models."""
+    return present(acts) < acts.shape[0] * acts.shape[2]
+
+
 def value_range(acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each neuron's smallest and largest value in ``acts`` (B, neurons, positions), padding
     (NaN) left out: two (neurons,) tensors."""
-    missing = torch.isnan(acts)
-    if not missing.any():
+    if not padded(acts):
         return acts.amin((0, 2)), acts.amax((0, 2))
+    missing = torch.isnan(acts)
     return (acts.masked_fill(missing, float("inf")).amin((0, 2)),
             acts.masked_fill(missing, float("-inf")).amax((0, 2)))
 
