@@ -7,7 +7,10 @@ is a deep link (``/prune?...``), bypassing this navigation (titles, order, wide 
 
 import streamlit as st
 
+from explorer.ui.heap import freeze_imports
+
 st.set_page_config(page_title="Pruning Explorer", page_icon=":scissors:", layout="wide")
+freeze_imports()  # once per process: keeps Streamlit's collection after each run cheap
 # Sections follow the user's work: load a model, look inside it, decide a plan, then recover
 # accuracy and take the plan out (the engine's packages: explorer/load, look, decide, ...).
 # Learn comes first after the model: guided lessons that open the other pages.
