@@ -32,10 +32,10 @@ NO_TEXT_ATTRIBUTION = (
     "No captum attribution for sentences: conductance integrates along a straight path from "
     "an all-zero input to the sample, and the token ids between 0 and a sentence's ids are "
     "other tokens, not a fainter sentence.")
-NO_DATA = f"Top images and attributions need validation data. {NO_DATA_NOTE}"
+NO_DATA = f"Top samples and attributions need validation data. {NO_DATA_NOTE}"
 
 
-@st.cache_data(show_spinner="Running the validation images through the model...",
+@st.cache_data(show_spinner="Running the validation samples through the model...",
                max_entries=16)
 def summary(key: str, layer: str, _bundle: ModelBundle, _data: ValidationSet) -> LayerSummary:
     """``layer``'s per-image means, APoZ and range per neuron on the validation set (one
