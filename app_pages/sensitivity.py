@@ -17,6 +17,7 @@ import streamlit as st
 import torch
 
 from explorer.decide.sensitivity import (
+    BLOCK_GRID,
     DEFAULT_GRID,
     Sensitivity,
     base_problem,
@@ -25,7 +26,7 @@ from explorer.decide.sensitivity import (
 )
 from explorer.evaluator import Evaluator
 from explorer.look.sentences import samples_noun
-from explorer.plan import Plan, criterion_names
+from explorer.plan import Plan, criterion_names, default_criterion, dense_plan
 from explorer.ui import cluster, jobs, scan_cache, state, texts
 from explorer.ui.charts import sensitivity as sensitivity_charts
 from explorer.ui.format import percent
@@ -136,8 +137,11 @@ def _draw(result: Sensitivity, seconds: float, source: str) -> None:
     evaluations = sum(len(u.fractions) for u in result.units)
     where = "from the cache (computed earlier in" if source == "cached" else "in"
     closing = ")" if source == "cached" else ""
-    st.caption(f"{result.granularity} by {result.criterion}, other layers "
-               f"{'dense' if base is None else 'as in the plan'}; {evaluations} evaluations "
+    what = ("blocks, each dropped alone from the dense model"
+            if result.granularity == "blocks" else
+            f"{result.granularity} by {result.criterion}, other layers "
+            f"{'dense' if base is None else 'as in the plan'}")
+    st.caption(f"{what}; {evaluations} evaluations "
                f"{where} {seconds:.1f} s{closing} on {dense.samples} calibration {NOUN}; "
                f"dense accuracy {percent(dense.accuracy)} on them, "
                f"{percent(held_out.accuracy)} on the {held_out.samples} held-out {NOUN}.")
@@ -159,22 +163,45 @@ def _draw(result: Sensitivity, seconds: float, source: str) -> None:
         measure = st.radio("Show", tuple(sensitivity_charts.MEASURES), key="sens_measure",
                            horizontal=True, persist_state="session")
         value = {"accuracy": lambda m: m.accuracy, "loss": lambda m: m.loss}[measure]
-        st.plotly_chart(sensitivity_charts.unit_lines(
-            result, measure, value(dense), None if base is None else value(base), NOUN),
-            key="sens_lines")
-        reference = dense if base is None else base
-        st.plotly_chart(sensitivity_charts.drop_heatmap(
-            result, reference.accuracy, "dense" if base is None else "the base plan"),
-            key="sens_heatmap")
+        if result.granularity == "blocks":
+            st.plotly_chart(sensitivity_charts.block_bars(result, measure, value(dense), NOUN),
+                            key="sens_blocks")
+            _block_table(result, dense)
+        else:
+            _curves(result, measure, value, dense, base)
     if result.skipped:
         with st.expander(f"Skipped layers ({len(result.skipped)})"):
             for name, reason in result.skipped.items():
                 st.markdown(f"- **{name}**: {reason}")
 
 
+def _curves(result: Sensitivity, measure: str, value, dense, base) -> None:
+    """A per-layer scan: a line per unit, and the drop heatmap."""
+    st.plotly_chart(sensitivity_charts.unit_lines(
+        result, measure, value(dense), None if base is None else value(base), NOUN),
+        key="sens_lines")
+    reference = dense if base is None else base
+    st.plotly_chart(sensitivity_charts.drop_heatmap(
+        result, reference.accuracy, "dense" if base is None else "the base plan"),
+        key="sens_heatmap")
+
+
+def _block_table(result: Sensitivity, dense) -> None:
+    """A blocks scan's numbers: each block dropped, least harmful first."""
+    rows = [{"block dropped": c.unit, "accuracy": percent(c.accuracy[-1]),
+             "drop (pts)": round((dense.accuracy - c.accuracy[-1]) * 100, 2),
+             "loss": round(c.loss[-1], 4), "FLOPs per sample": c.flops_effective[-1]}
+            for c in result.units if len(c.fractions) == len(result.grid)]
+    st.dataframe(sorted(rows, key=lambda r: r["drop (pts)"]), hide_index=True,
+                 key="sens_block_table")
+
+
 def _suggest(result: Sensitivity) -> None:
     """The "Suggest a plan" section, for a finished scan from the dense model."""
-    if result.cancelled:
+    if result.granularity == "blocks":
+        st.caption("A suggestion sets a fraction per layer; blocks are dropped whole. To "
+                   "drop the least harmful blocks, set **Blocks dropped** on the Prune page.")
+    elif result.cancelled:
         st.caption("Suggesting a plan needs a finished scan: run it to the end.")
     elif not result.base.removes_nothing:
         st.caption("Suggesting a plan starts from the dense model: run the scan with the "
@@ -184,49 +211,72 @@ def _suggest(result: Sensitivity) -> None:
 
 
 def _live(report: jobs.Report) -> None:
-    st.plotly_chart(sensitivity_charts.unit_lines(report.partial, "accuracy",
-                                                  judge.dense().calibration.accuracy,
-                                                  noun=NOUN),
-                    key="sens_live")
+    dense = judge.dense().calibration.accuracy
+    if report.partial is not None and report.partial.granularity == "blocks":
+        st.plotly_chart(sensitivity_charts.block_bars(report.partial, "accuracy", dense, NOUN),
+                        key="sens_live")
+    else:
+        st.plotly_chart(sensitivity_charts.unit_lines(report.partial, "accuracy", dense,
+                                                      noun=NOUN), key="sens_live")
 
 
 plan = session.plan
+# Blocks where the model has any: each dropped alone from the dense model (kept, dropped).
+KINDS = (*bundle.granularities, "blocks") if bundle.blocks else bundle.granularities
 left, right = st.columns([1, 3], gap="large")
 with left:
     granularity = st.radio(
-        "Granularity", bundle.granularities, key="sens_granularity", horizontal=True,
-        index=state.granularity_index(bundle, plan), persist_state="session",
-        help="weights: a unit is a layer; neurons: a unit is a group of coupled layers")
-    criteria = criterion_names(granularity)
-    criterion = st.selectbox(
-        "Criterion", criteria, key=f"sens_criterion::{granularity}", persist_state="session",
-        index=criteria.index(plan.criterion) if plan.criterion in criteria else 0,
-        help="what is removed first in each unit: the lowest scores")
-    step = st.radio("Grid step", tuple(STEPS), key="sens_step", horizontal=True,
-                    persist_state="session",
-                    help="fractions removed: 0% to 95% by 5%, or 0% to 90% by 10% (faster)")
-    choice = st.radio("Other layers", (DENSE_BASE, PLAN_BASE), key="sens_base",
-                      persist_state="session",
-                      help="while one unit is swept, the others are dense or as in your plan")
-    problem = base_problem(plan, granularity) if choice == PLAN_BASE else None
-    if problem:
-        st.warning(problem)
-    elif choice == PLAN_BASE and plan.criterion != criterion:
-        st.caption(f"The plan's fractions are kept; its criterion becomes {criterion}.")
+        "Granularity", KINDS, key="sens_granularity", horizontal=True,
+        index=KINDS.index(plan.granularity) if plan.granularity in KINDS else 0,
+        persist_state="session",
+        help="weights: a unit is a layer; neurons: a unit is a group of coupled layers"
+             + ("; heads: an attention's heads" if bundle.heads else "")
+             + ("; blocks: each block dropped whole" if bundle.blocks else ""))
+    blocks = granularity == "blocks"
+    problem = None
+    if blocks:  # no criterion, grid or base: a block is kept or dropped, from the dense model
+        criterion, grid, exact = default_criterion("blocks"), BLOCK_GRID, True
+        base = dense_plan("blocks")
+        st.caption("Each block is dropped alone from the dense model (the layer-removal "
+                   "ablation ShortGPT compares block influence with): the accuracy it "
+                   "leaves says how much the model leans on that block.")
+    else:
+        criteria = criterion_names(granularity)
+        criterion = st.selectbox(
+            "Criterion", criteria, key=f"sens_criterion::{granularity}",
+            persist_state="session",
+            index=criteria.index(plan.criterion) if plan.criterion in criteria else 0,
+            help="what is removed first in each unit: the lowest scores")
+        step = st.radio("Grid step", tuple(STEPS), key="sens_step", horizontal=True,
+                        persist_state="session",
+                        help="fractions removed: 0% to 95% by 5%, or 0% to 90% by 10% "
+                             "(faster)")
+        choice = st.radio("Other layers", (DENSE_BASE, PLAN_BASE), key="sens_base",
+                          persist_state="session",
+                          help="while one unit is swept, the others are dense or as in your "
+                               "plan")
+        problem = base_problem(plan, granularity) if choice == PLAN_BASE else None
+        if problem:
+            st.warning(problem)
+        elif choice == PLAN_BASE and plan.criterion != criterion:
+            st.caption(f"The plan's fractions are kept; its criterion becomes {criterion}.")
+        grid = STEPS[step]
+        base = scan_base(plan if choice == PLAN_BASE and not problem else None, granularity,
+                         criterion)
+        calibration = judge.calibration
+        exact = not calibration.refines or st.checkbox(
+            "Exact points", key="sens_exact", persist_state="session",
+            help=f"evaluate every point on all calibration {NOUN}; otherwise each point is "
+                 f"screened on {calibration.estimate_samples:,} of them, much faster")
     units, skipped = bundle.units(granularity), bundle.unprunable(granularity)
     if not units:
         st.error(f"No layer of {bundle.name} can lose {granularity}.")
-    grid = STEPS[step]
-    base = scan_base(plan if choice == PLAN_BASE and not problem else None, granularity,
-                     criterion)
-    calibration = judge.calibration
-    exact = not calibration.refines or st.checkbox(
-        "Exact points", key="sens_exact", persist_state="session",
-        help=f"evaluate every point on all calibration {NOUN}; otherwise each point is "
-             f"screened on {calibration.estimate_samples:,} of them, much faster")
     key = (*session.results_key, granularity, criterion, grid, base.key, exact)
-    st.caption(f"{len(units)} units x {len(grid)} fractions = {len(units) * len(grid)} "
-               "evaluations" + (f"; {len(skipped)} layers skipped" if skipped else ""))
+    if blocks:
+        st.caption(f"{len(units)} blocks, each dropped once")
+    else:
+        st.caption(f"{len(units)} units x {len(grid)} fractions = {len(units) * len(grid)} "
+                   "evaluations" + (f"; {len(skipped)} layers skipped" if skipped else ""))
     running = (job := jobs.get(JOB)) is not None and job.running
     cached = scans.get(key)
     blocked = running or problem is not None or not units

@@ -252,3 +252,37 @@ def test_job_reports_errors_as_one_line_and_cancels():
 @pytest.mark.parametrize("total", [0, 4])
 def test_report_fraction(total):
     assert jobs.Report(6, total).fraction == (1.0 if total else 0.0)
+
+
+def test_blocks_scan_drops_each_block_alone_as_the_engine_does(open_page, charts, resnet,
+                                                               digits):
+    at = open_page("sensitivity", "digits-resnet")
+    at.radio(key="sens_granularity").set_value("blocks").run()
+    assert not at.exception, at.exception
+    shown = {w.key for w in [*at.radio, *at.selectbox, *at.checkbox]}
+    assert {"sens_step", "sens_base", "sens_exact"}.isdisjoint(shown)  # no grid, no base
+    assert any(f"{len(resnet.blocks)} blocks, each dropped once" in c.value for c in at.caption)
+    at.button(key="sens_run").click().run()
+    job = job_of(at, "digits-resnet")
+    assert job is not None and job.wait(120) and job.error is None, job and job.error
+    at.run()
+    assert not at.exception, at.exception
+
+    engine = sensitivity(Evaluator(resnet, calibration(digits), bn_calibration=digits_train()),
+                         "blocks", "influence", ())
+    dense = Evaluator(resnet, calibration(digits), bn_calibration=digits_train()).evaluate(Plan())
+    figures = charts.of(at)
+    assert "sens_lines" not in figures and "sens_heatmap" not in figures
+    bars = figures["sens_blocks"]["data"][0]
+    assert list(bars["x"]) == [b.name for b in resnet.blocks] == [u.unit for u in engine.units]
+    assert list(bars["y"]) == [u.accuracy[-1] * 100 for u in engine.units]
+    assert [s["y0"] for s in figures["sens_blocks"]["layout"]["shapes"]] == [dense.accuracy * 100]
+    table = at.dataframe[0].value
+    assert list(table["block dropped"]) == [u.unit for u in sorted(
+        engine.units, key=lambda u: dense.accuracy - u.accuracy[-1])]
+    assert list(table["FLOPs per sample"]) == [u.flops_effective[-1] for u in sorted(
+        engine.units, key=lambda u: dense.accuracy - u.accuracy[-1])]
+    captions = " ".join(c.value for c in at.caption)
+    assert "blocks, each dropped alone from the dense model" in captions
+    assert "Blocks dropped" in captions  # the suggestion's place: the Prune page
+    assert at.session_state["sensitivity"]["digits-resnet"] == engine

@@ -1,4 +1,5 @@
-"""The Sensitivity page's figures: one line per unit, and a unit x fraction heatmap.
+"""The Sensitivity page's figures: one line per unit, and a unit x fraction heatmap; for a
+blocks scan (each block kept, then dropped) one bar per block.
 
 A unit is what one scan step prunes: a layer (weights) or a coupled neuron group, labelled
 with its members. Both figures take a :class:`~explorer.decide.sensitivity.Sensitivity`, finished
@@ -115,5 +116,39 @@ def drop_heatmap(result: Sensitivity, reference: float, against: str = "dense") 
         height=max(220, 60 + 32 * len(labels)), margin={"l": 10, "r": 10, "t": 50, "b": 10},
         xaxis={"title": "removed", "type": "category"},
         yaxis={"autorange": "reversed", "type": "category"},
+    )
+    return fig
+
+
+def block_bars(result: Sensitivity, measure: str = "accuracy", dense: float | None = None,
+               noun: str = "images") -> go.Figure:
+    """A blocks scan: ``measure`` with each block dropped alone, one bar per block in
+    execution order, and the dense model's value (``dense``: accuracy as a fraction, loss as
+    is) as a dotted line. The hover gives the FLOPs per sample left and the samples behind
+    the bar (``noun``: images or sentences)."""
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {', '.join(MEASURES)}; got {measure!r}")
+    dropped = [c for c in result.units if len(c.fractions) == len(result.grid)]
+    names = [c.unit for c in dropped]
+    values = [_values(c, measure)[-1] for c in dropped]
+    fig = go.Figure(go.Bar(
+        x=names, y=values,
+        customdata=[[c.flops_effective[-1], c.loss[-1], c.samples[-1] if c.samples else 0]
+                    for c in dropped],
+        hovertemplate=(f"<b>%{{x}}</b> dropped<br>{measure} %{{y:.4g}}<br>loss "
+                       f"%{{customdata[1]:.4f}}<br>FLOPs per sample %{{customdata[0]:,}}"
+                       f"<br>on %{{customdata[2]:,}} {noun}<extra></extra>"),
+        marker={"color": "#d62728"}, name="block dropped",
+    ))
+    scale, unit = (100, "%") if measure == "accuracy" else (1, "")
+    if dense is not None:
+        fig.add_hline(y=dense * scale, line={"dash": "dot", "color": "black", "width": 1},
+                      annotation_text=f"dense {dense * scale:.4g}{unit}",
+                      annotation_position="top left")
+    fig.update_layout(
+        title="Each block dropped alone from the dense model",
+        height=max(300, 200 + 4 * len(names)), margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        xaxis={"title": "block dropped", "type": "category"},
+        yaxis={"title": MEASURES[measure], "rangemode": "tozero"}, showlegend=False,
     )
     return fig
