@@ -20,7 +20,10 @@ with st.expander("Upload your own model", expanded=waiting), st.form("upload", b
         "batch dimension), or a **safetensors / state_dict** file of a demo architecture; "
         "validation data as `.npz` (arrays `x`, `y`) or `.pt` (tensors `x`, `y`); with `x` "
         "alone (no labels) plans are judged by their fidelity to the dense model. Without "
-        "data, a digits model is evaluated on the digits validation split."
+        "data, a digits model is evaluated on the digits validation split. Token ids "
+        "(`x` of shape (N, L)) padded to one length may name their padding token as "
+        "`pad_id` beside them (`np.savez(path, x=ids, y=y, pad_id=tokenizer.pad_token_id)`): "
+        "per-token statistics then leave the padding out."
     )
     st.caption(texts.UPLOAD_SAFETY)
     model_file = st.file_uploader("Model file", key="upload_model")
@@ -48,6 +51,10 @@ samples = samples_noun(bundle.card)  # images, or a text model's sentences
 st.subheader(f"{bundle.name}")
 if bundle.card.get("architecture"):
     st.caption(bundle.card["architecture"])
+if bundle.card.get("pad_id") is not None:
+    st.caption(f"Token ids padded with {bundle.card['pad_id']}: per-token statistics "
+               "(activations, APoZ, Wanda's input norms, block influence) leave the padding "
+               "out.")
 cols = st.columns(4)
 if dense.accuracy is None:
     note = state.NO_DATA_NOTE if session.data is None else state.NO_LABELS_NOTE

@@ -31,7 +31,13 @@ def _load_bundle(model: str, data_path: str | None, labels: bool = True):
     refused.
     """
     from explorer.data import digits_validation
-    from explorer.load.data_file import check_compatible, load_data, peek_data, require_digits_input
+    from explorer.load.data_file import (
+        check_compatible,
+        load_data,
+        peek_data,
+        require_digits_input,
+        with_padding,
+    )
     from explorer.load.demos import load_demo, load_pretrained
     from explorer.load.memory import check_memory
     from explorer.load.model_file import load_model
@@ -55,6 +61,7 @@ def _load_bundle(model: str, data_path: str | None, labels: bool = True):
         )
     data = None
     if peeked is not None:
+        bundle = with_padding(bundle, peeked)  # the data's padding token, if it names one
         check_memory(bundle, peeked)
         data = load_data(data_path)
     if data is None:

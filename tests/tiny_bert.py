@@ -32,3 +32,17 @@ def tiny_bert(seed: int = 1, sentences: int = 30, card: dict | None = None
     with torch.no_grad():
         y = model(x).argmax(1)
     return bundle, ValidationSet(x, y, CLASSES, "tiny-sentences")
+
+
+def module_output(model: torch.nn.Module, module: str, x: torch.Tensor) -> torch.Tensor:
+    """What submodule ``module`` of ``model`` returns on ``x`` (float64), read by a forward
+    hook on the Python modules: the reference statistics are computed from."""
+    seen = []
+    hook = model.get_submodule(module).register_forward_hook(
+        lambda _m, _a, out: seen.append(out.detach().double()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        hook.remove()
+    return seen[0]

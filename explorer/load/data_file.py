@@ -2,6 +2,9 @@
 
 Validation data: ``.npz`` with arrays ``x`` and ``y``, or ``torch.save({"x": x, "y": y})``.
 A file with ``x`` alone is data without labels: no accuracy, but fidelity to the dense model.
+Token-id data (``x`` of shape (N, L)) may name its padding token as ``pad_id``, a single
+integer beside ``x`` (``np.savez(path, x=ids, y=y, pad_id=tokenizer.pad_token_id)``):
+per-token statistics then leave the padding out (:func:`with_padding`).
 
 A data file is untrusted and may be crafted to be small on disk and huge in memory: an
 ``.npy`` header that claims 10^12 images, a compressed member that inflates to gigabytes, a
@@ -29,7 +32,7 @@ import math
 import os
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +62,7 @@ DATA_FORMATS = (
     'a dict of tensors (torch.save({"x": x, "y": y}, path))'
 )
 X_BYTES, Y_BYTES = 4, 8  # decoded: x as float32, y as int64
+PAD_KEY = "pad_id"  # token-id data's padding token: one integer
 READ_CHUNK = 4 << 20  # bytes read from a member at a time
 FINITE_CHUNK = 1 << 20  # values checked for NaN at a time
 NPY_HEADERS = {
@@ -77,12 +81,15 @@ Reader = Callable[[], tuple[torch.Tensor, torch.Tensor | None]]
 @dataclass(frozen=True)
 class DataShape:
     """What a data file holds, known from its headers alone: ``samples`` inputs of
-    ``sample_shape`` stored as ``dtype`` (x's), in the file called ``name``."""
+    ``sample_shape`` stored as ``dtype`` (x's), in the file called ``name``; ``pad_id``:
+    the padding token of token-id data, where the file names one (its one value is read
+    with the headers)."""
 
     samples: int
     sample_shape: tuple[int, ...]
     dtype: str
     name: str = "data"
+    pad_id: int | None = None
 
     @property
     def sample_bytes(self) -> int:
@@ -136,6 +143,26 @@ def load_data_bytes(data: bytes, filename: str, num_classes: int | None = None) 
     """:func:`load_data` for uploaded bytes; ``filename`` names the set and messages."""
     with temp_file(data, filename) as path:
         return _load_data(path, path.name, num_classes)
+
+
+def with_padding(bundle: ModelBundle, shape: DataShape) -> ModelBundle:
+    """``bundle`` with the data's padding token (``shape.pad_id``) in its card, so that
+    per-token statistics leave the padding out (:meth:`ModelBundle.real_tokens`); as it is
+    where the file names none. A ``pad_id`` needs token ids, (N, L) integers, and must agree
+    with a padding token the model already has."""
+    if shape.pad_id is None:
+        return bundle
+    if len(shape.sample_shape) != 1:
+        raise DataError(
+            f"{shape.name} names a padding token (pad_id {shape.pad_id}) but x has "
+            f"{short(shape.sample_shape)} per sample: pad_id is for token ids, x of shape "
+            "(N, L). Leave pad_id out for other data.")
+    own = bundle.card.get("pad_id", getattr(bundle.model, "pad_id", None))
+    if own is not None and int(own) != shape.pad_id:
+        raise DataError(f"{shape.name} names padding token {shape.pad_id}, but {bundle.name} "
+                        f"pads with {int(own)}; save the data with pad_id={int(own)} or "
+                        "without pad_id.")
+    return replace(bundle, card={**bundle.card, "pad_id": shape.pad_id})
 
 
 def require_digits_input(bundle: ModelBundle, what: str = "validation data") -> None:
@@ -276,9 +303,9 @@ def _check_dtype(dtype: np.dtype | torch.dtype, key: str, name: str) -> None:
 
 
 def _pick_xy(found: Mapping, name: str) -> tuple:
-    """``found['x'], found['y']`` (``y`` None where ``x`` is all the file holds: data without
-    labels); a clear error names the keys that are there instead."""
-    if "x" in found and len(found) == 1:
+    """``found['x'], found['y']`` (``y`` None where ``x`` is all the file holds, besides a
+    ``pad_id``: data without labels); a clear error names the keys that are there instead."""
+    if "x" in found and len(set(found) - {PAD_KEY}) == 1:
         return found["x"], None
     missing = [key for key in ("x", "y") if key not in found]
     if missing:
@@ -317,7 +344,7 @@ def _open_npz(path: Path, name: str) -> tuple[DataShape, Reader]:
         x_info, y_info = _pick_xy(members, name)
         x = _npy_header(archive, x_info.filename, "x", name)
         y = None if y_info is None else _npy_header(archive, y_info.filename, "y", name)
-    shape = _shape_of(x, y, name)
+    shape = replace(_shape_of(x, y, name), pad_id=_npz_pad_id(path, members, name))
     _check_member_size(x_info, x, "x", name)
     if y_info is not None:
         _check_member_size(y_info, y, "y", name)
@@ -328,6 +355,29 @@ def _open_npz(path: Path, name: str) -> tuple[DataShape, Reader]:
                     None if y_info is None else _read_npy(archive, y_info.filename, y, name))
 
     return shape, read
+
+
+def _npz_pad_id(path: Path, members: Mapping[str, zipfile.ZipInfo], name: str) -> int | None:
+    """The ``pad_id`` member's one integer (vetted like x and y), or None without one."""
+    info = members.get(PAD_KEY)
+    if info is None:
+        return None
+    with _zip(path, name) as archive:
+        header = _npy_header(archive, info.filename, PAD_KEY, name)
+        _check_member_size(info, header, PAD_KEY, name)
+        if math.prod(header.shape) != 1:
+            raise DataError(f"{name}: pad_id has shape {short(header.shape)}; expected one "
+                            "integer, the padding token's id.")
+        return _pad_value(_read_npy(archive, info.filename, header, name), name)
+
+
+def _pad_value(value: torch.Tensor, name: str) -> int:
+    """A ``pad_id`` tensor's one value, which must be a whole number >= 0."""
+    number = value.reshape(-1)[0].item()
+    if isinstance(number, bool) or not float(number).is_integer() or number < 0:
+        raise DataError(f"{name}: pad_id is {number!r}; expected the padding token's id, a "
+                        "whole number >= 0.")
+    return int(number)
 
 
 def _zip(path: Path, name: str) -> zipfile.ZipFile:
@@ -397,11 +447,12 @@ def _read_npy(archive: zipfile.ZipFile, member: str, vetted: _NpyHeader, name: s
 
 def _open_torch(path: Path, name: str) -> tuple[DataShape, Reader]:
     _check_torch_archive(path, name)
-    shape = _shape_of(*_mapped_xy(path, name), name)
+    x, y, pad_id = _mapped_xy(path, name)
+    shape = replace(_shape_of(x, y, name), pad_id=pad_id)
 
     def read() -> tuple[torch.Tensor, torch.Tensor | None]:
-        x, y = _mapped_xy(path, name)
-        if _shape_of(x, y, name) != shape:
+        x, y, pad_id = _mapped_xy(path, name)
+        if replace(_shape_of(x, y, name), pad_id=pad_id) != shape:
             raise DataError(f"{name} changed while it was being read; load it again.")
         return (x.clone(memory_format=torch.contiguous_format),
                 None if y is None else y.clone(memory_format=torch.contiguous_format))
@@ -431,9 +482,9 @@ def _check_torch_archive(path: Path, name: str) -> None:
                 )
 
 
-def _mapped_xy(path: Path, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _mapped_xy(path: Path, name: str) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
     """``x`` and ``y`` (None: no labels) memory-mapped from the file (nothing read yet),
-    each vetted."""
+    each vetted, and the ``pad_id`` (None without one)."""
     with quiet_torch():  # torch warns about sparse and quantized tensors: one message instead
         found = torch_load(path, name, DataError, mmap=True)
     if not isinstance(found, Mapping):
@@ -442,7 +493,17 @@ def _mapped_xy(path: Path, name: str) -> tuple[torch.Tensor, torch.Tensor | None
             f"{type(found).__name__}. Save it as {DATA_FORMATS}."
         )
     x, y = _pick_xy(found, name)
-    return _vet_tensor(x, "x", name), None if y is None else _vet_tensor(y, "y", name)
+    pad_id = found.get(PAD_KEY)
+    if pad_id is not None:
+        if not isinstance(pad_id, torch.Tensor):  # torch.save({..., "pad_id": 0})
+            pad_id = torch.tensor(pad_id) if isinstance(pad_id, int) else pad_id
+        pad_id = _vet_tensor(pad_id, PAD_KEY, name)
+        if pad_id.numel() != 1:
+            raise DataError(f"{name}: pad_id has shape {short(tuple(pad_id.shape))}; expected "
+                            "one integer, the padding token's id.")
+        pad_id = _pad_value(pad_id, name)
+    return (_vet_tensor(x, "x", name), None if y is None else _vet_tensor(y, "y", name),
+            pad_id)
 
 
 def _vet_tensor(value: object, key: str, name: str) -> torch.Tensor:

@@ -33,6 +33,7 @@ from explorer.load.data_file import (
     load_data_bytes,
     peek_data_bytes,
     require_digits_input,
+    with_padding,
 )
 from explorer.load.demos import load_demo, load_pretrained
 from explorer.load.memory import UPLOADS, check_memory
@@ -420,7 +421,9 @@ def add_upload(model_file, data_file, calibration_file=None) -> str:
     model_digest = digest(raw)
     bundle = shared_upload(model_digest, raw, model_file.name,
                            peeked.sample_shape if peeked else None)
-    if peeked is None:
+    if peeked is not None:
+        bundle = with_padding(bundle, peeked)  # a copy: the shared bundle stays as loaded
+    else:
         require_digits_input(bundle)
         data = shared_digits()
     held = UPLOADS.reserve(check_memory(bundle, peeked or DataShape.of(data)).total)
@@ -434,6 +437,8 @@ def add_upload(model_file, data_file, calibration_file=None) -> str:
         held.release()
         raise
     key = f"upload:{model_digest}:{data_digest(data)}"
+    if bundle.card.get("pad_id") is not None:  # per-token statistics leave it out
+        key += f":pad{bundle.card['pad_id']}"
     model_id = _upload_id(model_file.name, key)
     # the reservation ("memory") returns its bytes when this entry is dropped
     st.session_state.setdefault(UPLOADS_KEY, {})[model_id] = {

@@ -14,7 +14,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from tiny_bert import tiny_bert  # noqa: E402
+from tiny_bert import module_output, tiny_bert  # noqa: E402
 
 from explorer.activations import neuron_totals, per_image_means  # noqa: E402
 from explorer.criteria.wanda import input_norms  # noqa: E402
@@ -28,17 +28,10 @@ MODULE = "bert.encoder.layer.0.intermediate"  # BertIntermediate returns GELU(de
 @pytest.fixture(scope="module")
 def text():
     bundle, data = tiny_bert(sentences=24)
-    seen = []
-    hook = bundle.model.get_submodule(MODULE).register_forward_hook(
-        lambda _m, _a, out: seen.append(out.detach().double()))
-    try:
-        with torch.no_grad():
-            bundle.model(data.x)
-    finally:
-        hook.remove()
+    acts = module_output(bundle.model, MODULE, data.x)
     tokens = data.x != 0
     assert not tokens.all() and tokens.any(1).all()  # padded sentences, each with tokens
-    return bundle, data, seen[0], tokens
+    return bundle, data, acts, tokens
 
 
 def test_per_sentence_means_are_over_tokens(text):
