@@ -2,6 +2,10 @@
 
 The digits images (1,797 8x8 greyscale images of 10 classes) ship inside scikit-learn, so
 the demo works offline. Pixel values 0..16 are scaled to [0, 1] and shaped (N, 1, 8, 8).
+They are read from scikit-learn's data file as ``load_digits`` reads it, and split by the
+positions ``train_test_split(stratify=y, test_size=360, random_state=0)`` gives, stored in
+``assets/digits_split.npz`` (:func:`write_digits_split`): importing scikit-learn took 4 s of
+every CLI command and of the app's first page, for 60 kB of numbers.
 
 A decision made on data (a suggested plan, a Pareto front) is judged optimistically on the
 images it was chosen on. :func:`split_for_decisions` cuts a validation set into a
@@ -14,9 +18,12 @@ fixed number of images by the same kind of rule: a quick first answer on a large
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +32,8 @@ from explorer.errors import DataError
 
 DIGITS_VALIDATION_SIZE = 360
 DIGITS_SPLIT_SEED = 0
+DIGITS_CSV = ("datasets", "data", "digits.csv.gz")  # inside the scikit-learn package
+DIGITS_SPLIT = Path(__file__).resolve().parents[1] / "assets" / "digits_split.npz"
 DECISION_FRACTION = 0.5  # of each class, for the calibration part
 
 
@@ -201,18 +210,36 @@ def _hashes(seed: int, n: int) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as ``load_digits`` returns them (images (1797, 8, 8) of 0..16,
+    targets), read from its data file without importing scikit-learn."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise DataError("The digits demo data ships with scikit-learn, which is not installed: "
+                        "pip install scikit-learn.")
+    with gzip.open(Path(spec.origin).parent.joinpath(*DIGITS_CSV)) as f:
+        data = np.loadtxt(f, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
+
+
 @lru_cache(maxsize=1)
 def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    images, target = _digits()
+    x = (images.astype(np.float32) / 16.0)[:, None, :, :]
+    with np.load(DIGITS_SPLIT) as split:
+        train, val = split["train"], split["val"]
+    return x[train], target[train], x[val], target[val]
+
+
+def write_digits_split(path: Path = DIGITS_SPLIT) -> None:
+    """Store the positions of scikit-learn's stratified split of the digits (the one split
+    every demo is trained and judged on) for :func:`_digits_split`."""
     from sklearn.model_selection import train_test_split
 
-    digits = load_digits()
-    x = (digits.images.astype(np.float32) / 16.0)[:, None, :, :]
-    y = digits.target.astype(np.int64)
-    x_train, x_val, y_train, y_val = train_test_split(
-        x, y, test_size=DIGITS_VALIDATION_SIZE, stratify=y, random_state=DIGITS_SPLIT_SEED
-    )
-    return x_train, y_train, x_val, y_val
+    _, target = _digits()
+    train, val = train_test_split(np.arange(len(target)), test_size=DIGITS_VALIDATION_SIZE,
+                                  stratify=target, random_state=DIGITS_SPLIT_SEED)
+    np.savez(path, train=train.astype(np.int16), val=val.astype(np.int16))
 
 
 def digits_validation() -> ValidationSet:
