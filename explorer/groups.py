@@ -211,7 +211,7 @@ def _step(trace: _Trace, node: fx.Node, layer: Layer | None, params: set[str]) -
         spread = math.prod(trace.shapes[first.name][2:])
         trace.labels[node.name] = tuple(Segment(s.root, s.count, s.repeat * spread)
                                         for s in inputs[first.name])
-    elif alone and _keeps_channels(trace.shapes, node):
+    elif alone and _keeps_axis(trace.shapes, node, last=False):
         trace.labels[node.name] = inputs[first.name]
     elif target in JOIN_OPS:
         _join_step(trace, node, inputs)
@@ -246,9 +246,7 @@ def _last_axis_step(trace: _Trace, node: fx.Node, label: Label) -> None:
     keeps = (target in ACTIVATION_OPS or target in LAST_AXIS_COPIES
              or (target in FLATTEN_OPS and after and after[-1] == before[-1]
                  and math.prod(after) == math.prod(before))
-             or (target is aten.mean.dim and len(after) > 1
-                 and all(d % len(before) != len(before) - 1 for d in _dims(args[1])))
-             or (target is aten.slice.Tensor and after == before))
+             or _keeps_axis(trace.shapes, node, last=True))
     if target in JOIN_OPS:
         _join_step(trace, node, {args[0].name: label})
     elif keeps:
@@ -396,16 +394,20 @@ def _channels(shape: tuple, rank: int, last: bool = False) -> int:
     return shape[at] if 0 <= at < len(shape) else 1
 
 
-def _keeps_channels(shapes: Mapping[str, tuple[int, ...]], node: fx.Node) -> bool:
-    """Whether ``node`` keeps its first argument's channels where they are: a mean over
-    spatial axes, a slice that takes everything, a new axis after the channels."""
+def _keeps_axis(shapes: Mapping[str, tuple[int, ...]], node: fx.Node, last: bool) -> bool:
+    """Whether ``node`` keeps its first argument's features where they are, on axis 1
+    (channels) or, ``last``, on the last axis (a linear layer's features on (N, tokens,
+    features)): a mean over axes other than the batch and the features, a slice that takes
+    everything, or (channels) a new axis after them."""
     before, after = shapes[node.args[0].name], shapes.get(node.name, ())
+    features = len(before) - 1 if last else 1
     if node.target is aten.mean.dim:
-        dims = _dims(node.args[1])
-        return bool(dims) and all(d % len(before) > 1 for d in dims)
+        dims = [d % len(before) for d in _dims(node.args[1])]
+        return bool(dims) and all(d not in (0, features) for d in dims)
     if node.target is aten.slice.Tensor:
         return after == before
-    return node.target is aten.unsqueeze.default and node.args[1] % len(after) > 1
+    return (not last and node.target is aten.unsqueeze.default
+            and node.args[1] % len(after) > 1)
 
 
 def _dims(arg: object) -> list[int]:
