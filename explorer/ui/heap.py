@@ -38,8 +38,12 @@ def freeze_imports() -> bool:
     with _lock:
         if _frozen:
             return False
-        for module in pkgutil.walk_packages(explorer.__path__, "explorer."):
-            importlib.import_module(module.name)
+        for module in pkgutil.walk_packages(explorer.__path__, "explorer.",
+                                            onerror=lambda _name: None):
+            try:
+                importlib.import_module(module.name)
+            except ImportError:  # needs an extra that is not installed: imported if used
+                continue
         importlib.import_module("captum.attr")
         gc.collect(2)
         gc.freeze()
