@@ -29,8 +29,7 @@ GRANULARITY_KEY, CRITERION_KEY, SCOPE_KEY, MERGE_KEY = (
 PATTERN_KEY, PATTERN_LAYERS_KEY = "pr_pattern", "pr_pattern_layers"
 PATTERNS = ("none", "2:4", "4:8")  # N:M sparsity for weights plans
 BLOCKS_KEY = state.SLIDER_PREFIX + "__blocks__"
-# What this page can set: blocks (global only) where the model has any.
-KINDS = (*bundle.granularities, "blocks") if bundle.blocks else bundle.granularities
+KINDS = bundle.plan_granularities  # blocks (global only) where the model has any
 
 
 def _on_kind() -> None:

@@ -119,8 +119,7 @@ def _finish(job: jobs.Job) -> None:
 
 def _cancelled_note(result: Sensitivity) -> str:
     n = len(bundle.units(result.granularity))
-    whole = [u for u in result.units if len(u.fractions) == len(result.grid)]
-    note = f"Cancelled after {len(whole)} of {n} units"
+    note = f"Cancelled after {len(result.whole_units)} of {n} units"
     cut = [u for u in result.units if len(u.fractions) < len(result.grid)]
     if cut:
         note += (f" ({sensitivity_charts.unit_label(cut[0])} stopped after "
@@ -191,7 +190,7 @@ def _block_table(result: Sensitivity, dense) -> None:
     rows = [{"block dropped": c.unit, "accuracy": percent(c.accuracy[-1]),
              "drop (pts)": round((dense.accuracy - c.accuracy[-1]) * 100, 2),
              "loss": round(c.loss[-1], 4), "FLOPs per sample": c.flops_effective[-1]}
-            for c in result.units if len(c.fractions) == len(result.grid)]
+            for c in result.whole_units]
     st.dataframe(sorted(rows, key=lambda r: r["drop (pts)"]), hide_index=True,
                  key="sens_block_table")
 
@@ -222,7 +221,7 @@ def _live(report: jobs.Report) -> None:
 
 plan = session.plan
 # Blocks where the model has any: each dropped alone from the dense model (kept, dropped).
-KINDS = (*bundle.granularities, "blocks") if bundle.blocks else bundle.granularities
+KINDS = bundle.plan_granularities
 left, right = st.columns([1, 3], gap="large")
 with left:
     granularity = st.radio(

@@ -83,6 +83,12 @@ class ModelBundle:
         where it has attention heads (a ``blocks`` plan, global only, needs :attr:`blocks`)."""
         return ("weights", "neurons", "heads") if self.heads else ("weights", "neurons")
 
+    @property
+    def plan_granularities(self) -> tuple[str, ...]:
+        """Every granularity a plan of this model may have: the per-layer ones
+        (:attr:`granularities`) and ``blocks`` where it has blocks."""
+        return (*self.granularities, "blocks") if self.blocks else self.granularities
+
     def block(self, name: str) -> Block:
         """The transformer block whose module is ``name``."""
         for block in self.blocks:

@@ -116,6 +116,12 @@ class Sensitivity:
     def unit(self, name: str) -> UnitCurve:
         return next(u for u in self.units if u.unit == name)
 
+    @property
+    def whole_units(self) -> tuple[UnitCurve, ...]:
+        """The units scanned over the whole grid (a cancelled scan's last unit may stop
+        midway)."""
+        return tuple(u for u in self.units if len(u.fractions) == len(self.grid))
+
     def to_dict(self) -> dict:
         return {
             "model": self.model,

@@ -128,7 +128,7 @@ def block_bars(result: Sensitivity, measure: str = "accuracy", dense: float | No
     the bar (``noun``: images or sentences)."""
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {', '.join(MEASURES)}; got {measure!r}")
-    dropped = [c for c in result.units if len(c.fractions) == len(result.grid)]
+    dropped = result.whole_units
     names = [c.unit for c in dropped]
     values = [_values(c, measure)[-1] for c in dropped]
     fig = go.Figure(go.Bar(
