@@ -344,7 +344,8 @@ def _open_npz(path: Path, name: str) -> tuple[DataShape, Reader]:
         x_info, y_info = _pick_xy(members, name)
         x = _npy_header(archive, x_info.filename, "x", name)
         y = None if y_info is None else _npy_header(archive, y_info.filename, "y", name)
-    shape = replace(_shape_of(x, y, name), pad_id=_npz_pad_id(path, members, name))
+        pad_id = _npz_pad_id(archive, members, name)
+    shape = replace(_shape_of(x, y, name), pad_id=pad_id)
     _check_member_size(x_info, x, "x", name)
     if y_info is not None:
         _check_member_size(y_info, y, "y", name)
@@ -357,18 +358,23 @@ def _open_npz(path: Path, name: str) -> tuple[DataShape, Reader]:
     return shape, read
 
 
-def _npz_pad_id(path: Path, members: Mapping[str, zipfile.ZipInfo], name: str) -> int | None:
-    """The ``pad_id`` member's one integer (vetted like x and y), or None without one."""
+def _npz_pad_id(archive: zipfile.ZipFile, members: Mapping[str, zipfile.ZipInfo],
+                name: str) -> int | None:
+    """The ``pad_id`` member's one integer (vetted like x and y: its shape and size before
+    its value is read), or None without one."""
     info = members.get(PAD_KEY)
     if info is None:
         return None
-    with _zip(path, name) as archive:
-        header = _npy_header(archive, info.filename, PAD_KEY, name)
-        _check_member_size(info, header, PAD_KEY, name)
-        if math.prod(header.shape) != 1:
-            raise DataError(f"{name}: pad_id has shape {short(header.shape)}; expected one "
-                            "integer, the padding token's id.")
-        return _pad_value(_read_npy(archive, info.filename, header, name), name)
+    header = _npy_header(archive, info.filename, PAD_KEY, name)
+    _check_member_size(info, header, PAD_KEY, name)
+    _check_one_value(header.shape, name)
+    return _pad_value(_read_npy(archive, info.filename, header, name), name)
+
+
+def _check_one_value(shape: tuple[int, ...], name: str) -> None:
+    if math.prod(shape) != 1:
+        raise DataError(f"{name}: pad_id has shape {short(shape)}; expected one integer, the "
+                        "padding token's id.")
 
 
 def _pad_value(value: torch.Tensor, name: str) -> int:
@@ -495,12 +501,10 @@ def _mapped_xy(path: Path, name: str) -> tuple[torch.Tensor, torch.Tensor | None
     x, y = _pick_xy(found, name)
     pad_id = found.get(PAD_KEY)
     if pad_id is not None:
-        if not isinstance(pad_id, torch.Tensor):  # torch.save({..., "pad_id": 0})
-            pad_id = torch.tensor(pad_id) if isinstance(pad_id, int) else pad_id
+        if isinstance(pad_id, int):  # torch.save({..., "pad_id": 0})
+            pad_id = torch.tensor(pad_id)
         pad_id = _vet_tensor(pad_id, PAD_KEY, name)
-        if pad_id.numel() != 1:
-            raise DataError(f"{name}: pad_id has shape {short(tuple(pad_id.shape))}; expected "
-                            "one integer, the padding token's id.")
+        _check_one_value(tuple(pad_id.shape), name)
         pad_id = _pad_value(pad_id, name)
     return (_vet_tensor(x, "x", name), None if y is None else _vet_tensor(y, "y", name),
             pad_id)
