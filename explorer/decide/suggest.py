@@ -36,8 +36,10 @@ handed in as data: this stage times nothing) and the path ends where the table's
 estimate meets N. Units pruned together need not save the sum of what they save alone, so
 the plan is then timed by the caller's ``measure`` (a plan -> measured speed-up callable,
 e.g. :func:`explorer.export.latency.measure` wrapped by the CLI or a page); when it falls
-short, the estimate's goal is raised by the shortfall and the walk goes further, at most
-:data:`LATENCY_TRIES` times; the result says what was measured and whether it met N
+short, the walk goes further, to the estimate that would meet N if every estimated saving
+shrank as the measured plan's did (:func:`further_goal`) and aiming :data:`AIM_PAST` beyond
+N, so that timing noise and savings that shrink at the margin do not leave it just short; at
+most :data:`LATENCY_TRIES` times; the result says what was measured and whether it met N
 (:class:`LatencyCheck`), never only the estimate.
 
 Everything above happens on the *calibration* part of the validation data (the scan, the
@@ -83,6 +85,10 @@ if TYPE_CHECKING:
     from explorer.decide.cluster import Executor
 
 SUGGESTED, UNIFORM, GLOBAL = "suggested", "uniform", "global magnitude"
+# A further latency plan aims this much past the target: two timings of one plan differ by a
+# few per cent, and the last neurons removed save less than the estimate's share supposes
+# (seen on digits-cnn: aiming at 1.5x itself measured 1.48-1.499x four times running).
+AIM_PAST = 1.05
 LATENCY_TRIES = 4  # a latency plan is measured at most this many times, going further each
 
 Measure = Callable[[Plan], float]  # a plan -> its measured speed-up (dense time / pruned)
@@ -115,7 +121,7 @@ class LatencyCheck:
         if self.met:
             return f"{line}: meets {self.target:g}x"
         return (f"{line}: MISSED {self.target:g}x by {self.target - self.measured:.2f}x "
-                f"({1 - self.measured / self.target:.0%} short) within {LATENCY_TRIES} tries")
+                f"({1 - self.measured / self.target:.0%} short)")
 
     def to_dict(self) -> dict:
         return {"target": self.target, "estimated": self.estimated, "measured": self.measured,
@@ -289,25 +295,60 @@ def check_latency(sens: Sensitivity | str, target: Target, measure: Measure | No
 def _verified(evaluator, target, estimates, path, plan_of, plan, measure
               ) -> tuple[Plan, LatencyCheck]:
     """The plan measured, going further along ``path`` while the measurement falls short of
-    the target (the estimate's goal raised by the shortfall), at most LATENCY_TRIES times:
-    the first plan that meets the target, else the fastest measured."""
-    goal, tries = target.value, []
+    the target, at most LATENCY_TRIES times: the first plan that meets the target, else the
+    fastest measured.
+
+    Each next plan aims at the estimate :func:`further_goal` asks for, AIM_PAST beyond the
+    target; where that is beyond the table's grid, the path's last plan (the fastest the
+    grid holds) is measured once.
+    """
+    tries: list[tuple[float, Plan]] = []
     while True:
         tries.append((measure(plan), plan))
         measured = tries[-1][0]
         if measured >= target.value or len(tries) >= LATENCY_TRIES:
             break
-        goal *= target.value / max(measured, 1e-6)
+        goal = further_goal(target.value * AIM_PAST,
+                            target.achieved(cost_metrics(evaluator, plan)), measured)
         try:
+            if goal is None:
+                raise PlanError("beyond the grid")
             plan = plan_of(_walk_cost(evaluator, replace(target, value=goal), estimates,
                                       path, plan_of))
-        except PlanError:  # the table's grid reaches no further
+        except PlanError:
+            plan = plan_of(_path_end(estimates, path))
+        if any(plan == p for _, p in tries):  # the grid reaches no further
             break
     measured, plan = next(((m, p) for m, p in tries if m >= target.value),
                           max(tries, key=lambda t: t[0]))
     table = target.table
     return plan, LatencyCheck(target.value, target.achieved(cost_metrics(evaluator, plan)),
                               measured, len(tries), table.batch, table.threads, table.form, {})
+
+
+def further_goal(target: float, estimated: float, measured: float) -> float | None:
+    """The estimated speed-up to aim at for a measured ``target``, after a plan estimated at
+    ``estimated`` measured ``measured``; None where no estimate would do.
+
+    It supposes the machine delivers the same share of every estimated saving as it did for
+    that plan. A saving is the share of the dense time removed (1 - 1/speed-up): a plan
+    estimated 1.91x (48% saved) that measured 1.45x (31% saved) delivered 65% of it, so a
+    measured 1.5x (33% saved) needs an estimated 51% saved, 2.05x. Scaling the speed-up
+    itself instead (1.91 x 1.5 / 1.45 = 1.98x) aims short, the more so the larger it is.
+    """
+    estimated_saved, measured_saved = 1 - 1 / estimated, 1 - 1 / measured
+    if measured_saved <= 0 or estimated_saved <= 0:
+        return None  # nothing measured faster: no share to go by
+    needed = (1 - 1 / target) * estimated_saved / measured_saved
+    return None if needed >= 1 else 1 / (1 - needed)
+
+
+def _path_end(estimates: list[Estimate], path: list[tuple[int, int]]) -> list[float]:
+    """Each unit's fraction once every move of ``path`` is taken."""
+    fractions = [0.0] * len(estimates)
+    for u, j in path:
+        fractions[u] = estimates[u].fractions[j]
+    return fractions
 
 
 def greedy_path(estimates: list[Estimate]) -> list[tuple[int, int]]:

@@ -20,7 +20,7 @@ from torch.utils import benchmark
 
 from explorer.decide.held_out import SplitEvaluator
 from explorer.decide.sensitivity import sensitivity
-from explorer.decide.suggest import LATENCY_TRIES, suggest
+from explorer.decide.suggest import LATENCY_TRIES, further_goal, suggest
 from explorer.decide.targets import LatencyTable, Target
 from explorer.errors import PlanError
 from explorer.evaluator import Evaluator
@@ -127,6 +127,60 @@ def test_the_latency_suggestion_meets_its_target_when_measured_again(cnn, digits
                     clock=latency_clock(1)).measured
     assert again >= TOLERANCE * 1.5
     assert result.to_dict()["latency"]["measured"] == check.measured
+
+
+def test_the_next_goal_supposes_each_saving_shrinks_as_the_measured_one_did():
+    # 1.91x estimated is 47.6% of the time saved, 1.45x measured 31.0%: 65% delivered; a
+    # measured 1.5x (33.3% saved) then needs 51.2% estimated, 2.048x
+    assert further_goal(1.5, 1.91, 1.45) == pytest.approx(2.0481, abs=1e-4)
+    # what it predicts comes true where every saving does shrink by one share
+    dense, saved = 10.0, 4.0  # ms; the machine delivers 60% of it
+    assert further_goal(1.5, dense / (dense - saved), dense / (dense - 0.6 * saved)
+                        ) == pytest.approx(dense / (dense - (dense - dense / 1.5) / 0.6))
+    assert further_goal(3.0, 2.0, 1.2) is None  # would need more than all the time saved
+    assert further_goal(1.5, 2.0, 0.9) is None  # measured slower: no share to go by
+
+
+def shortfall_machine(cnn, share: float):
+    """digits-cnn's neurons, a table estimating each unit to save 3 ms per whole at batch
+    32 out of 10 ms, and a ``measure`` timing of a machine that delivers ``share`` of every
+    estimated saving; the plans it measured."""
+    units = list(cnn.units("neurons").values())
+
+    def table(delivered: float) -> LatencyTable:
+        return LatencyTable(10.0, {u: {f: delivered * 3.0 * f for f in (0.25, 0.5, 0.75)}
+                                   for u in units}, BATCH, 1, "shrunk")
+
+    evaluator, measured = Evaluator(cnn, None), []
+
+    def measure(plan: Plan) -> float:
+        measured.append(plan)
+        return table(share).speedup(evaluator.evaluate(plan))
+
+    return table(1.0), measure, measured
+
+
+def test_a_latency_plan_measured_short_goes_further_and_reports_what_it_measured(cnn,
+                                                                                 digits):
+    judge = SplitEvaluator(cnn, digits)
+    scan = sensitivity(judge.calibration, "neurons", "l1", (0.0, 0.25, 0.5, 0.75))
+    table, measure, measured = shortfall_machine(cnn, 0.6)
+    result = suggest(scan, judge, Target("latency", 1.5).with_table(table), baselines=False,
+                     measure=measure)
+    check = result.latency
+    # the table's 1.5x plan measures 1.25x; the next goal (2.25x estimated) meets it
+    assert check.met and check.tries == 2 == len(measured) and result.plan == measured[-1]
+    assert check.measured == pytest.approx(measure(result.plan)) and check.measured >= 1.5
+    assert check.estimated >= 2.25
+    # beyond what the grid's furthest plan measures (2.17x here): that plan, MISSED
+    table, measure, measured = shortfall_machine(cnn, 0.6)
+    result = suggest(scan, judge, Target("latency", 3.0).with_table(table), baselines=False,
+                     measure=measure)
+    check = result.latency
+    assert not check.met and check.tries == len(measured) < LATENCY_TRIES
+    assert set(result.plan.sparsity.values()) == {0.75}  # every unit at the grid's end
+    assert check.measured == max([measure(p) for p in list(measured)])
+    assert "MISSED 3x by 0.83x (28% short)" in check.describe()
 
 
 def test_no_latency_suggestion_where_nothing_gets_faster(cnn, digits):
