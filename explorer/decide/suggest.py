@@ -310,13 +310,12 @@ def _verified(evaluator, target, estimates, path, plan_of, plan, measure
             break
         goal = further_goal(target.value * AIM_PAST,
                             target.achieved(cost_metrics(evaluator, plan)), measured)
-        try:
-            if goal is None:
-                raise PlanError("beyond the grid")
-            plan = plan_of(_walk_cost(evaluator, replace(target, value=goal), estimates,
-                                      path, plan_of))
-        except PlanError:
-            plan = plan_of(_path_end(estimates, path))
+        fractions = None
+        if goal is not None:
+            with suppress(PlanError):  # the goal lies beyond the table's grid
+                fractions = _walk_cost(evaluator, replace(target, value=goal), estimates,
+                                       path, plan_of)
+        plan = plan_of(_path_end(estimates, path) if fractions is None else fractions)
         if any(plan == p for _, p in tries):  # the grid reaches no further
             break
     measured, plan = next(((m, p) for m, p in tries if m >= target.value),
